@@ -1,0 +1,686 @@
+//! All SQL lives here: the schema, its versioned migrations, and one function per query.
+//!
+//! The database is SQLite in WAL mode with `synchronous=FULL` (a committed transaction survives
+//! power loss), foreign keys on, and `secure_delete` on so that deleted rows (wrapped keys of
+//! shredded objects) are overwritten, not left in free pages. Several processes may open it at
+//! once (the server and the CLI); writers serialize through `BEGIN IMMEDIATE` and a busy timeout.
+//!
+//! Callers above this module never see `rusqlite`; they get plain Rust values.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::model::{ObjectId, ObjectState, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this build understands ({known}); upgrade Custos")]
+    TooNew { found: i64, known: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("stored value is damaged: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Each entry migrates from version `index` to `index + 1`. Never edit a landed entry; append.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE users (
+    id                   INTEGER PRIMARY KEY,
+    name                 TEXT NOT NULL UNIQUE,
+    role                 TEXT NOT NULL CHECK (role IN ('admin', 'agent', 'compliance', 'auditor')),
+    password_hash        TEXT NOT NULL,
+    must_change_password INTEGER NOT NULL DEFAULT 0,
+    disabled             INTEGER NOT NULL DEFAULT 0,
+    created_at           TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE auth_tokens (
+    token_hash BLOB PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    kind       TEXT NOT NULL CHECK (kind IN ('session', 'api')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE keks (
+    epoch      INTEGER PRIMARY KEY,
+    wrapped    BLOB NOT NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE objects (
+    id            TEXT PRIMARY KEY,
+    session_id    TEXT,
+    class         TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('open', 'sealed', 'truncated', 'shredded')),
+    created_at    TEXT NOT NULL,
+    closed_at     TEXT,
+    chunks        INTEGER,
+    plain_len     INTEGER,
+    cipher_len    INTEGER,
+    plain_sha256  BLOB,
+    cipher_sha256 BLOB
+) STRICT;
+CREATE INDEX objects_session ON objects(session_id);
+CREATE INDEX objects_state ON objects(state);
+
+CREATE TABLE object_keys (
+    object_id TEXT PRIMARY KEY REFERENCES objects(id),
+    epoch     INTEGER NOT NULL REFERENCES keks(epoch),
+    wrapped   BLOB NOT NULL
+) STRICT;
+CREATE INDEX object_keys_epoch ON object_keys(epoch);
+
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    entry     BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    time      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target    TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_log_action ON audit_log(action);
+CREATE INDEX audit_log_target ON audit_log(target);
+
+CREATE TABLE audit_tree (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE checkpoints (
+    size       INTEGER PRIMARY KEY,
+    note       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+"#];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// One connection to the appliance database.
+pub struct Store {
+    conn: Connection,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub must_change_password: bool,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ObjectRow {
+    pub id: ObjectId,
+    pub session_id: Option<String>,
+    pub class: String,
+    pub state: ObjectState,
+    pub created_at: String,
+    pub closed_at: Option<String>,
+    pub chunks: Option<u64>,
+    pub plain_len: Option<u64>,
+    pub cipher_len: Option<u64>,
+    pub plain_sha256: Option<[u8; 32]>,
+    pub cipher_sha256: Option<[u8; 32]>,
+}
+
+/// What a sealed or recovered object contained.
+#[derive(Clone, Debug)]
+pub struct ObjectClose {
+    pub state: ObjectState,
+    pub closed_at: String,
+    pub chunks: u64,
+    pub plain_len: u64,
+    pub cipher_len: u64,
+    pub plain_sha256: [u8; 32],
+    pub cipher_sha256: [u8; 32],
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub entry: Vec<u8>,
+    pub leaf_hash: Vec<u8>,
+}
+
+fn hash32(v: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; 32]>> {
+    v.map(|b| b.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes"))))
+        .transpose()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { found: version, known: SCHEMA_VERSION });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` inside a write transaction taken up front, so that concurrent writers in other
+    /// processes queue instead of failing half-way.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&Tx(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a read snapshot.
+    pub fn read<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = f(&Tx(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check`: "ok" or the first problems SQLite found.
+    pub fn integrity_check(&self) -> Result<String> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(rows.join("; "))
+    }
+
+    /// Moves every WAL frame into the main file and truncates the WAL, so that pages freed by a
+    /// deletion (already zeroed by `secure_delete`) leave no older copy behind in the WAL.
+    pub fn checkpoint_wal(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// A transaction handle; every query is a method here.
+pub struct Tx<'c>(&'c rusqlite::Transaction<'c>);
+
+impl Tx<'_> {
+    // --- meta ----------------------------------------------------------------------------------
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    // --- users ---------------------------------------------------------------------------------
+
+    pub fn user_insert(&self, name: &str, role: Role, password_hash: &str, must_change: bool, now: &str) -> Result<i64> {
+        let n = self.0.execute(
+            "INSERT INTO users (name, role, password_hash, must_change_password, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+            params![name, role.as_str(), password_hash, must_change, now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("user {name:?} already exists")));
+        }
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, bool, bool, String)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    }
+
+    fn user_build(t: (i64, String, String, String, bool, bool, String)) -> Result<UserRow> {
+        let role = t.2.parse().map_err(|e| StoreError::Corrupt(format!("user {}: {e}", t.1)))?;
+        Ok(UserRow {
+            id: t.0,
+            name: t.1,
+            role,
+            password_hash: t.3,
+            must_change_password: t.4,
+            disabled: t.5,
+            created_at: t.6,
+        })
+    }
+
+    const USER_COLS: &'static str =
+        "id, name, role, password_hash, must_change_password, disabled, created_at";
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {} FROM users WHERE name = ?1", Self::USER_COLS);
+        self.0
+            .query_row(&sql, [name], Self::user_from_row)
+            .optional()?
+            .map(Self::user_build)
+            .transpose()
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {} FROM users WHERE id = ?1", Self::USER_COLS);
+        self.0
+            .query_row(&sql, [id], Self::user_from_row)
+            .optional()?
+            .map(Self::user_build)
+            .transpose()
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>> {
+        let sql = format!("SELECT {} FROM users ORDER BY name", Self::USER_COLS);
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt.query_map([], Self::user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(Self::user_build).collect()
+    }
+
+    pub fn user_set_disabled(&self, name: &str, disabled: bool) -> Result<()> {
+        let n = self.0.execute("UPDATE users SET disabled = ?2 WHERE name = ?1", params![name, disabled])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {name:?}")));
+        }
+        if disabled {
+            self.0.execute(
+                "DELETE FROM auth_tokens WHERE user_id = (SELECT id FROM users WHERE name = ?1)",
+                [name],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn user_set_password(&self, id: i64, password_hash: &str, must_change: bool) -> Result<()> {
+        self.0.execute(
+            "UPDATE users SET password_hash = ?2, must_change_password = ?3 WHERE id = ?1",
+            params![id, password_hash, must_change],
+        )?;
+        Ok(())
+    }
+
+    pub fn count_admins(&self) -> Result<i64> {
+        Ok(self.0.query_row(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    // --- tokens --------------------------------------------------------------------------------
+
+    pub fn token_insert(&self, hash: &[u8; 32], user_id: i64, kind: &str, now: i64, expires: i64) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO auth_tokens (token_hash, user_id, kind, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&hash[..], user_id, kind, now, expires],
+        )?;
+        Ok(())
+    }
+
+    /// The user a live token belongs to, with the token's kind.
+    pub fn token_user(&self, hash: &[u8; 32], now: i64) -> Result<Option<(UserRow, String)>> {
+        let row: Option<(i64, String)> = self
+            .0
+            .query_row(
+                "SELECT user_id, kind FROM auth_tokens WHERE token_hash = ?1 AND expires_at > ?2",
+                params![&hash[..], now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((uid, kind)) = row else { return Ok(None) };
+        Ok(self.user_by_id(uid)?.filter(|u| !u.disabled).map(|u| (u, kind)))
+    }
+
+    pub fn token_delete(&self, hash: &[u8; 32]) -> Result<()> {
+        self.0.execute("DELETE FROM auth_tokens WHERE token_hash = ?1", [&hash[..]])?;
+        Ok(())
+    }
+
+    pub fn tokens_delete_for_user(&self, user_id: i64) -> Result<()> {
+        self.0.execute("DELETE FROM auth_tokens WHERE user_id = ?1", [user_id])?;
+        Ok(())
+    }
+
+    pub fn tokens_purge_expired(&self, now: i64) -> Result<usize> {
+        Ok(self.0.execute("DELETE FROM auth_tokens WHERE expires_at <= ?1", [now])?)
+    }
+
+    // --- key-encryption keys -------------------------------------------------------------------
+
+    pub fn kek_insert(&self, epoch: u32, wrapped: &[u8], now: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO keks (epoch, wrapped, created_at) VALUES (?1, ?2, ?3)",
+            params![epoch, wrapped, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn kek_get(&self, epoch: u32) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .query_row("SELECT wrapped FROM keks WHERE epoch = ?1", [epoch], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn kek_current(&self) -> Result<Option<u32>> {
+        Ok(self.0.query_row("SELECT MAX(epoch) FROM keks", [], |r| r.get(0))?)
+    }
+
+    pub fn kek_epochs(&self) -> Result<Vec<u32>> {
+        let mut stmt = self.0.prepare("SELECT epoch FROM keks ORDER BY epoch")?;
+        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes a KEK that no data key is wrapped under any more. The foreign key on
+    /// `object_keys.epoch` makes this fail if one still is, whoever inserted it meanwhile.
+    pub fn kek_delete(&self, epoch: u32) -> Result<()> {
+        self.0.execute("DELETE FROM keks WHERE epoch = ?1", [epoch])?;
+        Ok(())
+    }
+
+    // --- objects and their data keys -----------------------------------------------------------
+
+    pub fn object_insert(&self, id: ObjectId, session_id: Option<&str>, class: &str, now: &str, epoch: u32, wrapped: &[u8]) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO objects (id, session_id, class, state, created_at) VALUES (?1, ?2, ?3, 'open', ?4)",
+            params![id.to_string(), session_id, class, now],
+        )?;
+        self.0.execute(
+            "INSERT INTO object_keys (object_id, epoch, wrapped) VALUES (?1, ?2, ?3)",
+            params![id.to_string(), epoch, wrapped],
+        )?;
+        Ok(())
+    }
+
+    pub fn object_close(&self, id: ObjectId, c: &ObjectClose) -> Result<()> {
+        let n = self.0.execute(
+            "UPDATE objects SET state = ?2, closed_at = ?3, chunks = ?4, plain_len = ?5, cipher_len = ?6,
+                    plain_sha256 = ?7, cipher_sha256 = ?8
+             WHERE id = ?1 AND state = 'open'",
+            params![
+                id.to_string(),
+                c.state.as_str(),
+                c.closed_at,
+                c.chunks as i64,
+                c.plain_len as i64,
+                c.cipher_len as i64,
+                &c.plain_sha256[..],
+                &c.cipher_sha256[..]
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("object {id} is not open")));
+        }
+        Ok(())
+    }
+
+    fn object_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRowRaw> {
+        Ok(ObjectRowRaw {
+            id: r.get(0)?,
+            session_id: r.get(1)?,
+            class: r.get(2)?,
+            state: r.get(3)?,
+            created_at: r.get(4)?,
+            closed_at: r.get(5)?,
+            chunks: r.get(6)?,
+            plain_len: r.get(7)?,
+            cipher_len: r.get(8)?,
+            plain_sha256: r.get(9)?,
+            cipher_sha256: r.get(10)?,
+        })
+    }
+
+    const OBJECT_COLS: &'static str = "id, session_id, class, state, created_at, closed_at, chunks, plain_len, cipher_len, plain_sha256, cipher_sha256";
+
+    pub fn object_get(&self, id: ObjectId) -> Result<Option<ObjectRow>> {
+        let sql = format!("SELECT {} FROM objects WHERE id = ?1", Self::OBJECT_COLS);
+        self.0
+            .query_row(&sql, [id.to_string()], Self::object_from_row)
+            .optional()?
+            .map(ObjectRowRaw::build)
+            .transpose()
+    }
+
+    /// Objects in a given state, or all of them, in creation order.
+    pub fn objects(&self, state: Option<ObjectState>) -> Result<Vec<ObjectRow>> {
+        let sql = format!(
+            "SELECT {} FROM objects WHERE ?1 IS NULL OR state = ?1 ORDER BY created_at, id",
+            Self::OBJECT_COLS
+        );
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt
+            .query_map([state.map(|s| s.as_str())], Self::object_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(ObjectRowRaw::build).collect()
+    }
+
+    /// The wrapped data key of an object and the KEK epoch it is wrapped under.
+    pub fn object_key(&self, id: ObjectId) -> Result<Option<(u32, Vec<u8>)>> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT epoch, wrapped FROM object_keys WHERE object_id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Up to `limit` data keys wrapped under an epoch older than `epoch`.
+    pub fn object_keys_below(&self, epoch: u32, limit: u32) -> Result<Vec<(ObjectId, u32, Vec<u8>)>> {
+        let mut stmt = self.0.prepare(
+            "SELECT object_id, epoch, wrapped FROM object_keys WHERE epoch < ?1 ORDER BY object_id LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![epoch, limit], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, e, w)| {
+                let id = id.parse().map_err(|e| StoreError::Corrupt(format!("object key row: {e}")))?;
+                Ok((id, e, w))
+            })
+            .collect()
+    }
+
+    pub fn object_key_rewrap(&self, id: ObjectId, old_epoch: u32, epoch: u32, wrapped: &[u8]) -> Result<()> {
+        self.0.execute(
+            "UPDATE object_keys SET epoch = ?3, wrapped = ?4 WHERE object_id = ?1 AND epoch = ?2",
+            params![id.to_string(), old_epoch, epoch, wrapped],
+        )?;
+        Ok(())
+    }
+
+    pub fn object_keys_count_below(&self, epoch: u32) -> Result<u64> {
+        Ok(self.0.query_row("SELECT COUNT(*) FROM object_keys WHERE epoch < ?1", [epoch], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    // --- audit log -----------------------------------------------------------------------------
+
+    pub fn audit_size(&self) -> Result<u64> {
+        Ok(self.0.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn audit_insert(&self, seq: u64, entry: &[u8], leaf: &[u8; 32], time: &str, actor: &str, action: &str, target: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO audit_log (seq, entry, leaf_hash, time, actor, action, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![seq as i64, entry, &leaf[..], time, actor, action, target],
+        )?;
+        Ok(())
+    }
+
+    pub fn audit_node_insert(&self, level: u32, idx: u64, hash: &[u8; 32]) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO audit_tree (level, idx, hash) VALUES (?1, ?2, ?3)",
+            params![level, idx as i64, &hash[..]],
+        )?;
+        Ok(())
+    }
+
+    pub fn audit_node(&self, level: u32, idx: u64) -> Result<[u8; 32]> {
+        let h: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT hash FROM audit_tree WHERE level = ?1 AND idx = ?2",
+                params![level, idx as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let h = h.ok_or_else(|| StoreError::NotFound(format!("audit tree node ({level}, {idx})")))?;
+        hash32(Some(h), "audit tree node").map(|h| h.expect("some"))
+    }
+
+    /// Calls `f` for each audit row from `from` in order, without loading them all.
+    pub fn audit_scan(&self, from: u64, mut f: impl FnMut(AuditRow) -> Result<bool>) -> Result<()> {
+        let mut stmt = self.0.prepare("SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([from as i64])?;
+        while let Some(r) = rows.next()? {
+            let row = AuditRow { seq: r.get::<_, i64>(0)? as u64, entry: r.get(1)?, leaf_hash: r.get(2)? };
+            if !f(row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `limit` audit entries, oldest first.
+    pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT seq, entry, leaf_hash FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([limit], |r| Ok(AuditRow { seq: r.get::<_, i64>(0)? as u64, entry: r.get(1)?, leaf_hash: r.get(2)? }))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn checkpoint_insert(&self, size: u64, note: &str, now: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO checkpoints (size, note, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (size) DO NOTHING",
+            params![size as i64, note, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn checkpoint_latest(&self) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .0
+            .query_row("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
+        let mut stmt = self.0.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+struct ObjectRowRaw {
+    id: String,
+    session_id: Option<String>,
+    class: String,
+    state: String,
+    created_at: String,
+    closed_at: Option<String>,
+    chunks: Option<i64>,
+    plain_len: Option<i64>,
+    cipher_len: Option<i64>,
+    plain_sha256: Option<Vec<u8>>,
+    cipher_sha256: Option<Vec<u8>>,
+}
+
+impl ObjectRowRaw {
+    fn build(self) -> Result<ObjectRow> {
+        let corrupt = |e: crate::model::ParseError| StoreError::Corrupt(format!("object {}: {e}", self.id));
+        Ok(ObjectRow {
+            id: self.id.parse().map_err(corrupt)?,
+            state: self.state.parse().map_err(corrupt)?,
+            session_id: self.session_id,
+            class: self.class,
+            created_at: self.created_at,
+            closed_at: self.closed_at,
+            chunks: self.chunks.map(|v| v as u64),
+            plain_len: self.plain_len.map(|v| v as u64),
+            cipher_len: self.cipher_len.map(|v| v as u64),
+            plain_sha256: hash32(self.plain_sha256, "plaintext digest")?,
+            cipher_sha256: hash32(self.cipher_sha256, "ciphertext digest")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut s = Store::open(&path).unwrap();
+        s.write(|tx| tx.meta_set("k", "v")).unwrap();
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.read(|tx| tx.meta_get("k")).unwrap().as_deref(), Some("v"));
+        s.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(s);
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
+    }
+
+    #[test]
+    fn duplicate_user_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db")).unwrap();
+        s.write(|tx| tx.user_insert("a", Role::Admin, "h", false, "t")).unwrap();
+        let err = s.write(|tx| tx.user_insert("a", Role::Agent, "h", false, "t")).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    }
+
+    #[test]
+    fn a_kek_in_use_cannot_be_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db")).unwrap();
+        let id = ObjectId::random();
+        s.write(|tx| {
+            tx.kek_insert(1, &[0; 40], "t")?;
+            tx.object_insert(id, None, "file", "t", 1, &[1; 40])
+        })
+        .unwrap();
+        assert!(s.write(|tx| tx.kek_delete(1)).is_err());
+    }
+}
