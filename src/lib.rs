@@ -30,3 +30,8 @@ pub mod keys;
 pub mod model;
 pub mod store;
 pub mod tls;
+pub mod app;
+pub mod auth;
+pub mod web;
+pub mod client;
+pub mod cli;

@@ -1,1 +1,17 @@
-fn main() {}
+//! The `custos` binary: parses the command line, sets up logging to standard error, runs the
+//! command, and turns errors into a message and an exit status.
+
+use clap::Parser;
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = custos::cli::Cli::parse();
+    match custos::cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

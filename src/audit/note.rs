@@ -134,7 +134,7 @@ impl NoteVerifier {
     }
 
     pub fn from_vkey(s: &str) -> Result<Self, NoteError> {
-        let mut parts = s.trim().split('+');
+        let mut parts = s.trim().splitn(3, '+');
         let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey("expected name+keyid+key"));
         };

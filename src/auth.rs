@@ -1,0 +1,227 @@
+//! Who may do what: password checks, login tokens, login throttling, and the permission matrix
+//! (docs/security.md shows it as a table; this module is the one place it is enforced).
+//!
+//! Tokens are 256 random bits shown once to their holder; only their SHA-256 is stored, so a copy
+//! of the database does not let anyone log in.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::crypto::{self, sha256};
+use crate::model::{Role, unix_now};
+use crate::store::{Store, StoreError, UserRow};
+
+pub const MIN_PASSWORD_LEN: usize = 12;
+pub const TOKEN_PREFIX: &str = "cst_";
+
+/// Every act the API guards. Adding an endpoint means naming its permission here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// Create, list and disable users.
+    ManageUsers,
+    /// Read audit entries and checkpoints.
+    ReadAudit,
+    /// Appliance status: seal state, storage, certificate.
+    ReadSystem,
+}
+
+/// The permission matrix.
+pub fn allowed(role: Role, p: Permission) -> bool {
+    use Permission::*;
+    use Role::*;
+    match p {
+        ManageUsers => role == Admin,
+        ReadAudit => matches!(role, Admin | Compliance | Auditor),
+        ReadSystem => matches!(role, Admin | Compliance),
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user_id: i64,
+    pub name: String,
+    pub role: Role,
+    pub must_change_password: bool,
+    pub token_hash: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown user or wrong password")]
+    BadCredentials,
+    #[error("too many failed attempts; try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a password policy: long enough, not trivially repetitive.
+pub fn check_password_policy(pw: &str) -> Result<(), AuthError> {
+    if pw.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AuthError::WeakPassword(format!("a password needs at least {MIN_PASSWORD_LEN} characters")));
+    }
+    let distinct: std::collections::HashSet<char> = pw.chars().collect();
+    if distinct.len() < 5 {
+        return Err(AuthError::WeakPassword("a password needs at least 5 different characters".into()));
+    }
+    Ok(())
+}
+
+/// A one-time password for a new account: 100 bits in five groups of a lowercase alphabet
+/// without look-alike characters, easy to read from a console.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let bytes: [u8; 20] = crypto::random_array();
+    let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect();
+    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+/// A hash to verify against when the user does not exist, so both cases cost the same.
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| crypto::hash_password(&generate_password()))
+}
+
+/// Checks a name and password. Unknown users, disabled users and wrong passwords look the same
+/// from outside.
+pub fn verify_login(store: &mut Store, name: &str, password: &str) -> Result<UserRow, AuthError> {
+    let user = store.read(|tx| tx.user_by_name(name))?;
+    match user {
+        Some(u) if !u.disabled => match crypto::verify_password(password, &u.password_hash) {
+            Ok(true) => Ok(u),
+            _ => Err(AuthError::BadCredentials),
+        },
+        _ => {
+            let _ = crypto::verify_password(password, dummy_hash());
+            Err(AuthError::BadCredentials)
+        }
+    }
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    sha256(token.as_bytes())
+}
+
+/// Issues a token for a user; returns it (shown once) and its expiry as a Unix time.
+pub fn issue_token(store: &mut Store, user_id: i64, kind: &str, ttl_s: i64) -> Result<(String, i64), AuthError> {
+    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(crypto::random_array::<32>()));
+    let now = unix_now();
+    let expires = now + ttl_s;
+    store.write(|tx| {
+        tx.tokens_purge_expired(now)?;
+        tx.token_insert(&hash_token(&token), user_id, kind, now, expires)
+    })?;
+    Ok((token, expires))
+}
+
+/// The principal a token stands for, if it is live and its user enabled.
+pub fn principal(store: &mut Store, token: &str) -> Result<Option<Principal>, AuthError> {
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > 100 {
+        return Ok(None);
+    }
+    let h = hash_token(token);
+    let found = store.read(|tx| tx.token_user(&h, unix_now()))?;
+    Ok(found.map(|(u, _kind)| Principal {
+        user_id: u.id,
+        name: u.name,
+        role: u.role,
+        must_change_password: u.must_change_password,
+        token_hash: h,
+    }))
+}
+
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Slows down password guessing: after a few failures for one account or one address, further
+/// attempts are refused for a time that doubles with each failure, up to 15 minutes. Failures
+/// are forgotten 15 minutes after the last one.
+pub struct Throttle {
+    failures: Mutex<HashMap<String, Failures>>,
+    free: u32,
+}
+
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+
+impl Throttle {
+    /// `free` failures are allowed before the lock-out starts.
+    pub fn new(free: u32) -> Self {
+        Self { failures: Mutex::new(HashMap::new()), free }
+    }
+
+    /// How long `key` must still wait, if at all.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let mut map = self.failures.lock().expect("throttle lock poisoned");
+        let now = Instant::now();
+        map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        let Some(f) = map.get(key) else { return Ok(()) };
+        if f.count < self.free {
+            return Ok(());
+        }
+        let lock = Duration::from_secs(1u64 << (f.count - self.free).min(10)).min(MAX_LOCK);
+        let until = f.last + lock;
+        if now < until { Err(until - now) } else { Ok(()) }
+    }
+
+    pub fn failure(&self, key: &str) {
+        let mut map = self.failures.lock().expect("throttle lock poisoned");
+        let f = map.entry(key.to_string()).or_insert(Failures { count: 0, last: Instant::now() });
+        f.count += 1;
+        f.last = Instant::now();
+    }
+
+    pub fn success(&self, key: &str) {
+        self.failures.lock().expect("throttle lock poisoned").remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_locks_after_free_failures_and_resets_on_success() {
+        let t = Throttle::new(3);
+        for _ in 0..3 {
+            assert!(t.check("user:a").is_ok());
+            t.failure("user:a");
+        }
+        let wait = t.check("user:a").unwrap_err();
+        assert!(wait <= Duration::from_secs(1));
+        assert!(t.check("user:b").is_ok());
+        t.success("user:a");
+        assert!(t.check("user:a").is_ok());
+    }
+
+    #[test]
+    fn password_policy_and_generated_passwords() {
+        assert!(check_password_policy("short").is_err());
+        assert!(check_password_policy("aaaaaaaaaaaaaaaa").is_err());
+        assert!(check_password_policy("a fine long passphrase").is_ok());
+        let p = generate_password();
+        assert_eq!(p.len(), 24);
+        assert!(check_password_policy(&p).is_ok());
+        assert_ne!(p, generate_password());
+    }
+
+    #[test]
+    fn permission_matrix_is_least_privilege() {
+        assert!(allowed(Role::Admin, Permission::ManageUsers));
+        for r in [Role::Agent, Role::Compliance, Role::Auditor] {
+            assert!(!allowed(r, Permission::ManageUsers));
+        }
+        assert!(!allowed(Role::Agent, Permission::ReadAudit));
+        assert!(allowed(Role::Auditor, Permission::ReadAudit));
+    }
+}

@@ -1,0 +1,425 @@
+//! The `custos` command line. Arguments are parsed by clap into `Cli`, then each command turns
+//! them into calls on the library. Commands that act on the appliance's files (user, audit,
+//! archive, key) work whether or not the server is running: SQLite serializes writers, and the
+//! audit log is append-only from any process. Seal and unseal talk to the running server over
+//! its Unix socket.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde_json::json;
+
+use crate::app::{self, DataDir};
+use crate::archive::Archive;
+use crate::audit::note::NoteVerifier;
+use crate::audit::{self, Event};
+use crate::auth;
+use crate::client::Endpoint;
+use crate::keys::{Keyring, UnsealMode};
+use crate::model::{Role, UserName, now_rfc3339};
+
+#[derive(Parser, Debug)]
+#[command(name = "custos", version, about = "On-premises remote-support appliance with an encrypted, tamper-evident archive")]
+pub struct Cli {
+    /// Data directory.
+    #[arg(long, global = true, env = "CUSTOS_DATA", default_value = "./custos-data")]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the appliance (initializes the data directory on first run).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8443 (default: custos.toml, else 127.0.0.1:8443).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Inspect and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Verify the encrypted archive.
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
+    /// Manage the key hierarchy.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Protect the master key with a passphrase and seal the running server.
+    Seal {
+        /// File whose first line is the passphrase (else you are prompted).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Give the passphrase to a sealed server.
+    Unseal {
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user. Without --password-file a one-time password is generated and printed.
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// File whose first line is the password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List users.
+    List,
+    /// Disable a user and end their sessions.
+    Disable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Recompute the whole tree and check every entry and checkpoint.
+    Verify {
+        /// Verifier key file to trust (default: keys/checkpoint.vkey in the data directory).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Print entries.
+    Show {
+        /// How many of the newest entries to print.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+        /// Print from this sequence number instead.
+        #[arg(long)]
+        from: Option<u64>,
+        /// One JSON entry per line, exactly as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint.
+    Checkpoint,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArchiveCmd {
+    /// Read every archive object end to end and check it against its metadata.
+    Verify {
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Start a new key-encryption-key epoch and re-wrap every data key under it.
+    Rotate {
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// Runs a command; `Ok(code)` is the process exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    let dir = DataDir::new(cli.data);
+    match cli.cmd {
+        Cmd::Serve { listen } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(app::serve(dir, listen))?;
+            Ok(0)
+        }
+        Cmd::User(c) => user(&dir, c),
+        Cmd::Audit(c) => audit_cmd(&dir, c),
+        Cmd::Archive(ArchiveCmd::Verify { passphrase_file }) => archive_verify(&dir, passphrase_file.as_deref()),
+        Cmd::Key(KeyCmd::Rotate { passphrase_file }) => key_rotate(&dir, passphrase_file.as_deref()),
+        Cmd::Seal { passphrase_file } => seal(&dir, passphrase_file.as_deref()),
+        Cmd::Unseal { passphrase_file } => unseal(&dir, passphrase_file.as_deref()),
+    }
+}
+
+/// Reads a secret: the first line of `file`, else a prompt on the terminal, else a line of
+/// standard input.
+fn read_secret(file: Option<&Path>, prompt: &str) -> Result<String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let line = text.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            bail!("{} is empty", f.display());
+        }
+        return Ok(line);
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(prompt)?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    if line.is_empty() {
+        bail!("no secret given on standard input");
+    }
+    Ok(line)
+}
+
+fn keyring(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<Keyring> {
+    let files = dir.master_files();
+    let master = files.load(|| read_secret(passphrase_file, "Passphrase: ").ok())?;
+    Ok(Keyring::new(master))
+}
+
+fn audit_cli(store: &mut crate::store::Store, action: &str, target: &str, details: serde_json::Value) -> Result<()> {
+    let ev = Event { action: action.into(), target: target.into(), details, ..app::cli_actor() };
+    audit::append(store, &[ev])?;
+    Ok(())
+}
+
+fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
+    let mut store = dir.open_store()?;
+    match c {
+        UserCmd::Add { name, role, password_file } => {
+            let name: UserName = name.parse()?;
+            let role: Role = role.parse()?;
+            let (password, one_time) = match password_file {
+                Some(f) => {
+                    let p = read_secret(Some(&f), "")?;
+                    auth::check_password_policy(&p)?;
+                    (p, false)
+                }
+                None => (auth::generate_password(), true),
+            };
+            let hash = crate::crypto::hash_password(&password);
+            let now = now_rfc3339();
+            store.write(|tx| {
+                tx.user_insert(name.as_str(), role, &hash, one_time, &now)?;
+                let ev = Event {
+                    action: "user.created".into(),
+                    target: format!("user:{name}"),
+                    details: json!({ "role": role, "one_time_password": one_time }),
+                    ..app::cli_actor()
+                };
+                audit::append_tx(tx, &[ev])
+            })?;
+            println!("created user {name} with role {role}");
+            if one_time {
+                println!("one-time password: {password}  (shown only now; it must be changed at first login)");
+            }
+        }
+        UserCmd::List => {
+            let users = store.read(|tx| tx.users())?;
+            println!("{:<24} {:<11} {:<9} CREATED", "NAME", "ROLE", "STATUS");
+            for u in users {
+                let status = if u.disabled {
+                    "disabled"
+                } else if u.must_change_password {
+                    "new"
+                } else {
+                    "active"
+                };
+                println!("{:<24} {:<11} {:<9} {}", u.name, u.role, status, u.created_at);
+            }
+        }
+        UserCmd::Disable { name } => {
+            store.write(|tx| {
+                let user = tx.user_by_name(&name)?.ok_or_else(|| crate::store::StoreError::NotFound(format!("user {name:?}")))?;
+                if user.role == Role::Admin && !user.disabled && tx.count_admins()? <= 1 {
+                    return Err(crate::store::StoreError::Conflict("the last enabled admin cannot be disabled".into()));
+                }
+                tx.user_set_disabled(&name, true)?;
+                let ev = Event { action: "user.disabled".into(), target: format!("user:{name}"), ..app::cli_actor() };
+                audit::append_tx(tx, &[ev])
+            })?;
+            println!("disabled user {name}");
+        }
+    }
+    Ok(0)
+}
+
+fn load_verifier(dir: &DataDir, store: &mut crate::store::Store, key: Option<&Path>) -> Result<NoteVerifier> {
+    let path = key.map(Path::to_path_buf).unwrap_or_else(|| dir.vkey_path());
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the verifier key {}", path.display()))?;
+    let v = NoteVerifier::from_vkey(text.trim()).with_context(|| format!("{}", path.display()))?;
+    if key.is_none() {
+        let stored = store
+            .read(|tx| Ok(audit::verifier(tx)))?
+            .map_err(|e| anyhow!("the database's verifier key: {e}"))?;
+        if stored != v {
+            bail!("the verifier key in the database differs from {}: the database or the key file was replaced", path.display());
+        }
+    }
+    Ok(v)
+}
+
+fn audit_cmd(dir: &DataDir, c: AuditCmd) -> Result<i32> {
+    let mut store = dir.open_store()?;
+    match c {
+        AuditCmd::Verify { key } => {
+            let v = load_verifier(dir, &mut store, key.as_deref())?;
+            let tty = std::io::stderr().is_terminal();
+            let report = audit::verify(&mut store, &v, |done, total| {
+                if tty && total > 0 {
+                    eprint!("\rverifying {done}/{total} entries ({}%)", done * 100 / total);
+                }
+            })?;
+            if tty {
+                eprintln!();
+            }
+            match report {
+                Ok(r) => {
+                    println!("audit log intact: {} entries, {} checkpoints verified", r.entries, r.checkpoints);
+                    if let Some(cp) = &r.latest {
+                        println!("latest checkpoint: size {}, root {}, signed by {}", cp.size, hex::encode(cp.root), v.to_vkey());
+                    }
+                    if r.unsigned_tail > 0 {
+                        println!("{} newer entries are not yet covered by a checkpoint (one is written within seconds while the server runs)", r.unsigned_tail);
+                    }
+                    Ok(0)
+                }
+                Err(problem) => {
+                    println!("audit log verification FAILED: {problem}");
+                    Ok(1)
+                }
+            }
+        }
+        AuditCmd::Show { last, from, json } => {
+            let rows = store.read(|tx| match from {
+                None => tx.audit_tail(last),
+                Some(f) => {
+                    let mut out = Vec::new();
+                    tx.audit_scan(f, |r| {
+                        out.push(r);
+                        Ok(out.len() < last as usize)
+                    })?;
+                    Ok(out)
+                }
+            })?;
+            let mut out = std::io::stdout().lock();
+            for r in rows {
+                if json {
+                    out.write_all(&r.entry)?;
+                    writeln!(out)?;
+                    continue;
+                }
+                match audit::decode(&r) {
+                    Ok(e) => writeln!(
+                        out,
+                        "#{:<6} {} {:<16} {:<24} {:<28} {:<8} {} {}",
+                        e.seq,
+                        e.time,
+                        format!("{}({})", e.actor, e.role),
+                        e.action,
+                        e.target,
+                        format!("{:?}", e.outcome).to_lowercase(),
+                        e.source,
+                        if e.details == json!({}) { String::new() } else { e.details.to_string() }
+                    )?,
+                    Err(problem) => writeln!(out, "#{:<6} UNREADABLE: {problem}", r.seq)?,
+                }
+            }
+            Ok(0)
+        }
+        AuditCmd::Checkpoint => {
+            let latest = store.read(|tx| tx.checkpoint_latest())?;
+            let Some((_, note)) = latest else { bail!("no checkpoint has been written yet") };
+            print!("{note}");
+            let vkey = std::fs::read_to_string(dir.vkey_path()).unwrap_or_default();
+            eprintln!("verifier key: {}", vkey.trim());
+            Ok(0)
+        }
+    }
+}
+
+fn archive_verify(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
+    let mut store = dir.open_store()?;
+    let keys = keyring(dir, passphrase_file)?;
+    store.read(|tx| keys.check(tx).map_err(|e| crate::store::StoreError::Corrupt(e.to_string())))?;
+    let archive: Archive = dir.archive();
+    let checks = archive.verify(&mut store, &keys)?;
+    let bad: Vec<_> = checks.iter().filter(|c| c.problem.is_some()).collect();
+    for c in &bad {
+        println!("DAMAGED {} ({}): {}", c.id, c.state, c.problem.as_deref().unwrap_or(""));
+    }
+    println!("{} objects checked, {} intact, {} with problems", checks.len(), checks.len() - bad.len(), bad.len());
+    audit_cli(&mut store, "archive.verified", "archive", json!({ "objects": checks.len(), "problems": bad.len() }))?;
+    Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+fn key_rotate(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
+    let mut store = dir.open_store()?;
+    let keys = keyring(dir, passphrase_file)?;
+    store.read(|tx| keys.check(tx).map_err(|e| crate::store::StoreError::Corrupt(e.to_string())))?;
+    let r = keys.rotate(&mut store, &now_rfc3339())?;
+    audit_cli(&mut store, "keys.rotated", "keys", json!({ "new_epoch": r.new_epoch, "rewrapped": r.rewrapped, "retired_epochs": r.retired }))?;
+    println!("key epoch {} is current: {} data keys re-wrapped, {} old epochs retired", r.new_epoch, r.rewrapped, r.retired);
+    Ok(0)
+}
+
+/// Talks to the running server over its socket, if one is running.
+fn local_call(dir: &DataDir, path: &str, body: serde_json::Value) -> Result<Option<crate::client::Response>> {
+    let sock = dir.socket_path();
+    if !sock.exists() {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match rt.block_on(Endpoint::Unix(sock).request(Method::POST, path, None, Some(&body))) {
+        Ok(r) => Ok(Some(r)),
+        Err(crate::client::ClientError::Connect { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn seal(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
+    let files = dir.master_files();
+    let passphrase = match files.mode()? {
+        UnsealMode::KeyFile => {
+            let p = read_secret(passphrase_file, "New passphrase (12 characters or more): ")?;
+            if passphrase_file.is_none() && std::io::stdin().is_terminal() && read_secret(None, "Again: ")? != p {
+                bail!("the passphrases differ");
+            }
+            Some(p)
+        }
+        UnsealMode::Passphrase => None,
+    };
+    match local_call(dir, "/api/v1/system/seal", json!({ "passphrase": passphrase }))? {
+        Some(r) if r.status == 200 => println!("sealed: the server forgot its keys and answers only /healthz until `custos unseal`"),
+        Some(r) => bail!("the server refused: {}", r.error_message()),
+        None => {
+            let Some(p) = passphrase else {
+                println!("already sealed: the master key is protected by a passphrase");
+                return Ok(0);
+            };
+            let master = files.load_keyfile()?;
+            files.seal(&master, &p)?;
+            let mut store = dir.open_store()?;
+            audit_cli(&mut store, "keys.sealed", "appliance", json!({ "converted_key_file": true }))?;
+            println!("sealed: the master key is now protected by the passphrase; `custos serve` will wait for `custos unseal`");
+        }
+    }
+    Ok(0)
+}
+
+fn unseal(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
+    if dir.master_files().mode()? == UnsealMode::KeyFile {
+        println!("not sealed: the master key is kept in a key file and the server unseals itself");
+        return Ok(0);
+    }
+    let p = read_secret(passphrase_file, "Passphrase: ")?;
+    match local_call(dir, "/api/v1/system/unseal", json!({ "passphrase": p }))? {
+        Some(r) if r.status == 200 => {
+            println!("unsealed");
+            Ok(0)
+        }
+        Some(r) => {
+            eprintln!("unseal refused: {}", r.error_message());
+            Ok(1)
+        }
+        None => {
+            dir.master_files().load_sealed(&p)?;
+            println!("the passphrase is correct; no server is running (start `custos serve`, then run `custos unseal`)");
+            Ok(0)
+        }
+    }
+}

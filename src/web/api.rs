@@ -1,0 +1,397 @@
+//! The JSON API handlers. Each handler checks its permission through `auth::allowed`, does its
+//! work through `App`, and records what it did in the audit log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::app::{App, Source};
+use crate::audit::{self, Event, Outcome};
+use crate::auth::{self, AuthError, Permission, Principal};
+use crate::model::{Role, UserName, format_rfc3339};
+
+/// The largest request body the API reads.
+pub const MAX_BODY: usize = 1024 * 1024;
+const SESSION_COOKIE: &str = "custos_session";
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/password", post(change_password))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{name}/disable", post(disable_user))
+        .route("/api/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/api/v1/audit/entries", get(audit_entries))
+        .route("/api/v1/system", get(system_status))
+}
+
+/// Key custody, offered only on the Unix socket.
+pub fn local_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/system/unseal", post(unseal))
+        .route("/api/v1/system/seal", post(seal))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn require(p: &Principal, perm: Permission) -> Result<(), ApiError> {
+    if auth::allowed(p.role, perm) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("the {} role may not do this", p.role)))
+    }
+}
+
+fn event(p: &Principal, src: &Source, action: &str, target: &str, details: Value) -> Event {
+    Event {
+        actor: p.name.clone(),
+        role: p.role.as_str().into(),
+        action: action.into(),
+        target: target.into(),
+        outcome: Outcome::Success,
+        source: src.to_string(),
+        details,
+    }
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        v.split(';').find_map(|kv| {
+            let (k, val) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then(|| val.to_string())
+        })
+    })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+}
+
+/// An authenticated request. A user who must change their password may only do that (and read
+/// who they are, and log out) until they have.
+pub struct Authed(pub Principal);
+
+impl FromRequestParts<Arc<App>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers).or_else(|| cookie_token(&parts.headers)).ok_or_else(ApiError::unauthorized)?;
+        let p = app.db(move |s| auth::principal(s, &token)).await?.ok_or_else(ApiError::unauthorized)?;
+        let path = parts.uri.path();
+        if p.must_change_password && !matches!(path, "/api/v1/auth/password" | "/api/v1/auth/logout" | "/api/v1/me") {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "this account must change its password first (POST /api/v1/auth/password)",
+            ));
+        }
+        Ok(Authed(p))
+    }
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let sealed = app.is_sealed();
+    let body = Json(json!({ "status": if sealed { "sealed" } else { "ok" }, "sealed": sealed }));
+    if sealed { (StatusCode::SERVICE_UNAVAILABLE, body).into_response() } else { body.into_response() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    #[serde(alias = "username")]
+    name: String,
+    password: String,
+}
+
+fn session_cookie(token: &str, max_age: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
+        .expect("token characters are valid in a header")
+}
+
+async fn login(State(app): State<Arc<App>>, Extension(src): Extension<Source>, body: Bytes) -> Result<Response, ApiError> {
+    let req: LoginRequest = parse(&body)?;
+    // What the caller typed is recorded, but only in a bounded, printable form.
+    let shown: String = req.name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let user_key = format!("user:{shown}");
+    let ip_key = format!("ip:{src}");
+    for key in [&user_key, &ip_key] {
+        if let Err(wait) = app.throttle.check(key) {
+            let ev = Event { actor: shown.clone(), role: "none".into(), source: src.to_string(), ..Event::system("auth.login", &format!("user:{shown}"), json!({ "reason": "throttled" })) };
+            app.audit(ev.outcome(Outcome::Denied)).await?;
+            return Err(AuthError::Throttled(wait).into());
+        }
+    }
+    let ttl = app.config.session_ttl_s;
+    let (name, password) = (req.name.clone(), req.password);
+    let result = app
+        .db(move |s| {
+            let user = auth::verify_login(s, &name, &password)?;
+            let (token, expires) = auth::issue_token(s, user.id, "session", ttl)?;
+            Ok::<_, AuthError>((user, token, expires))
+        })
+        .await;
+    let base = Event { actor: shown.clone(), role: "none".into(), source: src.to_string(), ..Event::system("auth.login", &format!("user:{shown}"), json!({})) };
+    match result {
+        Ok((user, token, expires)) => {
+            app.throttle.success(&user_key);
+            app.audit(Event { role: user.role.as_str().into(), ..base }).await?;
+            let expires_at = time::OffsetDateTime::from_unix_timestamp(expires).map(format_rfc3339).unwrap_or_default();
+            let body = json!({
+                "token": token,
+                "expires_at": expires_at,
+                "user": { "name": user.name, "role": user.role },
+                "password_change_required": user.must_change_password,
+            });
+            let mut res = Json(body).into_response();
+            res.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, ttl));
+            Ok(res)
+        }
+        Err(AuthError::BadCredentials) => {
+            app.throttle.failure(&user_key);
+            app.throttle.failure(&ip_key);
+            app.audit(Event { details: json!({ "reason": "bad credentials" }), ..base }.outcome(Outcome::Denied)).await?;
+            // A fixed pause on every failure, on top of the lock-out, slows guessing further.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err(AuthError::BadCredentials.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn logout(State(app): State<Arc<App>>, Extension(src): Extension<Source>, Authed(p): Authed) -> Result<Response, ApiError> {
+    let h = p.token_hash;
+    app.db(move |s| s.write(|tx| tx.token_delete(&h))).await?;
+    app.audit(event(&p, &src, "auth.logout", &format!("user:{}", p.name), json!({}))).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PasswordChange = parse(&body)?;
+    auth::check_password_policy(&req.new_password)?;
+    if req.new_password == req.current_password {
+        return Err(AuthError::WeakPassword("the new password must differ from the current one".into()).into());
+    }
+    let key = format!("user:{}", p.name);
+    if let Err(wait) = app.throttle.check(&key) {
+        return Err(ApiError::throttled(wait));
+    }
+    let (name, uid, ttl) = (p.name.clone(), p.user_id, app.config.session_ttl_s);
+    let result = app
+        .db(move |s| {
+            auth::verify_login(s, &name, &req.current_password)?;
+            let hash = crate::crypto::hash_password(&req.new_password);
+            s.write(|tx| {
+                tx.user_set_password(uid, &hash, false)?;
+                tx.tokens_delete_for_user(uid)
+            })?;
+            Ok::<_, AuthError>(auth::issue_token(s, uid, "session", ttl)?)
+        })
+        .await;
+    match result {
+        Ok((token, _)) => {
+            app.audit(event(&p, &src, "user.password_changed", &format!("user:{}", p.name), json!({}))).await?;
+            let mut res = Json(json!({ "token": token, "password_change_required": false })).into_response();
+            res.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, ttl));
+            Ok(res)
+        }
+        Err(AuthError::BadCredentials) => {
+            app.throttle.failure(&key);
+            app.audit(event(&p, &src, "user.password_changed", &format!("user:{}", p.name), json!({ "reason": "wrong current password" })).outcome(Outcome::Denied))
+                .await?;
+            Err(ApiError::new(StatusCode::FORBIDDEN, "bad_credentials", "the current password is wrong"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn me(Authed(p): Authed) -> Json<Value> {
+    Json(json!({ "name": p.name, "role": p.role, "password_change_required": p.must_change_password }))
+}
+
+async fn list_users(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ManageUsers)?;
+    let users = app.db(|s| s.read(|tx| tx.users())).await?;
+    let list: Vec<Value> = users
+        .into_iter()
+        .map(|u| json!({ "name": u.name, "role": u.role, "disabled": u.disabled, "password_change_required": u.must_change_password, "created_at": u.created_at }))
+        .collect();
+    Ok(Json(json!({ "users": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    role: String,
+    password: Option<String>,
+}
+
+async fn create_user(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&p, Permission::ManageUsers)?;
+    let req: NewUser = parse(&body)?;
+    let name: UserName = req.name.parse().map_err(|e: crate::model::ParseError| ApiError::bad_request(e.to_string()))?;
+    let role: Role = req.role.parse().map_err(|e: crate::model::ParseError| ApiError::bad_request(e.to_string()))?;
+    let (password, one_time) = match req.password {
+        Some(pw) => {
+            auth::check_password_policy(&pw)?;
+            (pw, false)
+        }
+        None => (auth::generate_password(), true),
+    };
+    let hash = crate::crypto::hash_password(&password);
+    let (n, now) = (name.to_string(), crate::model::now_rfc3339());
+    app.db(move |s| s.write(|tx| tx.user_insert(&n, role, &hash, one_time, &now))).await?;
+    app.audit(event(&p, &src, "user.created", &format!("user:{name}"), json!({ "role": role, "one_time_password": one_time }))).await?;
+    let mut body = json!({ "name": name.as_str(), "role": role, "password_change_required": one_time });
+    if one_time {
+        body["one_time_password"] = json!(password);
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn disable_user(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ManageUsers)?;
+    if name == p.name {
+        return Err(ApiError::conflict("you cannot disable your own account"));
+    }
+    let n = name.clone();
+    app.db(move |s| {
+        s.write(|tx| {
+            let user = tx.user_by_name(&n)?.ok_or_else(|| crate::store::StoreError::NotFound(format!("user {n:?}")))?;
+            if user.role == Role::Admin && !user.disabled && tx.count_admins()? <= 1 {
+                return Err(crate::store::StoreError::Conflict("the last enabled admin cannot be disabled".into()));
+            }
+            tx.user_set_disabled(&n, true)
+        })
+    })
+    .await?;
+    app.audit(event(&p, &src, "user.disabled", &format!("user:{name}"), json!({}))).await?;
+    Ok(Json(json!({ "name": name, "disabled": true })))
+}
+
+async fn audit_checkpoint(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadAudit)?;
+    let (latest, vkey) = app.db(|s| s.read(|tx| Ok((tx.checkpoint_latest()?, tx.meta_get("checkpoint_vkey")?)))).await?;
+    let Some((size, note)) = latest else { return Err(ApiError::not_found("no checkpoint has been written yet")) };
+    Ok(Json(json!({ "size": size, "note": note, "vkey": vkey })))
+}
+
+#[derive(Deserialize)]
+struct EntriesQuery {
+    from: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn audit_entries(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Query(q): Query<EntriesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadAudit)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = app
+        .db(move |s| {
+            s.read(|tx| match q.from {
+                None => tx.audit_tail(limit),
+                Some(from) => {
+                    let mut out = Vec::new();
+                    tx.audit_scan(from, |r| {
+                        out.push(r);
+                        Ok(out.len() < limit as usize)
+                    })?;
+                    Ok(out)
+                }
+            })
+        })
+        .await?;
+    let entries: Vec<Value> = rows
+        .iter()
+        .map(|r| match audit::decode(r) {
+            Ok(e) => serde_json::to_value(e).unwrap_or(Value::Null),
+            Err(problem) => json!({ "seq": r.seq, "unreadable": problem }),
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries })))
+}
+
+async fn system_status(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadSystem)?;
+    let (size, latest, epoch) = app
+        .db(|s| s.read(|tx| Ok((tx.audit_size()?, tx.checkpoint_latest()?.map(|c| c.0), tx.kek_current()?))))
+        .await?;
+    let mode = app.dir.master_files().mode().map(|m| format!("{m:?}")).unwrap_or_else(|e| e.to_string());
+    Ok(Json(json!({
+        "appliance_id": app.appliance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "sealed": app.is_sealed(),
+        "unseal_mode": mode,
+        "tls_fingerprint_sha256": app.fingerprint,
+        "kek_epoch": epoch,
+        "audit_entries": size,
+        "latest_checkpoint_size": latest,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Passphrase {
+    passphrase: Option<String>,
+}
+
+async fn unseal(State(app): State<Arc<App>>, Extension(src): Extension<Source>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: Passphrase = parse(&body)?;
+    let p = req.passphrase.ok_or_else(|| ApiError::bad_request("passphrase is required"))?;
+    app.unseal(p, &src).await?;
+    Ok(Json(json!({ "sealed": false })))
+}
+
+async fn seal(State(app): State<Arc<App>>, Extension(src): Extension<Source>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: Passphrase = if body.is_empty() { Passphrase { passphrase: None } } else { parse(&body)? };
+    app.seal(req.passphrase, &src).await?;
+    Ok(Json(json!({ "sealed": true })))
+}

@@ -1,0 +1,170 @@
+//! HTTP: the listeners, the router, and the JSON API. Wire types live here and nowhere else;
+//! `ApiError` maps every failure to a status code and the contract's error body
+//! `{"error": {"code": "...", "message": "..."}}` in one place.
+//!
+//! Two surfaces share one router: HTTPS on the configured address, and a Unix socket in the
+//! data directory (mode 0600, peers checked to be the service's own user or root). Only the
+//! socket offers the key-custody endpoints (seal, unseal).
+
+mod api;
+mod error;
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::app::{App, AppError, Source};
+pub use error::ApiError;
+
+/// Connections served at once; more are refused at accept.
+const MAX_CONNECTIONS: usize = 8192;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which listener a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    Https,
+    Local,
+}
+
+/// Builds the router for one surface.
+pub fn router(app: Arc<App>, surface: Surface) -> Router {
+    let mut r = api::routes();
+    if surface == Surface::Local {
+        r = r.merge(api::local_routes());
+    }
+    r.fallback(api::not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), sealed_gate))
+        .layer(middleware::from_fn(security_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY))
+        .with_state(app)
+}
+
+/// While sealed, only `/healthz` (and, on the socket, unseal) answer.
+async fn sealed_gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if app.is_sealed() && path != "/healthz" && path != "/api/v1/system/unseal" && path != "/api/v1/system/seal" {
+        return ApiError::sealed().into_response_value();
+    }
+    next.run(req).await
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(h, "strict-transport-security", "max-age=63072000");
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "content-security-policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Serves one connection; when `stop` fires, the request in flight finishes and the connection
+/// closes.
+async fn serve_conn<I>(io: I, router: Router, source: Source, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(source.clone());
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { drop(stop.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Accepts on both listeners until `stop`, then lets open requests finish (bounded).
+pub async fn run(
+    app: Arc<App>,
+    tcp: TcpListener,
+    unix: UnixListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), AppError> {
+    let https = router(app.clone(), Surface::Https);
+    let local = router(app.clone(), Surface::Local);
+    let acceptor = TlsAcceptor::from(tls);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let owner_uid = std::fs::metadata(app.dir.root()).map(|m| m.uid()).unwrap_or(0);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = tcp.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, router, conn_stop) = (acceptor.clone(), https.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_conn(TokioIo::new(tls), router, Source::Net(peer), conn_stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+            accepted = unix.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let uid = stream.peer_cred().map(|c| c.uid()).ok();
+                if uid != Some(owner_uid) && uid != Some(0) {
+                    tracing::warn!(?uid, "refused a socket connection from another user");
+                    continue;
+                }
+                let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
+                let (router, conn_stop) = (local.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve_conn(TokioIo::new(stream), router, Source::Local, conn_stop).await
+                });
+            }
+        }
+    }
+    drop(tcp);
+    drop(unix);
+    // Every connection holds a permit; when all are back, every connection has closed.
+    let all = tokio::time::timeout(Duration::from_secs(10), limit.acquire_many(MAX_CONNECTIONS as u32)).await;
+    if all.is_err() {
+        tracing::warn!("requests still running after 10 s");
+    }
+    Ok(())
+}
