@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use crate::archive::{Archive, ArchiveError};
+use crate::archive::{Archive, ArchiveError, Recovery};
 use crate::audit::note::NoteSigner;
 use crate::audit::{self, AuditError, Event, Outcome};
 use crate::auth::{self, Throttle};
@@ -44,13 +44,19 @@ pub enum AppError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Refused(String),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
-    move |source| AppError::Io { path: path.to_path_buf(), source }
+    move |source| AppError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The data directory and the names of everything in it.
@@ -119,7 +125,10 @@ impl DataDir {
 
     /// The certificate and key the server presents: the administrator's, or the generated ones.
     pub fn tls_files(&self, config: &Config) -> (PathBuf, PathBuf) {
-        config.tls_files.clone().unwrap_or_else(|| (self.cert_path(), self.tls_key_path()))
+        config
+            .tls_files
+            .clone()
+            .unwrap_or_else(|| (self.cert_path(), self.tls_key_path()))
     }
 
     /// The SHA-256 fingerprint of the certificate the server presents.
@@ -132,7 +141,11 @@ impl DataDir {
 
 fn make_private_dir(path: &Path) -> Result<(), AppError> {
     if !path.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io_at(path))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io_at(path))?;
     }
     fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_at(path))
 }
@@ -174,7 +187,9 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
     let mut store = Store::open(&dir.db_path())?;
     let now = now_rfc3339();
     let vkey = store.write(|tx| {
-        let signing = keyring.initialize(tx, &now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let signing = keyring
+            .initialize(tx, &now)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let vkey = NoteSigner::new(&origin, signing).verifier().to_vkey();
         tx.meta_set("checkpoint_vkey", &vkey)?;
         tx.meta_set("created_at", &now)?;
@@ -182,8 +197,16 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
         audit::append_tx(
             tx,
             &[
-                Event::system("appliance.initialized", &format!("appliance:{appliance_id}"), json!({ "version": env!("CARGO_PKG_VERSION") })),
-                Event::system("user.created", "user:admin", json!({ "role": "admin", "one_time_password": true })),
+                Event::system(
+                    "appliance.initialized",
+                    &format!("appliance:{appliance_id}"),
+                    json!({ "version": env!("CARGO_PKG_VERSION") }),
+                ),
+                Event::system(
+                    "user.created",
+                    "user:admin",
+                    json!({ "role": "admin", "one_time_password": true }),
+                ),
             ],
         )?;
         // Written last: its presence is what marks the directory as initialized.
@@ -191,10 +214,17 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
         Ok(vkey)
     })?;
     fs::write(dir.vkey_path(), format!("{vkey}\n")).map_err(io_at(&dir.vkey_path()))?;
-    if let Ok(signing) = store.read(|tx| keyring.signing_key(tx).map_err(|e| StoreError::Corrupt(e.to_string()))) {
+    if let Ok(signing) = store.read(|tx| {
+        keyring
+            .signing_key(tx)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }) {
         audit::checkpoint(&mut store, &NoteSigner::new(&origin, signing), &origin)?;
     }
-    Ok(InitReport { appliance_id, admin_password: password })
+    Ok(InitReport {
+        appliance_id,
+        admin_password: password,
+    })
 }
 
 /// Key material present while the appliance is unsealed.
@@ -235,7 +265,10 @@ pub struct App {
 
 impl App {
     /// Runs `f` with the database on the blocking pool.
-    pub async fn db<T: Send + 'static>(&self, f: impl FnOnce(&mut Store) -> T + Send + 'static) -> T {
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> T {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,7 +280,8 @@ impl App {
 
     /// Appends one audit entry (durably) and returns its sequence number.
     pub async fn audit(&self, ev: Event) -> Result<u64, AuditError> {
-        self.db(move |s| audit::append(s, &[ev]).map(|v| v[0])).await
+        self.db(move |s| audit::append(s, &[ev]).map(|v| v[0]))
+            .await
     }
 
     pub fn is_sealed(&self) -> bool {
@@ -255,11 +289,19 @@ impl App {
     }
 
     pub fn keys(&self) -> Option<Arc<Keyring>> {
-        self.unsealed.read().expect("lock").as_ref().map(|u| u.keys.clone())
+        self.unsealed
+            .read()
+            .expect("lock")
+            .as_ref()
+            .map(|u| u.keys.clone())
     }
 
     fn signer(&self) -> Option<Arc<NoteSigner>> {
-        self.unsealed.read().expect("lock").as_ref().map(|u| u.signer.clone())
+        self.unsealed
+            .read()
+            .expect("lock")
+            .as_ref()
+            .map(|u| u.signer.clone())
     }
 
     /// Installs an unsealed master key: checks it against the data directory, then recovers
@@ -273,15 +315,28 @@ impl App {
             .db(move |s| -> Result<_, AppError> {
                 s.read(|tx| kr.check(tx).map_err(|e| StoreError::Corrupt(e.to_string())))
                     .map_err(|_| KeyError::WrongMasterKey)?;
-                let signing = s.read(|tx| kr.signing_key(tx).map_err(|e| StoreError::Corrupt(e.to_string())))?;
+                let signing = s.read(|tx| {
+                    kr.signing_key(tx)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })?;
                 let recovered = archive.recover(s, &kr)?;
                 Ok((NoteSigner::new(&origin, signing), recovered))
             })
             .await?;
         for r in &recovered {
-            tracing::warn!(object = %r.id, state = r.state.as_str(), chunks = r.chunks, cut_bytes = r.cut_bytes, "recovered an archive object left open by a crash");
+            match r {
+                Recovery::Sealed(r) => {
+                    tracing::warn!(object = %r.id, state = r.state.as_str(), chunks = r.chunks, cut_bytes = r.cut_bytes, reason = %r.reason, "recovered an archive object left open")
+                }
+                Recovery::Failed { id, error } => {
+                    tracing::error!(object = %id, %error, "could not recover an archive object; it stays open and `custos archive verify` will name it")
+                }
+            }
         }
-        *self.unsealed.write().expect("lock") = Some(Unsealed { keys: keyring, signer: Arc::new(signer) });
+        *self.unsealed.write().expect("lock") = Some(Unsealed {
+            keys: keyring,
+            signer: Arc::new(signer),
+        });
         self.audit(actor).await?;
         Ok(())
     }
@@ -292,7 +347,10 @@ impl App {
             return Ok(());
         }
         if let Err(wait) = self.throttle.check("unseal") {
-            return Err(AppError::Refused(format!("too many wrong passphrases; try again in {} s", wait.as_secs().max(1))));
+            return Err(AppError::Refused(format!(
+                "too many wrong passphrases; try again in {} s",
+                wait.as_secs().max(1)
+            )));
         }
         let files = self.dir.master_files();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -301,7 +359,10 @@ impl App {
         })
         .await
         .expect("unseal task panicked");
-        let base = Event { source: source.to_string(), ..Event::system("keys.unseal", "appliance", json!({})) };
+        let base = Event {
+            source: source.to_string(),
+            ..Event::system("keys.unseal", "appliance", json!({}))
+        };
         match loaded {
             Ok(master) => {
                 self.throttle.success("unseal");
@@ -309,7 +370,14 @@ impl App {
             }
             Err(e) => {
                 self.throttle.failure("unseal");
-                self.audit(Event { details: json!({ "error": e.to_string() }), ..base }.outcome(Outcome::Denied)).await?;
+                self.audit(
+                    Event {
+                        details: json!({ "error": e.to_string() }),
+                        ..base
+                    }
+                    .outcome(Outcome::Denied),
+                )
+                .await?;
                 Err(e.into())
             }
         }
@@ -335,8 +403,15 @@ impl App {
             .expect("seal task panicked")?;
         }
         self.write_checkpoint().await;
-        self.audit(Event { source: source.to_string(), ..Event::system("keys.sealed", "appliance", json!({ "converted_key_file": mode == UnsealMode::KeyFile })) })
-            .await?;
+        self.audit(Event {
+            source: source.to_string(),
+            ..Event::system(
+                "keys.sealed",
+                "appliance",
+                json!({ "converted_key_file": mode == UnsealMode::KeyFile }),
+            )
+        })
+        .await?;
         self.write_checkpoint().await;
         *self.unsealed.write().expect("lock") = None;
         Ok(())
@@ -346,7 +421,10 @@ impl App {
     pub async fn write_checkpoint(&self) {
         let Some(signer) = self.signer() else { return };
         let origin = self.origin.clone();
-        if let Err(e) = self.db(move |s| audit::checkpoint(s, &signer, &origin)).await {
+        if let Err(e) = self
+            .db(move |s| audit::checkpoint(s, &signer, &origin))
+            .await
+        {
             tracing::error!(error = %e, "could not write an audit checkpoint");
         }
     }
@@ -362,11 +440,16 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         .open(dir.lock_path())
         .map_err(io_at(&dir.lock_path()))?;
     if lock.try_lock().is_err() {
-        return Err(AppError::Refused(format!("another `custos serve` is running on {}", dir.root().display())));
+        return Err(AppError::Refused(format!(
+            "another `custos serve` is running on {}",
+            dir.root().display()
+        )));
     }
     if !dir.is_initialized()? {
         let d = dir.clone();
-        let report = tokio::task::spawn_blocking(move || initialize(&d)).await.expect("init task panicked")?;
+        let report = tokio::task::spawn_blocking(move || initialize(&d))
+            .await
+            .expect("init task panicked")?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
@@ -406,24 +489,41 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
     match mode {
         UnsealMode::KeyFile => {
             let master = dir.master_files().load_keyfile()?;
-            app.install(Keyring::new(master), Event::system("keys.unseal", "appliance", json!({ "mode": "key file" }))).await?;
+            app.install(
+                Keyring::new(master),
+                Event::system("keys.unseal", "appliance", json!({ "mode": "key file" })),
+            )
+            .await?;
         }
         UnsealMode::Passphrase => {
-            eprintln!("custos: the master key is sealed by a passphrase; only /healthz answers until `custos unseal`");
+            eprintln!(
+                "custos: the master key is sealed by a passphrase; only /healthz answers until `custos unseal`"
+            );
         }
     }
     app.write_checkpoint().await;
 
-    let tcp = TcpListener::bind(listen).await.map_err(|e| AppError::Io { path: PathBuf::from(listen.to_string()), source: e })?;
+    let tcp = TcpListener::bind(listen).await.map_err(|e| AppError::Io {
+        path: PathBuf::from(listen.to_string()),
+        source: e,
+    })?;
     let local_addr = tcp.local_addr().map_err(io_at(dir.root()))?;
     let sock_path = dir.socket_path();
     let _ = fs::remove_file(&sock_path);
     let unix = UnixListener::bind(&sock_path).map_err(io_at(&sock_path))?;
-    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600)).map_err(io_at(&sock_path))?;
+    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600))
+        .map_err(io_at(&sock_path))?;
 
+    let mut signals = Signals::install()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpoints = tokio::spawn(checkpoint_loop(app.clone(), stop_rx.clone()));
-    let server = tokio::spawn(web::run(app.clone(), tcp, unix, tls_config, stop_rx.clone()));
+    let server = tokio::spawn(web::run(
+        app.clone(),
+        tcp,
+        unix,
+        tls_config,
+        stop_rx.clone(),
+    ));
 
     {
         let mut out = std::io::stdout().lock();
@@ -432,7 +532,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         let _ = out.flush();
     }
 
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(15), server).await {
@@ -442,20 +542,43 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         Err(_) => tracing::warn!("connections still open after 15 s; closing them"),
     }
     let _ = checkpoints.await;
-    app.audit(Event::system("server.stop", "appliance", json!({ "reason": "signal" }))).await?;
+    app.audit(Event::system(
+        "server.stop",
+        "appliance",
+        json!({ "reason": "signal" }),
+    ))
+    .await?;
     app.write_checkpoint().await;
     let _ = fs::remove_file(&sock_path);
     drop(lock);
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, installed before the ready line so that a signal sent right after it is
+/// never lost to the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, AppError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let io = |e| AppError::Io {
+            path: PathBuf::from("signal handler"),
+            source: e,
+        };
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(io)?,
+            int: signal(SignalKind::interrupt()).map_err(io)?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -471,7 +594,9 @@ async fn checkpoint_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         app.write_checkpoint().await;
         ticks += 1;
         if ticks % (3600 / app.config.checkpoint_interval_s).max(1) == 0 {
-            let _ = app.db(|s| s.write(|tx| tx.tokens_purge_expired(crate::model::unix_now()))).await;
+            let _ = app
+                .db(|s| s.write(|tx| tx.tokens_purge_expired(crate::model::unix_now())))
+                .await;
         }
     }
 }

@@ -65,11 +65,15 @@ pub enum AuthError {
 /// Checks a password policy: long enough, not trivially repetitive.
 pub fn check_password_policy(pw: &str) -> Result<(), AuthError> {
     if pw.chars().count() < MIN_PASSWORD_LEN {
-        return Err(AuthError::WeakPassword(format!("a password needs at least {MIN_PASSWORD_LEN} characters")));
+        return Err(AuthError::WeakPassword(format!(
+            "a password needs at least {MIN_PASSWORD_LEN} characters"
+        )));
     }
     let distinct: std::collections::HashSet<char> = pw.chars().collect();
     if distinct.len() < 5 {
-        return Err(AuthError::WeakPassword("a password needs at least 5 different characters".into()));
+        return Err(AuthError::WeakPassword(
+            "a password needs at least 5 different characters".into(),
+        ));
     }
     Ok(())
 }
@@ -79,8 +83,15 @@ pub fn check_password_policy(pw: &str) -> Result<(), AuthError> {
 pub fn generate_password() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let bytes: [u8; 20] = crypto::random_array();
-    let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect();
-    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+    let chars: Vec<char> = bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect();
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// A hash to verify against when the user does not exist, so both cases cost the same.
@@ -110,8 +121,16 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 /// Issues a token for a user; returns it (shown once) and its expiry as a Unix time.
-pub fn issue_token(store: &mut Store, user_id: i64, kind: &str, ttl_s: i64) -> Result<(String, i64), AuthError> {
-    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(crypto::random_array::<32>()));
+pub fn issue_token(
+    store: &mut Store,
+    user_id: i64,
+    kind: &str,
+    ttl_s: i64,
+) -> Result<(String, i64), AuthError> {
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(crypto::random_array::<32>())
+    );
     let now = unix_now();
     let expires = now + ttl_s;
     store.write(|tx| {
@@ -157,7 +176,10 @@ const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 impl Throttle {
     /// `free` failures are allowed before the lock-out starts.
     pub fn new(free: u32) -> Self {
-        Self { failures: Mutex::new(HashMap::new()), free }
+        Self {
+            failures: Mutex::new(HashMap::new()),
+            free,
+        }
     }
 
     /// How long `key` must still wait, if at all.
@@ -171,18 +193,28 @@ impl Throttle {
         }
         let lock = Duration::from_secs(1u64 << (f.count - self.free).min(10)).min(MAX_LOCK);
         let until = f.last + lock;
-        if now < until { Err(until - now) } else { Ok(()) }
+        if now < until {
+            Err(until - now)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn failure(&self, key: &str) {
         let mut map = self.failures.lock().expect("throttle lock poisoned");
-        let f = map.entry(key.to_string()).or_insert(Failures { count: 0, last: Instant::now() });
+        let f = map.entry(key.to_string()).or_insert(Failures {
+            count: 0,
+            last: Instant::now(),
+        });
         f.count += 1;
         f.last = Instant::now();
     }
 
     pub fn success(&self, key: &str) {
-        self.failures.lock().expect("throttle lock poisoned").remove(key);
+        self.failures
+            .lock()
+            .expect("throttle lock poisoned")
+            .remove(key);
     }
 }
 

@@ -23,10 +23,19 @@ use crate::keys::{Keyring, UnsealMode};
 use crate::model::{Role, UserName, now_rfc3339};
 
 #[derive(Parser, Debug)]
-#[command(name = "custos", version, about = "On-premises remote-support appliance with an encrypted, tamper-evident archive")]
+#[command(
+    name = "custos",
+    version,
+    about = "On-premises remote-support appliance with an encrypted, tamper-evident archive"
+)]
 pub struct Cli {
     /// Data directory.
-    #[arg(long, global = true, env = "CUSTOS_DATA", default_value = "./custos-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTOS_DATA",
+        default_value = "./custos-data"
+    )]
     pub data: PathBuf,
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -129,14 +138,20 @@ pub fn run(cli: Cli) -> Result<i32> {
     let dir = DataDir::new(cli.data);
     match cli.cmd {
         Cmd::Serve { listen } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(app::serve(dir, listen))?;
             Ok(0)
         }
         Cmd::User(c) => user(&dir, c),
         Cmd::Audit(c) => audit_cmd(&dir, c),
-        Cmd::Archive(ArchiveCmd::Verify { passphrase_file }) => archive_verify(&dir, passphrase_file.as_deref()),
-        Cmd::Key(KeyCmd::Rotate { passphrase_file }) => key_rotate(&dir, passphrase_file.as_deref()),
+        Cmd::Archive(ArchiveCmd::Verify { passphrase_file }) => {
+            archive_verify(&dir, passphrase_file.as_deref())
+        }
+        Cmd::Key(KeyCmd::Rotate { passphrase_file }) => {
+            key_rotate(&dir, passphrase_file.as_deref())
+        }
         Cmd::Seal { passphrase_file } => seal(&dir, passphrase_file.as_deref()),
         Cmd::Unseal { passphrase_file } => unseal(&dir, passphrase_file.as_deref()),
     }
@@ -146,7 +161,8 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// standard input.
 fn read_secret(file: Option<&Path>, prompt: &str) -> Result<String> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let line = text.lines().next().unwrap_or("").to_string();
         if line.is_empty() {
             bail!("{} is empty", f.display());
@@ -171,8 +187,18 @@ fn keyring(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<Keyring> {
     Ok(Keyring::new(master))
 }
 
-fn audit_cli(store: &mut crate::store::Store, action: &str, target: &str, details: serde_json::Value) -> Result<()> {
-    let ev = Event { action: action.into(), target: target.into(), details, ..app::cli_actor() };
+fn audit_cli(
+    store: &mut crate::store::Store,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    let ev = Event {
+        action: action.into(),
+        target: target.into(),
+        details,
+        ..app::cli_actor()
+    };
     audit::append(store, &[ev])?;
     Ok(())
 }
@@ -180,7 +206,11 @@ fn audit_cli(store: &mut crate::store::Store, action: &str, target: &str, detail
 fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
     let mut store = dir.open_store()?;
     match c {
-        UserCmd::Add { name, role, password_file } => {
+        UserCmd::Add {
+            name,
+            role,
+            password_file,
+        } => {
             let name: UserName = name.parse()?;
             let role: Role = role.parse()?;
             let (password, one_time) = match password_file {
@@ -205,7 +235,9 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
             })?;
             println!("created user {name} with role {role}");
             if one_time {
-                println!("one-time password: {password}  (shown only now; it must be changed at first login)");
+                println!(
+                    "one-time password: {password}  (shown only now; it must be changed at first login)"
+                );
             }
         }
         UserCmd::List => {
@@ -219,17 +251,28 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
                 } else {
                     "active"
                 };
-                println!("{:<24} {:<11} {:<9} {}", u.name, u.role, status, u.created_at);
+                println!(
+                    "{:<24} {:<11} {:<9} {}",
+                    u.name, u.role, status, u.created_at
+                );
             }
         }
         UserCmd::Disable { name } => {
             store.write(|tx| {
-                let user = tx.user_by_name(&name)?.ok_or_else(|| crate::store::StoreError::NotFound(format!("user {name:?}")))?;
+                let user = tx
+                    .user_by_name(&name)?
+                    .ok_or_else(|| crate::store::StoreError::NotFound(format!("user {name:?}")))?;
                 if user.role == Role::Admin && !user.disabled && tx.count_admins()? <= 1 {
-                    return Err(crate::store::StoreError::Conflict("the last enabled admin cannot be disabled".into()));
+                    return Err(crate::store::StoreError::Conflict(
+                        "the last enabled admin cannot be disabled".into(),
+                    ));
                 }
                 tx.user_set_disabled(&name, true)?;
-                let ev = Event { action: "user.disabled".into(), target: format!("user:{name}"), ..app::cli_actor() };
+                let ev = Event {
+                    action: "user.disabled".into(),
+                    target: format!("user:{name}"),
+                    ..app::cli_actor()
+                };
                 audit::append_tx(tx, &[ev])
             })?;
             println!("disabled user {name}");
@@ -238,16 +281,26 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
     Ok(0)
 }
 
-fn load_verifier(dir: &DataDir, store: &mut crate::store::Store, key: Option<&Path>) -> Result<NoteVerifier> {
-    let path = key.map(Path::to_path_buf).unwrap_or_else(|| dir.vkey_path());
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the verifier key {}", path.display()))?;
+fn load_verifier(
+    dir: &DataDir,
+    store: &mut crate::store::Store,
+    key: Option<&Path>,
+) -> Result<NoteVerifier> {
+    let path = key
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.vkey_path());
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the verifier key {}", path.display()))?;
     let v = NoteVerifier::from_vkey(text.trim()).with_context(|| format!("{}", path.display()))?;
     if key.is_none() {
         let stored = store
             .read(|tx| Ok(audit::verifier(tx)))?
             .map_err(|e| anyhow!("the database's verifier key: {e}"))?;
         if stored != v {
-            bail!("the verifier key in the database differs from {}: the database or the key file was replaced", path.display());
+            bail!(
+                "the verifier key in the database differs from {}: the database or the key file was replaced",
+                path.display()
+            );
         }
     }
     Ok(v)
@@ -261,7 +314,10 @@ fn audit_cmd(dir: &DataDir, c: AuditCmd) -> Result<i32> {
             let tty = std::io::stderr().is_terminal();
             let report = audit::verify(&mut store, &v, |done, total| {
                 if tty && total > 0 {
-                    eprint!("\rverifying {done}/{total} entries ({}%)", done * 100 / total);
+                    eprint!(
+                        "\rverifying {done}/{total} entries ({}%)",
+                        done * 100 / total
+                    );
                 }
             })?;
             if tty {
@@ -269,12 +325,23 @@ fn audit_cmd(dir: &DataDir, c: AuditCmd) -> Result<i32> {
             }
             match report {
                 Ok(r) => {
-                    println!("audit log intact: {} entries, {} checkpoints verified", r.entries, r.checkpoints);
+                    println!(
+                        "audit log intact: {} entries, {} checkpoints verified",
+                        r.entries, r.checkpoints
+                    );
                     if let Some(cp) = &r.latest {
-                        println!("latest checkpoint: size {}, root {}, signed by {}", cp.size, hex::encode(cp.root), v.to_vkey());
+                        println!(
+                            "latest checkpoint: size {}, root {}, signed by {}",
+                            cp.size,
+                            hex::encode(cp.root),
+                            v.to_vkey()
+                        );
                     }
                     if r.unsigned_tail > 0 {
-                        println!("{} newer entries are not yet covered by a checkpoint (one is written within seconds while the server runs)", r.unsigned_tail);
+                        println!(
+                            "{} newer entries are not yet covered by a checkpoint (one is written within seconds while the server runs)",
+                            r.unsigned_tail
+                        );
                     }
                     Ok(0)
                 }
@@ -314,7 +381,11 @@ fn audit_cmd(dir: &DataDir, c: AuditCmd) -> Result<i32> {
                         e.target,
                         format!("{:?}", e.outcome).to_lowercase(),
                         e.source,
-                        if e.details == json!({}) { String::new() } else { e.details.to_string() }
+                        if e.details == json!({}) {
+                            String::new()
+                        } else {
+                            e.details.to_string()
+                        }
                     )?,
                     Err(problem) => writeln!(out, "#{:<6} UNREADABLE: {problem}", r.seq)?,
                 }
@@ -323,7 +394,9 @@ fn audit_cmd(dir: &DataDir, c: AuditCmd) -> Result<i32> {
         }
         AuditCmd::Checkpoint => {
             let latest = store.read(|tx| tx.checkpoint_latest())?;
-            let Some((_, note)) = latest else { bail!("no checkpoint has been written yet") };
+            let Some((_, note)) = latest else {
+                bail!("no checkpoint has been written yet")
+            };
             print!("{note}");
             let vkey = std::fs::read_to_string(dir.vkey_path()).unwrap_or_default();
             eprintln!("verifier key: {}", vkey.trim());
@@ -335,35 +408,70 @@ fn audit_cmd(dir: &DataDir, c: AuditCmd) -> Result<i32> {
 fn archive_verify(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
     let mut store = dir.open_store()?;
     let keys = keyring(dir, passphrase_file)?;
-    store.read(|tx| keys.check(tx).map_err(|e| crate::store::StoreError::Corrupt(e.to_string())))?;
+    store.read(|tx| {
+        keys.check(tx)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
+    })?;
     let archive: Archive = dir.archive();
     let checks = archive.verify(&mut store, &keys)?;
     let bad: Vec<_> = checks.iter().filter(|c| c.problem.is_some()).collect();
     for c in &bad {
-        println!("DAMAGED {} ({}): {}", c.id, c.state, c.problem.as_deref().unwrap_or(""));
+        println!(
+            "DAMAGED {} ({}): {}",
+            c.id,
+            c.state,
+            c.problem.as_deref().unwrap_or("")
+        );
     }
-    println!("{} objects checked, {} intact, {} with problems", checks.len(), checks.len() - bad.len(), bad.len());
-    audit_cli(&mut store, "archive.verified", "archive", json!({ "objects": checks.len(), "problems": bad.len() }))?;
+    println!(
+        "{} objects checked, {} intact, {} with problems",
+        checks.len(),
+        checks.len() - bad.len(),
+        bad.len()
+    );
+    audit_cli(
+        &mut store,
+        "archive.verified",
+        "archive",
+        json!({ "objects": checks.len(), "problems": bad.len() }),
+    )?;
     Ok(if bad.is_empty() { 0 } else { 1 })
 }
 
 fn key_rotate(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
     let mut store = dir.open_store()?;
     let keys = keyring(dir, passphrase_file)?;
-    store.read(|tx| keys.check(tx).map_err(|e| crate::store::StoreError::Corrupt(e.to_string())))?;
+    store.read(|tx| {
+        keys.check(tx)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
+    })?;
     let r = keys.rotate(&mut store, &now_rfc3339())?;
-    audit_cli(&mut store, "keys.rotated", "keys", json!({ "new_epoch": r.new_epoch, "rewrapped": r.rewrapped, "retired_epochs": r.retired }))?;
-    println!("key epoch {} is current: {} data keys re-wrapped, {} old epochs retired", r.new_epoch, r.rewrapped, r.retired);
+    audit_cli(
+        &mut store,
+        "keys.rotated",
+        "keys",
+        json!({ "new_epoch": r.new_epoch, "rewrapped": r.rewrapped, "retired_epochs": r.retired }),
+    )?;
+    println!(
+        "key epoch {} is current: {} data keys re-wrapped, {} old epochs retired",
+        r.new_epoch, r.rewrapped, r.retired
+    );
     Ok(0)
 }
 
 /// Talks to the running server over its socket, if one is running.
-fn local_call(dir: &DataDir, path: &str, body: serde_json::Value) -> Result<Option<crate::client::Response>> {
+fn local_call(
+    dir: &DataDir,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<Option<crate::client::Response>> {
     let sock = dir.socket_path();
     if !sock.exists() {
         return Ok(None);
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match rt.block_on(Endpoint::Unix(sock).request(Method::POST, path, None, Some(&body))) {
         Ok(r) => Ok(Some(r)),
         Err(crate::client::ClientError::Connect { .. }) => Ok(None),
@@ -376,15 +484,24 @@ fn seal(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
     let passphrase = match files.mode()? {
         UnsealMode::KeyFile => {
             let p = read_secret(passphrase_file, "New passphrase (12 characters or more): ")?;
-            if passphrase_file.is_none() && std::io::stdin().is_terminal() && read_secret(None, "Again: ")? != p {
+            if passphrase_file.is_none()
+                && std::io::stdin().is_terminal()
+                && read_secret(None, "Again: ")? != p
+            {
                 bail!("the passphrases differ");
             }
             Some(p)
         }
         UnsealMode::Passphrase => None,
     };
-    match local_call(dir, "/api/v1/system/seal", json!({ "passphrase": passphrase }))? {
-        Some(r) if r.status == 200 => println!("sealed: the server forgot its keys and answers only /healthz until `custos unseal`"),
+    match local_call(
+        dir,
+        "/api/v1/system/seal",
+        json!({ "passphrase": passphrase }),
+    )? {
+        Some(r) if r.status == 200 => println!(
+            "sealed: the server forgot its keys and answers only /healthz until `custos unseal`"
+        ),
         Some(r) => bail!("the server refused: {}", r.error_message()),
         None => {
             let Some(p) = passphrase else {
@@ -394,8 +511,15 @@ fn seal(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
             let master = files.load_keyfile()?;
             files.seal(&master, &p)?;
             let mut store = dir.open_store()?;
-            audit_cli(&mut store, "keys.sealed", "appliance", json!({ "converted_key_file": true }))?;
-            println!("sealed: the master key is now protected by the passphrase; `custos serve` will wait for `custos unseal`");
+            audit_cli(
+                &mut store,
+                "keys.sealed",
+                "appliance",
+                json!({ "converted_key_file": true }),
+            )?;
+            println!(
+                "sealed: the master key is now protected by the passphrase; `custos serve` will wait for `custos unseal`"
+            );
         }
     }
     Ok(0)
@@ -418,7 +542,9 @@ fn unseal(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {
         }
         None => {
             dir.master_files().load_sealed(&p)?;
-            println!("the passphrase is correct; no server is running (start `custos serve`, then run `custos unseal`)");
+            println!(
+                "the passphrase is correct; no server is running (start `custos serve`, then run `custos unseal`)"
+            );
             Ok(0)
         }
     }

@@ -20,7 +20,10 @@ const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: std::io::Error },
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(std::io::Error),
     #[error("HTTP: {0}")]
@@ -32,7 +35,10 @@ pub enum ClientError {
 #[derive(Clone)]
 pub enum Endpoint {
     /// HTTPS to `addr` (host:port), trusting only the pinned certificate in `tls`.
-    Https { addr: String, tls: Arc<rustls::ClientConfig> },
+    Https {
+        addr: String,
+        tls: Arc<rustls::ClientConfig>,
+    },
     /// HTTP over the appliance's Unix socket.
     Unix(PathBuf),
 }
@@ -62,11 +68,16 @@ async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<Response, ClientErr
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let res = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
     let (parts, body) = res.into_parts();
     let body = Limited::new(body, MAX_RESPONSE)
         .collect()
@@ -74,7 +85,11 @@ where
         .map_err(|e| ClientError::Http(e.to_string()))?
         .to_bytes()
         .to_vec();
-    Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
+    Ok(Response {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
 }
 
 impl Endpoint {
@@ -90,7 +105,10 @@ impl Endpoint {
             Endpoint::Https { addr, .. } => addr.clone(),
             Endpoint::Unix(_) => "localhost".to_string(),
         };
-        let mut b = Request::builder().method(method).uri(path).header("host", host);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
@@ -101,21 +119,37 @@ impl Endpoint {
             }
             None => Bytes::new(),
         };
-        let req = b.body(Full::new(payload)).map_err(|e| ClientError::Http(e.to_string()))?;
+        let req = b
+            .body(Full::new(payload))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
         match self {
             Endpoint::Https { addr, tls } => {
-                let tcp = TcpStream::connect(addr)
+                let tcp =
+                    TcpStream::connect(addr)
+                        .await
+                        .map_err(|source| ClientError::Connect {
+                            target: addr.clone(),
+                            source,
+                        })?;
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr.as_str(), |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                let name = ServerName::try_from(host.to_string())
+                    .map_err(|e| ClientError::Http(e.to_string()))?;
+                let stream = TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
                     .await
-                    .map_err(|source| ClientError::Connect { target: addr.clone(), source })?;
-                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).trim_matches(['[', ']']);
-                let name = ServerName::try_from(host.to_string()).map_err(|e| ClientError::Http(e.to_string()))?;
-                let stream = TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(ClientError::Tls)?;
+                    .map_err(ClientError::Tls)?;
                 send(TokioIo::new(stream), req).await
             }
             Endpoint::Unix(path) => {
                 let s = UnixStream::connect(path)
                     .await
-                    .map_err(|source| ClientError::Connect { target: path.display().to_string(), source })?;
+                    .map_err(|source| ClientError::Connect {
+                        target: path.display().to_string(),
+                        source,
+                    })?;
                 send(TokioIo::new(s), req).await
             }
         }

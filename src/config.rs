@@ -113,7 +113,11 @@ impl Default for Config {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn valid_hostname(h: &str) -> bool {
@@ -127,7 +131,9 @@ fn valid_hostname(h: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -138,7 +144,11 @@ impl Config {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::parse(&path, ""),
-            Err(e) => Err(ConfigError { path, line: 0, message: format!("cannot read: {e}") }),
+            Err(e) => Err(ConfigError {
+                path,
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }),
         }
     }
 
@@ -156,13 +166,25 @@ impl Config {
         let listen = match &raw.server.listen {
             None => "127.0.0.1:8443".parse().expect("valid default"),
             Some(s) => s.get_ref().parse().map_err(|_| {
-                err(s.span(), format!("server.listen {:?} is not an address like 127.0.0.1:8443", s.get_ref()))
+                err(
+                    s.span(),
+                    format!(
+                        "server.listen {:?} is not an address like 127.0.0.1:8443",
+                        s.get_ref()
+                    ),
+                )
             })?,
         };
         let mut hostnames = Vec::new();
         for h in &raw.server.hostnames {
             if !valid_hostname(h.get_ref()) {
-                return Err(err(h.span(), format!("server.hostnames: {:?} is not a DNS name or IP address", h.get_ref())));
+                return Err(err(
+                    h.span(),
+                    format!(
+                        "server.hostnames: {:?} is not a DNS name or IP address",
+                        h.get_ref()
+                    ),
+                ));
             }
             hostnames.push(h.get_ref().clone());
         }
@@ -171,29 +193,61 @@ impl Config {
             (Some(c), Some(k)) => {
                 for f in [c, k] {
                     if !Path::new(f.get_ref()).is_file() {
-                        return Err(err(f.span(), format!("{:?} does not exist or is not a file", f.get_ref())));
+                        return Err(err(
+                            f.span(),
+                            format!("{:?} does not exist or is not a file", f.get_ref()),
+                        ));
                     }
                 }
                 Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref())))
             }
             (Some(one), None) | (None, Some(one)) => {
-                return Err(err(one.span(), "tls.cert and tls.key must be given together".into()));
+                return Err(err(
+                    one.span(),
+                    "tls.cert and tls.key must be given together".into(),
+                ));
             }
         };
-        let ranged = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| -> Result<i64, ConfigError> {
+        let ranged = |v: &Option<Spanned<i64>>,
+                      name: &str,
+                      lo: i64,
+                      hi: i64,
+                      default: i64|
+         -> Result<i64, ConfigError> {
             match v {
                 None => Ok(default),
                 Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
-                Some(s) => Err(err(s.span(), format!("{name} = {} is out of range ({lo} to {hi})", s.get_ref()))),
+                Some(s) => Err(err(
+                    s.span(),
+                    format!("{name} = {} is out of range ({lo} to {hi})", s.get_ref()),
+                )),
             }
         };
         Ok(Config {
             listen,
             hostnames,
             tls_files,
-            sync_interval_ms: ranged(&raw.archive.sync_interval_ms, "archive.sync_interval_ms", 50, 1000, 1000)? as u64,
-            checkpoint_interval_s: ranged(&raw.audit.checkpoint_interval_s, "audit.checkpoint_interval_s", 1, 3600, 5)? as u64,
-            session_ttl_s: ranged(&raw.auth.session_ttl_s, "auth.session_ttl_s", 300, 604_800, 43_200)?,
+            sync_interval_ms: ranged(
+                &raw.archive.sync_interval_ms,
+                "archive.sync_interval_ms",
+                50,
+                1000,
+                1000,
+            )? as u64,
+            checkpoint_interval_s: ranged(
+                &raw.audit.checkpoint_interval_s,
+                "audit.checkpoint_interval_s",
+                1,
+                3600,
+                5,
+            )? as u64,
+            session_ttl_s: ranged(
+                &raw.auth.session_ttl_s,
+                "auth.session_ttl_s",
+                300,
+                604_800,
+                43_200,
+            )?,
         })
     }
 }
@@ -217,16 +271,29 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let e = check("[server]\nlisten = \"nowhere\"\n").unwrap_err();
-        assert!(e.starts_with("custos.toml:2: server.listen \"nowhere\""), "{e}");
+        assert!(
+            e.starts_with("custos.toml:2: server.listen \"nowhere\""),
+            "{e}"
+        );
         let e = check("[server]\n\nbogus = 1\n").unwrap_err();
-        assert!(e.starts_with("custos.toml:3:") && e.contains("bogus"), "{e}");
+        assert!(
+            e.starts_with("custos.toml:3:") && e.contains("bogus"),
+            "{e}"
+        );
         let e = check("[archive]\nsync_interval_ms = 5000\n").unwrap_err();
-        assert!(e.starts_with("custos.toml:2:") && e.contains("out of range"), "{e}");
+        assert!(
+            e.starts_with("custos.toml:2:") && e.contains("out of range"),
+            "{e}"
+        );
         let e = check("[server\n").unwrap_err();
         assert!(e.starts_with("custos.toml:1:"), "{e}");
-        let e = check("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n").unwrap_err();
+        let e =
+            check("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n").unwrap_err();
         assert!(e.starts_with("custos.toml:2:"), "{e}");
         let e = check("[server]\nhostnames = [\"ok.example\", \"bad host\"]\n").unwrap_err();
-        assert!(e.starts_with("custos.toml:2:") && e.contains("bad host"), "{e}");
+        assert!(
+            e.starts_with("custos.toml:2:") && e.contains("bad host"),
+            "{e}"
+        );
     }
 }

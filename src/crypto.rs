@@ -209,7 +209,10 @@ mod tests {
             Err(CryptoError::Unwrap)
         ));
         wrapped[7] ^= 1;
-        assert!(matches!(unwrap_key(&kek, &wrapped), Err(CryptoError::Unwrap)));
+        assert!(matches!(
+            unwrap_key(&kek, &wrapped),
+            Err(CryptoError::Unwrap)
+        ));
         assert!(matches!(
             unwrap_key(&kek, &wrapped[..39]),
             Err(CryptoError::WrappedLength(39))

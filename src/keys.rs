@@ -28,17 +28,23 @@ use crate::store::{Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("no master key in {0}: neither master.key nor master.sealed exists (is this a Custos data directory?)")]
+    #[error(
+        "no master key in {0}: neither master.key nor master.sealed exists (is this a Custos data directory?)"
+    )]
     NoMasterKey(PathBuf),
     #[error("{path}: {problem}")]
     KeyFile { path: PathBuf, problem: String },
     #[error("wrong passphrase")]
     WrongPassphrase,
-    #[error("the master key does not open this data directory's key-encryption keys (wrong key file?)")]
+    #[error(
+        "the master key does not open this data directory's key-encryption keys (wrong key file?)"
+    )]
     WrongMasterKey,
     #[error("the passphrase must be at least 12 characters")]
     WeakPassphrase,
-    #[error("the master key is sealed by a passphrase; give it with --passphrase-file or at the prompt")]
+    #[error(
+        "the master key is sealed by a passphrase; give it with --passphrase-file or at the prompt"
+    )]
     PassphraseNeeded,
     #[error("key-encryption key epoch {0} is missing")]
     MissingEpoch(u32),
@@ -47,11 +53,17 @@ pub enum KeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How the master key is protected at rest.
@@ -77,7 +89,9 @@ pub struct MasterKeyFiles {
 
 impl MasterKeyFiles {
     pub fn new(keys_dir: &Path) -> Self {
-        Self { dir: keys_dir.to_path_buf() }
+        Self {
+            dir: keys_dir.to_path_buf(),
+        }
     }
 
     fn key_path(&self) -> PathBuf {
@@ -129,13 +143,18 @@ impl MasterKeyFiles {
     pub fn load_sealed(&self, passphrase: &str) -> Result<SecretKey, KeyError> {
         let path = self.sealed_path();
         let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let bad = |problem: &str| KeyError::KeyFile { path: path.clone(), problem: problem.to_string() };
-        let f: SealedFile = serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON: {e}")))?;
+        let bad = |problem: &str| KeyError::KeyFile {
+            path: path.clone(),
+            problem: problem.to_string(),
+        };
+        let f: SealedFile =
+            serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON: {e}")))?;
         if f.version != 1 {
             return Err(bad("unsupported version"));
         }
         let salt = hex::decode(&f.salt).map_err(|_| bad("salt is not hex"))?;
-        let wrapped = hex::decode(&f.wrapped_master_key).map_err(|_| bad("wrapped key is not hex"))?;
+        let wrapped =
+            hex::decode(&f.wrapped_master_key).map_err(|_| bad("wrapped key is not hex"))?;
         let pk = crypto::derive_from_passphrase(passphrase.as_bytes(), &salt, f.kdf)?;
         crypto::unwrap_key(&pk, &wrapped).map_err(|e| match e {
             CryptoError::Unwrap => KeyError::WrongPassphrase,
@@ -193,7 +212,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
@@ -201,7 +221,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), KeyError> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// The unsealed key material of a running appliance: the master key and the KEKs unwrapped so
@@ -227,7 +249,10 @@ pub struct RotateReport {
 
 impl Keyring {
     pub fn new(master: SecretKey) -> Self {
-        Self { master, keks: Mutex::new(HashMap::new()) }
+        Self {
+            master,
+            keks: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Creates epoch 1 and the checkpoint signing key in a new data directory.
@@ -235,7 +260,10 @@ impl Keyring {
         let kek = SecretKey::random();
         tx.kek_insert(1, &crypto::wrap_key(&self.master, &kek), now)?;
         let seed = SecretKey::random();
-        tx.meta_set("signing_key", &hex::encode(crypto::wrap_key(&self.master, &seed)))?;
+        tx.meta_set(
+            "signing_key",
+            &hex::encode(crypto::wrap_key(&self.master, &seed)),
+        )?;
         Ok(SigningKey::from_bytes(seed.expose()))
     }
 
@@ -249,8 +277,10 @@ impl Keyring {
         let wrapped = tx
             .meta_get("signing_key")?
             .ok_or_else(|| StoreError::Corrupt("no signing key in meta".into()))?;
-        let wrapped = hex::decode(wrapped).map_err(|_| StoreError::Corrupt("signing key is not hex".into()))?;
-        let seed = crypto::unwrap_key(&self.master, &wrapped).map_err(|_| KeyError::WrongMasterKey)?;
+        let wrapped = hex::decode(wrapped)
+            .map_err(|_| StoreError::Corrupt("signing key is not hex".into()))?;
+        let seed =
+            crypto::unwrap_key(&self.master, &wrapped).map_err(|_| KeyError::WrongMasterKey)?;
         Ok(SigningKey::from_bytes(seed.expose()))
     }
 
@@ -260,7 +290,8 @@ impl Keyring {
             return Ok(k.clone());
         }
         let wrapped = tx.kek_get(epoch)?.ok_or(KeyError::MissingEpoch(epoch))?;
-        let kek = crypto::unwrap_key(&self.master, &wrapped).map_err(|_| KeyError::WrongMasterKey)?;
+        let kek =
+            crypto::unwrap_key(&self.master, &wrapped).map_err(|_| KeyError::WrongMasterKey)?;
         cache.insert(epoch, kek.clone());
         Ok(kek)
     }
@@ -271,10 +302,19 @@ impl Keyring {
         let kek = self.kek(tx, epoch)?;
         let key = SecretKey::random();
         let wrapped = crypto::wrap_key(&kek, &key);
-        Ok(NewDataKey { key, epoch, wrapped })
+        Ok(NewDataKey {
+            key,
+            epoch,
+            wrapped,
+        })
     }
 
-    pub fn unwrap_data_key(&self, tx: &Tx<'_>, epoch: u32, wrapped: &[u8]) -> Result<SecretKey, KeyError> {
+    pub fn unwrap_data_key(
+        &self,
+        tx: &Tx<'_>,
+        epoch: u32,
+        wrapped: &[u8],
+    ) -> Result<SecretKey, KeyError> {
         let kek = self.kek(tx, epoch)?;
         Ok(crypto::unwrap_key(&kek, wrapped)?)
     }
@@ -294,7 +334,9 @@ impl Keyring {
                 let rows = tx.object_keys_below(new_epoch, 500)?;
                 let new_kek = self.kek(tx, new_epoch).map_err(into_store)?;
                 for (id, epoch, wrapped) in &rows {
-                    let dk = self.unwrap_data_key(tx, *epoch, wrapped).map_err(into_store)?;
+                    let dk = self
+                        .unwrap_data_key(tx, *epoch, wrapped)
+                        .map_err(into_store)?;
                     tx.object_key_rewrap(*id, *epoch, new_epoch, &crypto::wrap_key(&new_kek, &dk))?;
                 }
                 Ok(rows.len() as u64)
@@ -308,7 +350,11 @@ impl Keyring {
             if tx.object_keys_count_below(new_epoch)? != 0 {
                 return Ok(0);
             }
-            let old: Vec<u32> = tx.kek_epochs()?.into_iter().filter(|e| *e < new_epoch).collect();
+            let old: Vec<u32> = tx
+                .kek_epochs()?
+                .into_iter()
+                .filter(|e| *e < new_epoch)
+                .collect();
             for e in &old {
                 tx.kek_delete(*e)?;
             }
@@ -316,7 +362,11 @@ impl Keyring {
         })?;
         let mut cache = self.keks.lock().expect("keyring lock poisoned");
         cache.retain(|e, _| *e >= new_epoch);
-        Ok(RotateReport { new_epoch, rewrapped, retired })
+        Ok(RotateReport {
+            new_epoch,
+            rewrapped,
+            retired,
+        })
     }
 }
 
@@ -342,10 +392,22 @@ mod tests {
         assert_eq!(files.load_keyfile().unwrap().expose(), k.expose());
         let p = dir.path().join("master.key");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(files.load_keyfile().unwrap_err().to_string().contains("chmod 600"));
+        assert!(
+            files
+                .load_keyfile()
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&p, b"short").unwrap();
-        assert!(files.load_keyfile().unwrap_err().to_string().contains("holds 5 bytes"));
+        assert!(
+            files
+                .load_keyfile()
+                .unwrap_err()
+                .to_string()
+                .contains("holds 5 bytes")
+        );
     }
 
     #[test]
@@ -353,12 +415,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = MasterKeyFiles::new(dir.path());
         let k = files.create_keyfile().unwrap();
-        assert!(matches!(files.seal(&k, "short"), Err(KeyError::WeakPassphrase)));
+        assert!(matches!(
+            files.seal(&k, "short"),
+            Err(KeyError::WeakPassphrase)
+        ));
         files.seal(&k, "a long enough passphrase").unwrap();
         assert_eq!(files.mode().unwrap(), UnsealMode::Passphrase);
         assert!(!dir.path().join("master.key").exists());
-        assert!(matches!(files.load_sealed("wrong passphrase!!"), Err(KeyError::WrongPassphrase)));
-        assert_eq!(files.load_sealed("a long enough passphrase").unwrap().expose(), k.expose());
-        assert!(matches!(files.load(|| None), Err(KeyError::PassphraseNeeded)));
+        assert!(matches!(
+            files.load_sealed("wrong passphrase!!"),
+            Err(KeyError::WrongPassphrase)
+        ));
+        assert_eq!(
+            files
+                .load_sealed("a long enough passphrase")
+                .unwrap()
+                .expose(),
+            k.expose()
+        );
+        assert!(matches!(
+            files.load(|| None),
+            Err(KeyError::PassphraseNeeded)
+        ));
     }
 }

@@ -22,16 +22,16 @@
 //!
 //! docs/ARCHITECTURE.md has the invariants and which module keeps each.
 
+pub mod app;
 pub mod archive;
 pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod keys;
 pub mod model;
 pub mod store;
 pub mod tls;
-pub mod app;
-pub mod auth;
 pub mod web;
-pub mod client;
-pub mod cli;

@@ -18,7 +18,9 @@ use crate::model::{ObjectId, ObjectState, Role};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database schema version {found} is newer than this build understands ({known}); upgrade Custos")]
+    #[error(
+        "database schema version {found} is newer than this build understands ({known}); upgrade Custos"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("{0}")]
     Conflict(String),
@@ -163,8 +165,11 @@ pub struct AuditRow {
 }
 
 fn hash32(v: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; 32]>> {
-    v.map(|b| b.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes"))))
-        .transpose()
+    v.map(|b| {
+        b.try_into()
+            .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+    })
+    .transpose()
 }
 
 impl Store {
@@ -187,10 +192,15 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { found: version, known: SCHEMA_VERSION });
+            return Err(StoreError::TooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql)?;
@@ -203,7 +213,9 @@ impl Store {
     /// Runs `f` inside a write transaction taken up front, so that concurrent writers in other
     /// processes queue instead of failing half-way.
     pub fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&Tx(&tx))?;
         tx.commit()?;
         Ok(out)
@@ -211,7 +223,9 @@ impl Store {
 
     /// Runs `f` on a read snapshot.
     pub fn read<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let out = f(&Tx(&tx))?;
         tx.commit()?;
         Ok(out)
@@ -220,14 +234,17 @@ impl Store {
     /// `PRAGMA integrity_check`: "ok" or the first problems SQLite found.
     pub fn integrity_check(&self) -> Result<String> {
         let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
-        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(rows.join("; "))
     }
 
     /// Moves every WAL frame into the main file and truncates the WAL, so that pages freed by a
     /// deletion (already zeroed by `secure_delete`) leave no older copy behind in the WAL.
     pub fn checkpoint_wal(&self) -> Result<()> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -256,24 +273,45 @@ impl Tx<'_> {
 
     // --- users ---------------------------------------------------------------------------------
 
-    pub fn user_insert(&self, name: &str, role: Role, password_hash: &str, must_change: bool, now: &str) -> Result<i64> {
+    pub fn user_insert(
+        &self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        must_change: bool,
+        now: &str,
+    ) -> Result<i64> {
         let n = self.0.execute(
             "INSERT INTO users (name, role, password_hash, must_change_password, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
             params![name, role.as_str(), password_hash, must_change, now],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!("user {name:?} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "user {name:?} already exists"
+            )));
         }
         Ok(self.0.last_insert_rowid())
     }
 
-    fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, bool, bool, String)> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    fn user_from_row(
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(i64, String, String, String, bool, bool, String)> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ))
     }
 
     fn user_build(t: (i64, String, String, String, bool, bool, String)) -> Result<UserRow> {
-        let role = t.2.parse().map_err(|e| StoreError::Corrupt(format!("user {}: {e}", t.1)))?;
+        let role =
+            t.2.parse()
+                .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", t.1)))?;
         Ok(UserRow {
             id: t.0,
             name: t.1,
@@ -309,12 +347,17 @@ impl Tx<'_> {
     pub fn users(&self) -> Result<Vec<UserRow>> {
         let sql = format!("SELECT {} FROM users ORDER BY name", Self::USER_COLS);
         let mut stmt = self.0.prepare(&sql)?;
-        let rows = stmt.query_map([], Self::user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map([], Self::user_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(Self::user_build).collect()
     }
 
     pub fn user_set_disabled(&self, name: &str, disabled: bool) -> Result<()> {
-        let n = self.0.execute("UPDATE users SET disabled = ?2 WHERE name = ?1", params![name, disabled])?;
+        let n = self.0.execute(
+            "UPDATE users SET disabled = ?2 WHERE name = ?1",
+            params![name, disabled],
+        )?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("user {name:?}")));
         }
@@ -345,7 +388,14 @@ impl Tx<'_> {
 
     // --- tokens --------------------------------------------------------------------------------
 
-    pub fn token_insert(&self, hash: &[u8; 32], user_id: i64, kind: &str, now: i64, expires: i64) -> Result<()> {
+    pub fn token_insert(
+        &self,
+        hash: &[u8; 32],
+        user_id: i64,
+        kind: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<()> {
         self.0.execute(
             "INSERT INTO auth_tokens (token_hash, user_id, kind, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![&hash[..], user_id, kind, now, expires],
@@ -363,22 +413,31 @@ impl Tx<'_> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some((uid, kind)) = row else { return Ok(None) };
-        Ok(self.user_by_id(uid)?.filter(|u| !u.disabled).map(|u| (u, kind)))
+        let Some((uid, kind)) = row else {
+            return Ok(None);
+        };
+        Ok(self
+            .user_by_id(uid)?
+            .filter(|u| !u.disabled)
+            .map(|u| (u, kind)))
     }
 
     pub fn token_delete(&self, hash: &[u8; 32]) -> Result<()> {
-        self.0.execute("DELETE FROM auth_tokens WHERE token_hash = ?1", [&hash[..]])?;
+        self.0
+            .execute("DELETE FROM auth_tokens WHERE token_hash = ?1", [&hash[..]])?;
         Ok(())
     }
 
     pub fn tokens_delete_for_user(&self, user_id: i64) -> Result<()> {
-        self.0.execute("DELETE FROM auth_tokens WHERE user_id = ?1", [user_id])?;
+        self.0
+            .execute("DELETE FROM auth_tokens WHERE user_id = ?1", [user_id])?;
         Ok(())
     }
 
     pub fn tokens_purge_expired(&self, now: i64) -> Result<usize> {
-        Ok(self.0.execute("DELETE FROM auth_tokens WHERE expires_at <= ?1", [now])?)
+        Ok(self
+            .0
+            .execute("DELETE FROM auth_tokens WHERE expires_at <= ?1", [now])?)
     }
 
     // --- key-encryption keys -------------------------------------------------------------------
@@ -394,30 +453,45 @@ impl Tx<'_> {
     pub fn kek_get(&self, epoch: u32) -> Result<Option<Vec<u8>>> {
         Ok(self
             .0
-            .query_row("SELECT wrapped FROM keks WHERE epoch = ?1", [epoch], |r| r.get(0))
+            .query_row("SELECT wrapped FROM keks WHERE epoch = ?1", [epoch], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
     pub fn kek_current(&self) -> Result<Option<u32>> {
-        Ok(self.0.query_row("SELECT MAX(epoch) FROM keks", [], |r| r.get(0))?)
+        Ok(self
+            .0
+            .query_row("SELECT MAX(epoch) FROM keks", [], |r| r.get(0))?)
     }
 
     pub fn kek_epochs(&self) -> Result<Vec<u32>> {
         let mut stmt = self.0.prepare("SELECT epoch FROM keks ORDER BY epoch")?;
-        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Deletes a KEK that no data key is wrapped under any more. The foreign key on
     /// `object_keys.epoch` makes this fail if one still is, whoever inserted it meanwhile.
     pub fn kek_delete(&self, epoch: u32) -> Result<()> {
-        self.0.execute("DELETE FROM keks WHERE epoch = ?1", [epoch])?;
+        self.0
+            .execute("DELETE FROM keks WHERE epoch = ?1", [epoch])?;
         Ok(())
     }
 
     // --- objects and their data keys -----------------------------------------------------------
 
-    pub fn object_insert(&self, id: ObjectId, session_id: Option<&str>, class: &str, now: &str, epoch: u32, wrapped: &[u8]) -> Result<()> {
+    pub fn object_insert(
+        &self,
+        id: ObjectId,
+        session_id: Option<&str>,
+        class: &str,
+        now: &str,
+        epoch: u32,
+        wrapped: &[u8],
+    ) -> Result<()> {
         self.0.execute(
             "INSERT INTO objects (id, session_id, class, state, created_at) VALUES (?1, ?2, ?3, 'open', ?4)",
             params![id.to_string(), session_id, class, now],
@@ -504,22 +578,36 @@ impl Tx<'_> {
     }
 
     /// Up to `limit` data keys wrapped under an epoch older than `epoch`.
-    pub fn object_keys_below(&self, epoch: u32, limit: u32) -> Result<Vec<(ObjectId, u32, Vec<u8>)>> {
+    pub fn object_keys_below(
+        &self,
+        epoch: u32,
+        limit: u32,
+    ) -> Result<Vec<(ObjectId, u32, Vec<u8>)>> {
         let mut stmt = self.0.prepare(
             "SELECT object_id, epoch, wrapped FROM object_keys WHERE epoch < ?1 ORDER BY object_id LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![epoch, limit], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![epoch, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
             .map(|(id, e, w)| {
-                let id = id.parse().map_err(|e| StoreError::Corrupt(format!("object key row: {e}")))?;
+                let id = id
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("object key row: {e}")))?;
                 Ok((id, e, w))
             })
             .collect()
     }
 
-    pub fn object_key_rewrap(&self, id: ObjectId, old_epoch: u32, epoch: u32, wrapped: &[u8]) -> Result<()> {
+    pub fn object_key_rewrap(
+        &self,
+        id: ObjectId,
+        old_epoch: u32,
+        epoch: u32,
+        wrapped: &[u8],
+    ) -> Result<()> {
         self.0.execute(
             "UPDATE object_keys SET epoch = ?3, wrapped = ?4 WHERE object_id = ?1 AND epoch = ?2",
             params![id.to_string(), old_epoch, epoch, wrapped],
@@ -528,16 +616,33 @@ impl Tx<'_> {
     }
 
     pub fn object_keys_count_below(&self, epoch: u32) -> Result<u64> {
-        Ok(self.0.query_row("SELECT COUNT(*) FROM object_keys WHERE epoch < ?1", [epoch], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.0.query_row(
+            "SELECT COUNT(*) FROM object_keys WHERE epoch < ?1",
+            [epoch],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     // --- audit log -----------------------------------------------------------------------------
 
     pub fn audit_size(&self) -> Result<u64> {
-        Ok(self.0.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .0
+            .query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_log", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 
-    pub fn audit_insert(&self, seq: u64, entry: &[u8], leaf: &[u8; 32], time: &str, actor: &str, action: &str, target: &str) -> Result<()> {
+    pub fn audit_insert(
+        &self,
+        seq: u64,
+        entry: &[u8],
+        leaf: &[u8; 32],
+        time: &str,
+        actor: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<()> {
         self.0.execute(
             "INSERT INTO audit_log (seq, entry, leaf_hash, time, actor, action, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![seq as i64, entry, &leaf[..], time, actor, action, target],
@@ -562,16 +667,23 @@ impl Tx<'_> {
                 |r| r.get(0),
             )
             .optional()?;
-        let h = h.ok_or_else(|| StoreError::NotFound(format!("audit tree node ({level}, {idx})")))?;
+        let h =
+            h.ok_or_else(|| StoreError::NotFound(format!("audit tree node ({level}, {idx})")))?;
         hash32(Some(h), "audit tree node").map(|h| h.expect("some"))
     }
 
     /// Calls `f` for each audit row from `from` in order, without loading them all.
     pub fn audit_scan(&self, from: u64, mut f: impl FnMut(AuditRow) -> Result<bool>) -> Result<()> {
-        let mut stmt = self.0.prepare("SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= ?1 ORDER BY seq")?;
+        let mut stmt = self
+            .0
+            .prepare("SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= ?1 ORDER BY seq")?;
         let mut rows = stmt.query([from as i64])?;
         while let Some(r) = rows.next()? {
-            let row = AuditRow { seq: r.get::<_, i64>(0)? as u64, entry: r.get(1)?, leaf_hash: r.get(2)? };
+            let row = AuditRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                entry: r.get(1)?,
+                leaf_hash: r.get(2)?,
+            };
             if !f(row)? {
                 break;
             }
@@ -585,7 +697,13 @@ impl Tx<'_> {
             "SELECT seq, entry, leaf_hash FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
         )?;
         let rows = stmt
-            .query_map([limit], |r| Ok(AuditRow { seq: r.get::<_, i64>(0)? as u64, entry: r.get(1)?, leaf_hash: r.get(2)? }))?
+            .query_map([limit], |r| {
+                Ok(AuditRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    entry: r.get(1)?,
+                    leaf_hash: r.get(2)?,
+                })
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -601,14 +719,18 @@ impl Tx<'_> {
     pub fn checkpoint_latest(&self) -> Result<Option<(u64, String)>> {
         Ok(self
             .0
-            .query_row("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-            })
+            .query_row(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
             .optional()?)
     }
 
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
-        let mut stmt = self.0.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
+        let mut stmt = self
+            .0
+            .prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -632,7 +754,8 @@ struct ObjectRowRaw {
 
 impl ObjectRowRaw {
     fn build(self) -> Result<ObjectRow> {
-        let corrupt = |e: crate::model::ParseError| StoreError::Corrupt(format!("object {}: {e}", self.id));
+        let corrupt =
+            |e: crate::model::ParseError| StoreError::Corrupt(format!("object {}: {e}", self.id));
         Ok(ObjectRow {
             id: self.id.parse().map_err(corrupt)?,
             state: self.state.parse().map_err(corrupt)?,
@@ -662,7 +785,9 @@ mod tests {
         drop(s);
         let mut s = Store::open(&path).unwrap();
         assert_eq!(s.read(|tx| tx.meta_get("k")).unwrap().as_deref(), Some("v"));
-        s.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        s.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(s);
         assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
     }
@@ -671,8 +796,11 @@ mod tests {
     fn duplicate_user_is_a_conflict() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db")).unwrap();
-        s.write(|tx| tx.user_insert("a", Role::Admin, "h", false, "t")).unwrap();
-        let err = s.write(|tx| tx.user_insert("a", Role::Agent, "h", false, "t")).unwrap_err();
+        s.write(|tx| tx.user_insert("a", Role::Admin, "h", false, "t"))
+            .unwrap();
+        let err = s
+            .write(|tx| tx.user_insert("a", Role::Agent, "h", false, "t"))
+            .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     }
 

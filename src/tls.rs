@@ -38,7 +38,11 @@ pub struct Generated {
 /// Generates a self-signed ECDSA P-256 certificate for localhost, 127.0.0.1, ::1 and the
 /// configured names, valid for ten years from yesterday.
 pub fn generate_self_signed(hostnames: &[String]) -> Result<Generated, TlsError> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     for h in hostnames {
         if !names.contains(h) {
             names.push(h.clone());
@@ -46,8 +50,12 @@ pub fn generate_self_signed(hostnames: &[String]) -> Result<Generated, TlsError>
     }
     let g = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let mut params = rcgen::CertificateParams::new(names).map_err(g)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "Custos appliance");
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Custos");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Custos appliance");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Custos");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
@@ -62,17 +70,27 @@ pub fn generate_self_signed(hostnames: &[String]) -> Result<Generated, TlsError>
 
 /// `AA:BB:…`, the SHA-256 fingerprint of a certificate's DER encoding as browsers show it.
 pub fn fingerprint(der: &[u8]) -> String {
-    sha256(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    sha256(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parses a fingerprint in `AA:BB:…` or plain hex form.
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
     let hexed: String = s.chars().filter(|c| *c != ':').collect();
-    hex::decode(hexed.to_ascii_lowercase()).ok()?.try_into().ok()
+    hex::decode(hexed.to_ascii_lowercase())
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bad = |problem: String| TlsError::File { path: path.display().to_string(), problem };
+    let bad = |problem: String| TlsError::File {
+        path: path.display().to_string(),
+        problem,
+    };
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| bad(format!("cannot read certificates: {e}")))?
         .collect::<Result<_, _>>()
@@ -135,7 +153,12 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -144,21 +167,42 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// A client configuration that trusts only the certificate with this fingerprint.
 pub fn pinned_client_config(fingerprint: [u8; 32]) -> Result<Arc<ClientConfig>, TlsError> {
+    pinned_client_config_with(
+        fingerprint,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+}
+
+/// The same, limited to the given protocol versions.
+pub fn pinned_client_config_with(
+    fingerprint: [u8; 32],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
     let mut cfg = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(versions)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCert { fingerprint, provider }))
+        .with_custom_certificate_verifier(Arc::new(PinnedCert {
+            fingerprint,
+            provider,
+        }))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
@@ -177,6 +221,9 @@ mod tests {
     }
 
     fn fingerprint_hex(b: &[u8; 32]) -> String {
-        b.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+        b.iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 }

@@ -48,7 +48,10 @@ pub enum ArchiveError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Io { path: path.to_path_buf(), source }
+    move |source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The archive directory.
@@ -84,11 +87,24 @@ pub struct Recovered {
     pub chunks: u64,
     pub plain_len: u64,
     pub cut_bytes: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Recovery {
+    Sealed(Recovered),
+    /// Left open: `custos archive verify` will name it.
+    Failed {
+        id: ObjectId,
+        error: String,
+    },
 }
 
 impl Archive {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf() }
+        Self {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -112,7 +128,9 @@ impl Archive {
         let id = ObjectId::random();
         let now = now_rfc3339();
         let dk = store.write(|tx| {
-            let dk = keys.new_data_key(tx).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let dk = keys
+                .new_data_key(tx)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.object_insert(id, session, class.as_str(), &now, dk.epoch, &dk.wrapped)?;
             Ok(dk.key)
         })?;
@@ -146,10 +164,17 @@ impl Archive {
         Ok(f)
     }
 
-    fn data_key(&self, store: &mut Store, keys: &Keyring, id: ObjectId) -> Result<SecretKey, ArchiveError> {
+    fn data_key(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+        id: ObjectId,
+    ) -> Result<SecretKey, ArchiveError> {
         store
             .read(|tx| {
-                let Some((epoch, wrapped)) = tx.object_key(id)? else { return Ok(None) };
+                let Some((epoch, wrapped)) = tx.object_key(id)? else {
+                    return Ok(None);
+                };
                 keys.unwrap_data_key(tx, epoch, &wrapped)
                     .map(Some)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -157,9 +182,17 @@ impl Archive {
             .ok_or(ArchiveError::NoKey(id))
     }
 
-    /// Opens a sealed or truncated object for reading, verifying header and key.
-    pub fn open(&self, store: &mut Store, keys: &Keyring, id: ObjectId) -> Result<StreamReader<File>, ArchiveError> {
-        let row = store.read(|tx| tx.object_get(id))?.ok_or(ArchiveError::NotFound(id))?;
+    /// Opens an object for reading, verifying header and key. An open object reads up to its
+    /// last durable chunk and then reports truncation.
+    pub fn open(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+        id: ObjectId,
+    ) -> Result<StreamReader<File>, ArchiveError> {
+        let row = store
+            .read(|tx| tx.object_get(id))?
+            .ok_or(ArchiveError::NotFound(id))?;
         if row.state == ObjectState::Shredded {
             return Err(ArchiveError::Shredded(id));
         }
@@ -170,40 +203,82 @@ impl Archive {
     }
 
     /// Reads a whole object, verifying every chunk.
-    pub fn read_all(&self, store: &mut Store, keys: &Keyring, id: ObjectId) -> Result<zeroize::Zeroizing<Vec<u8>>, ArchiveError> {
+    pub fn read_all(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+        id: ObjectId,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ArchiveError> {
         let r = self.open(store, keys, id)?;
-        r.read_to_end().map(|(p, _)| p).map_err(|source| ArchiveError::Stream { id, source })
+        r.read_to_end()
+            .map(|(p, _)| p)
+            .map_err(|source| ArchiveError::Stream { id, source })
     }
 
     /// Seals every object a crash left open at its last whole chunk, with an audit entry each.
-    /// Run at start-up, before anything else writes to the archive.
-    pub fn recover(&self, store: &mut Store, keys: &Keyring) -> Result<Vec<Recovered>, ArchiveError> {
+    /// Run at start-up, before anything else writes to the archive. An object that cannot be
+    /// recovered (its header is damaged) is reported and left open; the others still are.
+    pub fn recover(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+    ) -> Result<Vec<Recovery>, ArchiveError> {
         let open = store.read(|tx| tx.objects(Some(ObjectState::Open)))?;
         let mut out = Vec::new();
         for row in open {
-            out.push(self.recover_one(store, keys, &row)?);
+            match self.recover_one(store, keys, &row) {
+                Ok(r) => out.push(Recovery::Sealed(r)),
+                Err(e) => {
+                    store.write(|tx| {
+                        audit::append_tx(
+                            tx,
+                            &[Event::system(
+                                "archive.object.unrecoverable",
+                                &format!("object:{}", row.id),
+                                json!({ "error": e.to_string() }),
+                            )
+                            .outcome(audit::Outcome::Failure)],
+                        )
+                    })?;
+                    out.push(Recovery::Failed {
+                        id: row.id,
+                        error: e.to_string(),
+                    });
+                }
+            }
         }
         Ok(out)
     }
 
-    fn recover_one(&self, store: &mut Store, keys: &Keyring, row: &ObjectRow) -> Result<Recovered, ArchiveError> {
+    fn recover_one(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+        row: &ObjectRow,
+    ) -> Result<Recovered, ArchiveError> {
         let id = row.id;
         let dk = self.data_key(store, keys, id)?;
         let path = self.path_of(id);
         let original_len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let stream_err = |source| ArchiveError::Stream { id, source };
-        let (state, cut_at, chunks) = if original_len < stream::HEADER_LEN as u64 {
+        // What to keep of the file, and what to say about what was cut.
+        let (keep, chunks, finished, reason) = if original_len < stream::HEADER_LEN as u64 {
             // The crash came before the header was durable: start the file again, empty.
             let _ = fs::remove_file(&path);
-            let f = self.create_file(&path)?;
-            let w = StreamWriter::new(f, &dk, id).map_err(io_at(&path))?;
-            let (f, _) = w.finish().map_err(io_at(&path))?;
+            let mut f = self.create_file(&path)?;
+            let w = StreamWriter::new(&mut f, &dk, id).map_err(io_at(&path))?;
+            drop(w);
             f.sync_all().map_err(io_at(&path))?;
-            (ObjectState::Truncated, None, 0)
+            (
+                stream::HEADER_LEN as u64,
+                0,
+                false,
+                "the header was never made durable".to_string(),
+            )
         } else {
             let file = File::open(&path).map_err(io_at(&path))?;
             let mut r = StreamReader::open(file, &dk, id).map_err(stream_err)?;
-            let outcome = loop {
+            let problem = loop {
                 match r.next_chunk() {
                     Ok(Some(_)) => {}
                     Ok(None) => break None,
@@ -211,25 +286,44 @@ impl Archive {
                     Err(e) => break Some(e),
                 }
             };
-            match outcome {
-                // The final chunk made it to disk before the crash; only the metadata did not.
-                None => (ObjectState::Sealed, None, r.chunks()),
-                Some(_) => (ObjectState::Truncated, Some(r.verified_cipher_len()), r.chunks()),
-            }
+            let reason = match &problem {
+                None => "the final chunk was durable; only the metadata was not".to_string(),
+                Some(StreamError::Truncated { .. }) => {
+                    "left open by an unclean shutdown: an incomplete chunk was cut".to_string()
+                }
+                Some(StreamError::TrailingData) => "data after the final chunk was cut".to_string(),
+                Some(e) => format!("damaged chunk, cut with everything after it: {e}"),
+            };
+            (r.verified_cipher_len(), r.chunks(), r.finished(), reason)
         };
-        if let Some(keep) = cut_at {
-            let mut f = OpenOptions::new().write(true).open(&path).map_err(io_at(&path))?;
+        let cut_bytes = if original_len < stream::HEADER_LEN as u64 {
+            original_len
+        } else {
+            original_len - keep
+        };
+        if cut_bytes > 0 || !finished {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_at(&path))?;
             f.set_len(keep).map_err(io_at(&path))?;
-            use std::io::Seek;
-            f.seek(io::SeekFrom::End(0)).map_err(io_at(&path))?;
-            f.write_all(&stream::empty_final_record(&dk, id, chunks)).map_err(io_at(&path))?;
+            if !finished {
+                use std::io::Seek;
+                f.seek(io::SeekFrom::End(0)).map_err(io_at(&path))?;
+                f.write_all(&stream::recovery_final_record(&dk, id, chunks))
+                    .map_err(io_at(&path))?;
+            }
             f.sync_all().map_err(io_at(&path))?;
         }
         let file = File::open(&path).map_err(io_at(&path))?;
         let (_, summary) = StreamReader::open(file, &dk, id)
             .and_then(|r| r.read_to_end())
             .map_err(stream_err)?;
-        let cut_bytes = cut_at.map_or(0, |k| original_len - k);
+        let state = if finished && cut_bytes == 0 {
+            ObjectState::Sealed
+        } else {
+            ObjectState::Truncated
+        };
         let close = ObjectClose {
             state,
             closed_at: now_rfc3339(),
@@ -239,7 +333,11 @@ impl Archive {
             plain_sha256: summary.plain_sha256,
             cipher_sha256: summary.cipher_sha256,
         };
-        let action = if state == ObjectState::Truncated { "archive.object.recovered" } else { "archive.object.sealed" };
+        let action = if state == ObjectState::Truncated {
+            "archive.object.recovered"
+        } else {
+            "archive.object.sealed"
+        };
         store.write(|tx| {
             tx.object_close(id, &close)?;
             audit::append_tx(
@@ -255,24 +353,39 @@ impl Archive {
                         "plain_len": summary.plain_len,
                         "cut_bytes": cut_bytes,
                         "cipher_sha256": hex::encode(summary.cipher_sha256),
-                        "reason": "left open by an unclean shutdown",
+                        "reason": reason,
                     }),
                 )],
             )
         })?;
-        Ok(Recovered { id, state, chunks: summary.chunks, plain_len: summary.plain_len, cut_bytes })
+        Ok(Recovered {
+            id,
+            state,
+            chunks: summary.chunks,
+            plain_len: summary.plain_len,
+            cut_bytes,
+            reason,
+        })
     }
 
     /// Reads every object end to end and checks it against its metadata; also finds object files
     /// no row knows about. Returns one check per object and per stray file.
-    pub fn verify(&self, store: &mut Store, keys: &Keyring) -> Result<Vec<ObjectCheck>, ArchiveError> {
+    pub fn verify(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+    ) -> Result<Vec<ObjectCheck>, ArchiveError> {
         let rows = store.read(|tx| tx.objects(None))?;
         let mut known = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             known.insert(self.path_of(row.id));
             let problem = self.check_one(store, keys, &row).err();
-            out.push(ObjectCheck { id: row.id.to_string(), state: row.state.as_str().into(), problem });
+            out.push(ObjectCheck {
+                id: row.id.to_string(),
+                state: row.state.as_str().into(),
+                problem,
+            });
         }
         for path in walk_files(&self.root).map_err(io_at(&self.root))? {
             if !known.contains(&path) {
@@ -289,12 +402,18 @@ impl Archive {
     fn check_one(&self, store: &mut Store, keys: &Keyring, row: &ObjectRow) -> Result<(), String> {
         let path = self.path_of(row.id);
         if row.state == ObjectState::Shredded {
-            return if path.exists() { Err("shredded, but its ciphertext is still on disk".into()) } else { Ok(()) };
+            return if path.exists() {
+                Err("shredded, but its ciphertext is still on disk".into())
+            } else {
+                Ok(())
+            };
         }
         if !path.exists() {
             return Err("missing: the object file does not exist".into());
         }
-        let dk = self.data_key(store, keys, row.id).map_err(|e| e.to_string())?;
+        let dk = self
+            .data_key(store, keys, row.id)
+            .map_err(|e| e.to_string())?;
         let file = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
         let mut r = StreamReader::open(file, &dk, row.id).map_err(|e| e.to_string())?;
         loop {
@@ -302,7 +421,9 @@ impl Archive {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 // An object being written has no final chunk yet; what is durable must verify.
-                Err(StreamError::Truncated { .. }) if row.state == ObjectState::Open => return Ok(()),
+                Err(StreamError::Truncated { .. }) if row.state == ObjectState::Open => {
+                    return Ok(());
+                }
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -317,7 +438,10 @@ impl Archive {
         if Some(s.plain_sha256) != row.plain_sha256 {
             return mismatch("plaintext SHA-256");
         }
-        if Some(s.plain_len) != row.plain_len || Some(s.cipher_len) != row.cipher_len || Some(s.chunks) != row.chunks {
+        if Some(s.plain_len) != row.plain_len
+            || Some(s.cipher_len) != row.cipher_len
+            || Some(s.chunks) != row.chunks
+        {
             return mismatch("size");
         }
         Ok(())
@@ -342,7 +466,9 @@ fn walk_files(root: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
 }
 
 impl ObjectWriter {
@@ -359,7 +485,10 @@ impl ObjectWriter {
     /// the file is fdatasync'ed.
     pub fn sync(&mut self) -> Result<(), ArchiveError> {
         self.stream.flush_chunk().map_err(io_at(&self.path))?;
-        self.stream.get_mut().sync_data().map_err(io_at(&self.path))?;
+        self.stream
+            .get_mut()
+            .sync_data()
+            .map_err(io_at(&self.path))?;
         self.last_sync = Instant::now();
         Ok(())
     }

@@ -6,12 +6,13 @@
 //! ```text
 //! header   64 bytes  magic "CUSTOSAO" | version u16 | header length u16 | chunk size u32
 //!                    | object id 16 | key commitment 32
-//! record   4 bytes   flags u8 (bit 0: final) | plaintext length u24, big endian
+//! record   4 bytes   flags u8 (bit 0: final, bit 1: sealed by crash recovery)
+//!                    | plaintext length u24, big endian
 //!          n bytes   ciphertext (n = plaintext length, at most 65536)
 //!          16 bytes  GCM tag
 //! ```
 //!
-//! Record `i` is sealed with nonce `i as u88 big endian || final flag`, and associated data
+//! Record `i` is sealed with nonce `i as u88 big endian || flags`, and associated data
 //! `header || record header`, under `HKDF-SHA256(data key, salt = object id, "custos archive v1
 //! payload")`. So a chunk moved to another position, another object or past the final chunk fails
 //! authentication; a dropped final chunk is seen as truncation; and a wrong data key is refused
@@ -19,8 +20,8 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, SecretKey, Sha256Stream};
@@ -33,6 +34,10 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 pub const TAG_LEN: usize = 16;
 pub const RECORD_HEADER_LEN: usize = 4;
 const FLAG_FINAL: u8 = 0x01;
+/// Set (with `FLAG_FINAL`) only on the empty final record that crash recovery appends. Its own
+/// nonce domain means recovery can never reuse a nonce the writer may already have used, even
+/// if the writer's final record was on disk but damaged.
+const FLAG_RECOVERED: u8 = 0x02;
 
 const PAYLOAD_INFO: &[u8] = b"custos archive v1 payload";
 const COMMIT_INFO: &[u8] = b"custos archive v1 key commitment";
@@ -62,7 +67,9 @@ pub enum StreamError {
     EmptyChunk { index: u64 },
     #[error("truncated after {chunks} chunks: no final chunk")]
     Truncated { chunks: u64 },
-    #[error("chunk {index} failed authentication (damaged, reordered, duplicated or from another object)")]
+    #[error(
+        "chunk {index} failed authentication (damaged, reordered, duplicated or from another object)"
+    )]
     Authentication { index: u64 },
     #[error("data after the final chunk")]
     TrailingData,
@@ -114,17 +121,17 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<ObjectId, StreamError> {
     Ok(ObjectId(id))
 }
 
-fn nonce(counter: u64, last: bool) -> Nonce<Aes256Gcm> {
+fn nonce(counter: u64, flags: u8) -> Nonce<Aes256Gcm> {
     let mut n = [0u8; 12];
     n[3..11].copy_from_slice(&counter.to_be_bytes());
-    n[11] = u8::from(last);
+    n[11] = flags;
     n.into()
 }
 
-fn record_header(last: bool, len: usize) -> [u8; RECORD_HEADER_LEN] {
+fn record_header(flags: u8, len: usize) -> [u8; RECORD_HEADER_LEN] {
     debug_assert!(len <= CHUNK_SIZE);
     let l = (len as u32).to_be_bytes();
-    [if last { FLAG_FINAL } else { 0 }, l[1], l[2], l[3]]
+    [flags, l[1], l[2], l[3]]
 }
 
 fn aad(header: &[u8; HEADER_LEN], rec: &[u8]) -> [u8; HEADER_LEN + RECORD_HEADER_LEN] {
@@ -168,9 +175,7 @@ impl<W: Write> StreamWriter<W> {
         out.write_all(&header)?;
         let mut cipher_hash = Sha256Stream::default();
         cipher_hash.update(&header);
-        let mut rec = Zeroizing::new(Vec::with_capacity(
-            RECORD_HEADER_LEN + CHUNK_SIZE + TAG_LEN,
-        ));
+        let mut rec = Zeroizing::new(Vec::with_capacity(RECORD_HEADER_LEN + CHUNK_SIZE + TAG_LEN));
         rec.resize(RECORD_HEADER_LEN, 0);
         Ok(Self {
             out,
@@ -247,7 +252,8 @@ impl<W: Write> StreamWriter<W> {
 
     fn emit(&mut self, last: bool) -> io::Result<()> {
         let len = self.pending();
-        let rh = record_header(last, len);
+        let flags = if last { FLAG_FINAL } else { 0 };
+        let rh = record_header(flags, len);
         self.rec[..RECORD_HEADER_LEN].copy_from_slice(&rh);
         self.plain_hash.update(&self.rec[RECORD_HEADER_LEN..]);
         let aad = aad(&self.header, &self.rec);
@@ -255,7 +261,7 @@ impl<W: Write> StreamWriter<W> {
             .keys
             .cipher
             .encrypt_inout_detached(
-                &nonce(self.counter, last),
+                &nonce(self.counter, flags),
                 &aad,
                 (&mut self.rec[RECORD_HEADER_LEN..]).into(),
             )
@@ -270,7 +276,6 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 }
-
 
 /// Reads until `buf` is full or the input ends; returns how many bytes were read.
 fn read_full<R: Read>(inp: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -307,21 +312,27 @@ fn read_header<R: Read>(
     Ok((header, keys))
 }
 
-/// Parses and checks a record header; returns (final, plaintext length).
-fn parse_record_header(index: u64, rh: &[u8; RECORD_HEADER_LEN]) -> Result<(bool, usize), StreamError> {
+/// Parses and checks a record header; returns (flags, plaintext length).
+fn parse_record_header(
+    index: u64,
+    rh: &[u8; RECORD_HEADER_LEN],
+) -> Result<(u8, usize), StreamError> {
     let flags = rh[0];
-    if flags & !FLAG_FINAL != 0 {
+    let valid = flags == 0 || flags == FLAG_FINAL || flags == FLAG_FINAL | FLAG_RECOVERED;
+    if !valid {
         return Err(StreamError::UnknownFlags { index, flags });
     }
-    let last = flags & FLAG_FINAL != 0;
     let len = u32::from_be_bytes([0, rh[1], rh[2], rh[3]]) as usize;
     if len > CHUNK_SIZE {
         return Err(StreamError::ChunkTooLong { index, len });
     }
-    if len == 0 && !last {
+    if len == 0 && flags == 0 {
         return Err(StreamError::EmptyChunk { index });
     }
-    Ok((last, len))
+    if flags & FLAG_RECOVERED != 0 && len != 0 {
+        return Err(StreamError::UnknownFlags { index, flags });
+    }
+    Ok((flags, len))
 }
 
 /// Decrypts one record in place (`rec` = record header, ciphertext, tag); on success the
@@ -330,15 +341,16 @@ fn open_record(
     keys: &ObjectKeys,
     header: &[u8; HEADER_LEN],
     index: u64,
-    last: bool,
+    flags: u8,
     rec: &mut [u8],
 ) -> Result<(), StreamError> {
     let aad = aad(header, rec);
     let len = rec.len() - RECORD_HEADER_LEN - TAG_LEN;
     let (body, tag) = rec[RECORD_HEADER_LEN..].split_at_mut(len);
-    let tag = Tag::<Aes256Gcm>::try_from(&*tag).map_err(|_| StreamError::Authentication { index })?;
+    let tag =
+        Tag::<Aes256Gcm>::try_from(&*tag).map_err(|_| StreamError::Authentication { index })?;
     keys.cipher
-        .decrypt_inout_detached(&nonce(index, last), &aad, body.into(), &tag)
+        .decrypt_inout_detached(&nonce(index, flags), &aad, body.into(), &tag)
         .map_err(|_| StreamError::Authentication { index })
 }
 
@@ -350,6 +362,7 @@ pub struct StreamReader<R: Read> {
     counter: u64,
     rec: Zeroizing<Vec<u8>>,
     finished: bool,
+    recovered: bool,
     plain_hash: Sha256Stream,
     cipher_hash: Sha256Stream,
     plain_len: u64,
@@ -369,11 +382,22 @@ impl<R: Read> StreamReader<R> {
             counter: 0,
             rec: Zeroizing::new(Vec::with_capacity(RECORD_HEADER_LEN + CHUNK_SIZE + TAG_LEN)),
             finished: false,
+            recovered: false,
             plain_hash: Sha256Stream::default(),
             cipher_hash,
             plain_len: 0,
             cipher_len: HEADER_LEN as u64,
         })
+    }
+
+    /// Whether the final chunk has been read and verified.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the final chunk is one that crash recovery appended.
+    pub fn sealed_by_recovery(&self) -> bool {
+        self.recovered
     }
 
     /// The next chunk's verified plaintext; `None` once the final chunk has been read and the
@@ -387,7 +411,8 @@ impl<R: Read> StreamReader<R> {
         if read_full(&mut self.inp, &mut rh)? < RECORD_HEADER_LEN {
             return Err(StreamError::Truncated { chunks: index });
         }
-        let (last, len) = parse_record_header(index, &rh)?;
+        let (flags, len) = parse_record_header(index, &rh)?;
+        let last = flags & FLAG_FINAL != 0;
         self.rec.clear();
         self.rec.resize(RECORD_HEADER_LEN + len + TAG_LEN, 0);
         self.rec[..RECORD_HEADER_LEN].copy_from_slice(&rh);
@@ -397,24 +422,27 @@ impl<R: Read> StreamReader<R> {
         let rec_len = self.rec.len() as u64;
         let mut cipher_hash = self.cipher_hash.clone();
         cipher_hash.update(&self.rec);
-        open_record(&self.keys, &self.header, index, last, &mut self.rec)?;
+        open_record(&self.keys, &self.header, index, flags, &mut self.rec)?;
         let plain = &self.rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
-        if last {
-            let mut probe = [0u8; 1];
-            if read_full(&mut self.inp, &mut probe)? != 0 {
-                return Err(StreamError::TrailingData);
-            }
-            self.finished = true;
-        }
         self.cipher_hash = cipher_hash;
         self.plain_hash.update(plain);
         self.plain_len += len as u64;
         self.cipher_len += rec_len;
         self.counter += 1;
-        Ok(Some(plain))
+        if last {
+            self.finished = true;
+            self.recovered = flags & FLAG_RECOVERED != 0;
+            // The final chunk is accounted for above; anything after it is an error of its own.
+            let mut probe = [0u8; 1];
+            if read_full(&mut self.inp, &mut probe)? != 0 {
+                return Err(StreamError::TrailingData);
+            }
+        }
+        Ok(Some(&self.rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]))
     }
 
-    /// Bytes of the file made of the header and the chunks verified so far.
+    /// Bytes of the file made of the header and the chunks verified so far (the final chunk
+    /// included once read, even if data follows it).
     pub fn verified_cipher_len(&self) -> u64 {
         self.cipher_len
     }
@@ -445,16 +473,18 @@ impl<R: Read> StreamReader<R> {
     }
 }
 
-/// The one-record final chunk with no plaintext that seals an object at chunk `counter`. Crash
-/// recovery appends it after the last durable chunk of an object that was cut short.
-pub fn empty_final_record(data_key: &SecretKey, id: ObjectId, counter: u64) -> Vec<u8> {
+/// The empty final record, flagged as written by crash recovery, that seals an object at chunk
+/// `counter`. Recovery appends it after the last durable chunk of an object that was cut short.
+/// Writing it twice (a crash during recovery) produces the same bytes under the same nonce.
+pub fn recovery_final_record(data_key: &SecretKey, id: ObjectId, counter: u64) -> Vec<u8> {
     let keys = ObjectKeys::derive(data_key, id);
     let header = encode_header(id, &keys.commitment);
-    let mut rec = record_header(true, 0).to_vec();
+    let flags = FLAG_FINAL | FLAG_RECOVERED;
+    let mut rec = record_header(flags, 0).to_vec();
     let aad = aad(&header, &rec);
     let tag = keys
         .cipher
-        .encrypt_inout_detached(&nonce(counter, true), &aad, (&mut [][..]).into())
+        .encrypt_inout_detached(&nonce(counter, flags), &aad, (&mut [][..]).into())
         .expect("an empty chunk always encrypts");
     rec.extend_from_slice(&tag);
     rec
@@ -466,7 +496,7 @@ struct ChunkEntry {
     file_offset: u64,
     plain_offset: u64,
     len: usize,
-    last: bool,
+    flags: u8,
 }
 
 /// Random access to a sealed object: the record headers are scanned once (without decrypting),
@@ -496,12 +526,18 @@ impl<R: Read + Seek> SeekableReader<R> {
             inp.seek(SeekFrom::Start(file_offset))?;
             let mut rh = [0u8; RECORD_HEADER_LEN];
             inp.read_exact(&mut rh)?;
-            let (last, len) = parse_record_header(i, &rh)?;
+            let (flags, len) = parse_record_header(i, &rh)?;
+            let last = flags & FLAG_FINAL != 0;
             let end = file_offset + (RECORD_HEADER_LEN + len + TAG_LEN) as u64;
             if end > file_len {
                 return Err(StreamError::Truncated { chunks: i });
             }
-            index.push(ChunkEntry { file_offset, plain_offset, len, last });
+            index.push(ChunkEntry {
+                file_offset,
+                plain_offset,
+                len,
+                flags,
+            });
             plain_offset += len as u64;
             file_offset = end;
             if last {
@@ -528,7 +564,9 @@ impl<R: Read + Seek> SeekableReader<R> {
     }
 
     pub fn plain_len(&self) -> u64 {
-        self.index.last().map_or(0, |e| e.plain_offset + e.len as u64)
+        self.index
+            .last()
+            .map_or(0, |e| e.plain_offset + e.len as u64)
     }
 
     /// The verified plaintext of chunk `i`.
@@ -538,7 +576,7 @@ impl<R: Read + Seek> SeekableReader<R> {
         self.rec.resize(RECORD_HEADER_LEN + e.len + TAG_LEN, 0);
         self.inp.seek(SeekFrom::Start(e.file_offset))?;
         self.inp.read_exact(&mut self.rec)?;
-        open_record(&self.keys, &self.header, i as u64, e.last, &mut self.rec)?;
+        open_record(&self.keys, &self.header, i as u64, e.flags, &mut self.rec)?;
         Ok(&self.rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + e.len])
     }
 
@@ -609,7 +647,10 @@ mod tests {
             let mut s = SeekableReader::open(Cursor::new(&file), &key, id).unwrap();
             assert_eq!(s.plain_len(), n as u64);
             let mid = n / 2;
-            assert_eq!(&s.read_at(mid as u64, 70_000).unwrap()[..], &data[mid..(mid + 70_000).min(n)]);
+            assert_eq!(
+                &s.read_at(mid as u64, 70_000).unwrap()[..],
+                &data[mid..(mid + 70_000).min(n)]
+            );
         }
     }
 
@@ -621,7 +662,10 @@ mod tests {
         let file = encrypt(&key, id, &data, Some(7_777));
         assert_eq!(decrypt(&key, id, &file).unwrap(), data);
         let mut s = SeekableReader::open(Cursor::new(&file), &key, id).unwrap();
-        assert_eq!(&s.read_at(150_001, 10).unwrap()[..], &data[150_001..150_011]);
+        assert_eq!(
+            &s.read_at(150_001, 10).unwrap()[..],
+            &data[150_001..150_011]
+        );
         assert_eq!(s.read_at(199_995, 100).unwrap().len(), 5);
     }
 
@@ -658,44 +702,103 @@ mod tests {
         let check = |f: &[u8], what: &str, want: fn(&StreamError) -> bool| {
             let err = decrypt(&key, id, f).expect_err(what);
             assert!(want(&err), "{what}: got {err}");
-            let seek = SeekableReader::open(Cursor::new(f), &key, id)
-                .and_then(|mut s| (0..s.chunk_count()).try_for_each(|i| s.read_chunk(i).map(|_| ())));
+            let seek = SeekableReader::open(Cursor::new(f), &key, id).and_then(|mut s| {
+                (0..s.chunk_count()).try_for_each(|i| s.read_chunk(i).map(|_| ()))
+            });
             assert!(seek.is_err(), "{what}: seekable reader accepted it");
         };
 
-        for pos in [HEADER_LEN + 2, HEADER_LEN + 10, file.len() / 2, file.len() - 1] {
+        for pos in [
+            HEADER_LEN + 2,
+            HEADER_LEN + 10,
+            file.len() / 2,
+            file.len() - 1,
+        ] {
             let mut f = file.clone();
             f[pos] ^= 0x40;
             check(&f, "flipped byte", |e| {
-                matches!(e, StreamError::Authentication { .. } | StreamError::ChunkTooLong { .. } | StreamError::Truncated { .. } | StreamError::TrailingData | StreamError::UnknownFlags { .. })
+                matches!(
+                    e,
+                    StreamError::Authentication { .. }
+                        | StreamError::ChunkTooLong { .. }
+                        | StreamError::Truncated { .. }
+                        | StreamError::TrailingData
+                        | StreamError::UnknownFlags { .. }
+                )
             });
         }
         let mut f = file.clone();
         f[40] ^= 1;
-        check(&f, "flipped commitment", |e| matches!(e, StreamError::WrongKey));
-        check(&file[..file.len() - 1], "truncated mid-record", |e| matches!(e, StreamError::Truncated { .. }));
-        check(&join(&header, &recs[..3]), "final chunk dropped", |e| matches!(e, StreamError::Truncated { chunks: 3 }));
-        check(&join(&header, &[recs[1].clone(), recs[0].clone(), recs[2].clone(), recs[3].clone()]), "reordered", |e| {
-            matches!(e, StreamError::Authentication { index: 0 })
+        check(&f, "flipped commitment", |e| {
+            matches!(e, StreamError::WrongKey)
         });
-        check(&join(&header, &[recs[0].clone(), recs[0].clone(), recs[1].clone(), recs[2].clone(), recs[3].clone()]), "duplicated", |e| {
-            matches!(e, StreamError::Authentication { index: 1 })
+        check(&file[..file.len() - 1], "truncated mid-record", |e| {
+            matches!(e, StreamError::Truncated { .. })
         });
-        check(&join(&header, &[recs[0].clone(), recs[2].clone(), recs[3].clone()]), "dropped middle chunk", |e| {
-            matches!(e, StreamError::Authentication { index: 1 })
+        check(&join(&header, &recs[..3]), "final chunk dropped", |e| {
+            matches!(e, StreamError::Truncated { chunks: 3 })
         });
+        check(
+            &join(
+                &header,
+                &[
+                    recs[1].clone(),
+                    recs[0].clone(),
+                    recs[2].clone(),
+                    recs[3].clone(),
+                ],
+            ),
+            "reordered",
+            |e| matches!(e, StreamError::Authentication { index: 0 }),
+        );
+        check(
+            &join(
+                &header,
+                &[
+                    recs[0].clone(),
+                    recs[0].clone(),
+                    recs[1].clone(),
+                    recs[2].clone(),
+                    recs[3].clone(),
+                ],
+            ),
+            "duplicated",
+            |e| matches!(e, StreamError::Authentication { index: 1 }),
+        );
+        check(
+            &join(
+                &header,
+                &[recs[0].clone(), recs[2].clone(), recs[3].clone()],
+            ),
+            "dropped middle chunk",
+            |e| matches!(e, StreamError::Authentication { index: 1 }),
+        );
         let mut f = file.clone();
         f.extend_from_slice(b"garbage");
-        check(&f, "trailing data", |e| matches!(e, StreamError::TrailingData));
-        check(&file[..10], "short header", |e| matches!(e, StreamError::TruncatedHeader(10)));
+        check(&f, "trailing data", |e| {
+            matches!(e, StreamError::TrailingData)
+        });
+        check(&file[..10], "short header", |e| {
+            matches!(e, StreamError::TruncatedHeader(10))
+        });
 
         // A chunk lifted from another object under the same data key.
         let other_id = ObjectId::random();
         let other = encrypt(&key, other_id, &data, None);
         let (_, other_recs) = records(&other);
-        check(&join(&header, &[other_recs[0].clone(), recs[1].clone(), recs[2].clone(), recs[3].clone()]), "chunk from another object", |e| {
-            matches!(e, StreamError::Authentication { index: 0 })
-        });
+        check(
+            &join(
+                &header,
+                &[
+                    other_recs[0].clone(),
+                    recs[1].clone(),
+                    recs[2].clone(),
+                    recs[3].clone(),
+                ],
+            ),
+            "chunk from another object",
+            |e| matches!(e, StreamError::Authentication { index: 0 }),
+        );
         // The other object's whole file presented as this one.
         let err = decrypt(&key, id, &other).unwrap_err();
         assert!(matches!(err, StreamError::WrongObject { .. }), "{err}");
@@ -711,13 +814,22 @@ mod tests {
         let file = encrypt(&key, id, b"hello", None);
         let mut f = file.clone();
         f[HEADER_LEN + 1] = 0x01; // length 65536 + 5
-        assert!(matches!(decrypt(&key, id, &f), Err(StreamError::ChunkTooLong { .. })));
+        assert!(matches!(
+            decrypt(&key, id, &f),
+            Err(StreamError::ChunkTooLong { .. })
+        ));
         let mut f = file.clone();
         f[HEADER_LEN] = 0x80;
-        assert!(matches!(decrypt(&key, id, &f), Err(StreamError::UnknownFlags { .. })));
+        assert!(matches!(
+            decrypt(&key, id, &f),
+            Err(StreamError::UnknownFlags { .. })
+        ));
         let mut f = file;
         f[8] = 9;
-        assert!(matches!(decrypt(&key, id, &f), Err(StreamError::UnsupportedVersion(0x0901))));
+        assert!(matches!(
+            decrypt(&key, id, &f),
+            Err(StreamError::UnsupportedVersion(0x0901))
+        ));
     }
 
     #[test]
@@ -744,8 +856,11 @@ mod tests {
         let keep = r.verified_cipher_len() as usize;
         let chunks = r.chunks();
         let mut sealed = partial[..keep].to_vec();
-        sealed.extend_from_slice(&empty_final_record(&key, id, chunks));
+        sealed.extend_from_slice(&recovery_final_record(&key, id, chunks));
         assert_eq!(decrypt(&key, id, &sealed).unwrap(), b"first second ");
+        let mut r = StreamReader::open(Cursor::new(&sealed), &key, id).unwrap();
+        while r.next_chunk().unwrap().is_some() {}
+        assert!(r.sealed_by_recovery());
     }
 
     proptest! {

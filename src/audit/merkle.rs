@@ -60,7 +60,10 @@ pub fn verify_inclusion(
 ) -> Result<(), ProofError> {
     let leaf = as_hash(leaf)?;
     let root = as_hash(root)?;
-    let proof: Vec<Hash> = proof.iter().map(|p| as_hash(p.as_ref())).collect::<Result<_, _>>()?;
+    let proof: Vec<Hash> = proof
+        .iter()
+        .map(|p| as_hash(p.as_ref()))
+        .collect::<Result<_, _>>()?;
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
@@ -102,7 +105,10 @@ pub fn verify_consistency(
 ) -> Result<(), ProofError> {
     let root1 = as_hash(root1)?;
     let root2 = as_hash(root2)?;
-    let mut path: Vec<Hash> = proof.iter().map(|p| as_hash(p.as_ref())).collect::<Result<_, _>>()?;
+    let mut path: Vec<Hash> = proof
+        .iter()
+        .map(|p| as_hash(p.as_ref()))
+        .collect::<Result<_, _>>()?;
     if size1 > size2 {
         return Err(ProofError::SizeOrder { size1, size2 });
     }
@@ -110,7 +116,11 @@ pub fn verify_consistency(
         if !path.is_empty() {
             return Err(ProofError::ProofLength);
         }
-        return if root1 == root2 { Ok(()) } else { Err(ProofError::RootMismatch) };
+        return if root1 == root2 {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch)
+        };
     }
     if size1 == 0 {
         return Err(ProofError::EmptyFirstTree);
@@ -171,7 +181,10 @@ fn range_hash<S: Subtrees>(s: &S, start: u64, n: u64) -> Result<Hash, S::Error> 
         return s.complete(n.trailing_zeros(), start / n);
     }
     let k = largest_power_of_two_below(n);
-    Ok(node_hash(&range_hash(s, start, k)?, &range_hash(s, start + k, n - k)?))
+    Ok(node_hash(
+        &range_hash(s, start, k)?,
+        &range_hash(s, start + k, n - k)?,
+    ))
 }
 
 /// The root of the first `size` leaves.
@@ -184,13 +197,22 @@ pub fn root<S: Subtrees>(s: &S, size: u64) -> Result<Hash, S::Error> {
 
 /// The audit path of leaf `index` in the tree of `size` leaves (RFC 9162 PATH).
 pub fn inclusion_proof<S: Subtrees>(s: &S, index: u64, size: u64) -> Result<Vec<Hash>, S::Error> {
-    assert!(index < size, "inclusion proof for leaf {index} of a tree of {size}");
+    assert!(
+        index < size,
+        "inclusion proof for leaf {index} of a tree of {size}"
+    );
     let mut out = Vec::new();
     path(s, index, 0, size, &mut out)?;
     Ok(out)
 }
 
-fn path<S: Subtrees>(s: &S, m: u64, start: u64, n: u64, out: &mut Vec<Hash>) -> Result<(), S::Error> {
+fn path<S: Subtrees>(
+    s: &S,
+    m: u64,
+    start: u64,
+    n: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
     if n == 1 {
         return Ok(());
     }
@@ -315,7 +337,10 @@ impl MemTree {
         let mut levels = vec![leaves];
         while levels.last().is_some_and(|l| l.len() > 1) {
             let prev = levels.last().unwrap();
-            let next = prev.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
+            let next = prev
+                .chunks_exact(2)
+                .map(|p| node_hash(&p[0], &p[1]))
+                .collect();
             levels.push(next);
         }
         Self { levels }

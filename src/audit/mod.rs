@@ -34,6 +34,10 @@ pub enum AuditError {
     NoVerifierKey,
     #[error(transparent)]
     Note(#[from] note::NoteError),
+    #[error(
+        "refusing to sign: the log has {size} entries but checkpoint {signed} was already signed over more"
+    )]
+    Shrunk { size: u64, signed: u64 },
 }
 
 /// Whether the act succeeded, was refused, or failed.
@@ -112,14 +116,23 @@ impl Subtrees for TreeNodes<'_, '_> {
 
 /// Appends events in one transaction and returns their sequence numbers.
 pub fn append(store: &mut Store, events: &[Event]) -> Result<Vec<u64>, AuditError> {
-    for ev in events {
-        let n = serde_json::to_vec(&ev.details).map_or(0, |d| d.len());
-        if n > MAX_ENTRY_LEN - 4096 {
-            return Err(AuditError::TooLarge(n));
-        }
+    let too_large = std::cell::Cell::new(None);
+    let r = store.write(|tx| {
+        append_tx(tx, events).inspect_err(|e| {
+            if let StoreError::Conflict(m) = e
+                && let Some(n) = m.strip_prefix(TOO_LARGE).and_then(|n| n.parse().ok())
+            {
+                too_large.set(Some(n));
+            }
+        })
+    });
+    match (r, too_large.get()) {
+        (Err(_), Some(n)) => Err(AuditError::TooLarge(n)),
+        (r, _) => Ok(r?),
     }
-    Ok(store.write(|tx| append_tx(tx, events))?)
 }
+
+const TOO_LARGE: &str = "audit entry too large: ";
 
 /// Appends events inside a caller's transaction, so that an act and its audit entry commit
 /// together or not at all.
@@ -143,8 +156,19 @@ pub fn append_tx(tx: &Tx<'_>, events: &[Event]) -> Result<Vec<u64>, StoreError> 
             details: ev.details.clone(),
         };
         let bytes = entry.encode();
+        if bytes.len() > MAX_ENTRY_LEN || !entry.details.is_object() {
+            return Err(StoreError::Conflict(format!("{TOO_LARGE}{}", bytes.len())));
+        }
         let leaf = merkle::leaf_hash(&bytes);
-        tx.audit_insert(seq, &bytes, &leaf, &time, &entry.actor, &entry.action, &entry.target)?;
+        tx.audit_insert(
+            seq,
+            &bytes,
+            &leaf,
+            &time,
+            &entry.actor,
+            &entry.action,
+            &entry.target,
+        )?;
         for (level, idx, h) in frontier.push(leaf) {
             tx.audit_node_insert(level, idx, &h)?;
         }
@@ -159,22 +183,36 @@ pub fn origin(appliance_id: &str) -> String {
 }
 
 /// Signs and stores a checkpoint of the whole log if it has grown since the last one.
-pub fn checkpoint(store: &mut Store, signer: &NoteSigner, origin: &str) -> Result<Option<Checkpoint>, AuditError> {
+pub fn checkpoint(
+    store: &mut Store,
+    signer: &NoteSigner,
+    origin: &str,
+) -> Result<Option<Checkpoint>, AuditError> {
     Ok(store.write(|tx| {
         let size = tx.audit_size()?;
-        if size == 0 || tx.checkpoint_latest()?.is_some_and(|(s, _)| s == size) {
-            return Ok(None);
+        let latest = tx.checkpoint_latest()?.map(|(s, _)| s);
+        if let Some(signed) = latest.filter(|s| *s > size) {
+            return Ok(Err(AuditError::Shrunk { size, signed }));
+        }
+        if size == 0 || latest == Some(size) {
+            return Ok(Ok(None));
         }
         let root = merkle::root(&TreeNodes(tx), size)?;
-        let cp = Checkpoint { origin: origin.to_string(), size, root };
+        let cp = Checkpoint {
+            origin: origin.to_string(),
+            size,
+            root,
+        };
         tx.checkpoint_insert(size, &signer.sign(&cp.body()), &now_rfc3339())?;
-        Ok(Some(cp))
-    })?)
+        Ok(Ok(Some(cp)))
+    })??)
 }
 
 /// The stored checkpoint verifier key.
 pub fn verifier(tx: &Tx<'_>) -> Result<NoteVerifier, AuditError> {
-    let vkey = tx.meta_get("checkpoint_vkey")?.ok_or(AuditError::NoVerifierKey)?;
+    let vkey = tx
+        .meta_get("checkpoint_vkey")?
+        .ok_or(AuditError::NoVerifierKey)?;
     Ok(NoteVerifier::from_vkey(&vkey)?)
 }
 
@@ -187,9 +225,13 @@ pub enum Problem {
     Altered { seq: u64, why: String },
     #[error("checkpoint at size {size}: {why}")]
     BadCheckpoint { size: u64, why: String },
-    #[error("entries #{from}..#{to} do not match the signed checkpoint at size {size}: one of them was altered, inserted or removed, and its stored hash forged to match")]
+    #[error(
+        "entries #{from}..#{to} do not match the signed checkpoint at size {size}: one of them was altered, inserted or removed, and its stored hash forged to match"
+    )]
     RootMismatch { from: u64, to: u64, size: u64 },
-    #[error("the log ends at #{entries} but checkpoint at size {size} was signed over more: entries from #{entries} were deleted")]
+    #[error(
+        "the log holds {entries} entries but the checkpoint at size {size} was signed over more: entries from #{entries} on were deleted"
+    )]
     LogTruncated { entries: u64, size: u64 },
 }
 
@@ -212,101 +254,151 @@ pub fn verify(
     verifier: &NoteVerifier,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Result<VerifyReport, Problem>, AuditError> {
-    store.read(|tx| {
-        let total = tx.audit_size()?;
-        let mut cps = Vec::new();
-        for (size, note_text) in tx.checkpoints()? {
-            match verifier.open_checkpoint(&note_text) {
-                Ok(cp) if cp.size == size => cps.push(cp),
-                Ok(cp) => {
-                    return Ok(Err(Problem::BadCheckpoint { size, why: format!("stored at size {size} but signed for size {}", cp.size) }));
-                }
-                Err(e) => return Ok(Err(Problem::BadCheckpoint { size, why: e.to_string() })),
+    store
+        .read(|tx| {
+            let total = tx.audit_size()?;
+            // Checkpoints are opened up front but judged when the scan reaches their size, so that
+            // the first problem in log order is the one reported.
+            let mut cps: Vec<(u64, Result<Checkpoint, String>)> = Vec::new();
+            for (size, note_text) in tx.checkpoints()? {
+                let opened = match verifier.open_checkpoint(&note_text) {
+                    Ok(cp) if cp.size != size => Err(format!(
+                        "stored at size {size} but signed for size {}",
+                        cp.size
+                    )),
+                    Ok(cp) if cp.origin != verifier.name => {
+                        Err(format!("signed for another log ({})", cp.origin))
+                    }
+                    Ok(cp) => Ok(cp),
+                    Err(e) => Err(e.to_string()),
+                };
+                cps.push((size, opened));
             }
-            if cps.last().is_some_and(|c: &Checkpoint| c.origin != verifier.name) {
-                return Ok(Err(Problem::BadCheckpoint { size, why: "signed for another log origin".into() }));
-            }
-        }
-        let mut frontier = Frontier::new();
-        let mut next_cp = 0usize;
-        let mut prev_size = 0u64;
-        let mut problem = None;
-        let mut verified_cps = 0u64;
-        tx.audit_scan(0, |row| {
-            let seq = frontier.size();
-            if row.seq != seq {
-                problem = Some(Problem::Missing { seq });
-                return Ok(false);
-            }
-            let leaf = merkle::leaf_hash(&row.entry);
-            let why = match serde_json::from_slice::<Entry>(&row.entry) {
-                Err(e) => Some(format!("not a valid entry: {e}")),
-                Ok(e) if e.seq != seq => Some(format!("it says it is #{}", e.seq)),
-                Ok(e) if e.v != ENTRY_VERSION => Some(format!("unknown version {}", e.v)),
-                Ok(_) if row.leaf_hash != leaf => Some("its content no longer matches its leaf hash".into()),
-                Ok(_) => match tx.audit_node(0, seq) {
-                    Ok(h) if h == leaf => None,
-                    Ok(_) => Some("its content no longer matches the tree's copy of its leaf hash".into()),
-                    Err(_) => Some("its leaf is missing from the tree".into()),
-                },
-            };
-            if let Some(why) = why {
-                problem = Some(Problem::Altered { seq, why });
-                return Ok(false);
-            }
-            frontier.push(leaf);
-            while next_cp < cps.len() && cps[next_cp].size == frontier.size() {
-                let cp = &cps[next_cp];
-                if cp.root != frontier.root() {
-                    problem = Some(Problem::RootMismatch { from: prev_size, to: cp.size - 1, size: cp.size });
+            let mut frontier = Frontier::new();
+            let mut next_cp = 0usize;
+            let mut prev: Option<Checkpoint> = None;
+            let mut problem = None;
+            let mut verified_cps = 0u64;
+            tx.audit_scan(0, |row| {
+                let seq = frontier.size();
+                if row.seq != seq {
+                    problem = Some(Problem::Missing { seq });
                     return Ok(false);
                 }
-                if prev_size > 0 {
-                    let proof = merkle::consistency_proof(&TreeNodes(tx), prev_size, cp.size)?;
-                    let prev_root = cps[next_cp - 1].root;
-                    if let Err(e) = merkle::verify_consistency(prev_size, cp.size, &prev_root, &cp.root, &proof) {
-                        problem = Some(Problem::BadCheckpoint { size: cp.size, why: format!("stored tree gives no consistency proof from size {prev_size}: {e}") });
+                let leaf = merkle::leaf_hash(&row.entry);
+                let why = match serde_json::from_slice::<Entry>(&row.entry) {
+                    Err(e) => Some(format!("not a valid entry: {e}")),
+                    Ok(e) if e.seq != seq => Some(format!("it says it is #{}", e.seq)),
+                    Ok(e) if e.v != ENTRY_VERSION => Some(format!("unknown version {}", e.v)),
+                    Ok(_) if row.leaf_hash != leaf => {
+                        Some("its content no longer matches its leaf hash".into())
+                    }
+                    Ok(_) => match tx.audit_node(0, seq) {
+                        Ok(h) if h == leaf => None,
+                        Ok(_) => Some(
+                            "its content no longer matches the tree's copy of its leaf hash".into(),
+                        ),
+                        Err(StoreError::NotFound(_)) => {
+                            Some("its leaf is missing from the stored tree".into())
+                        }
+                        Err(e) => return Err(e),
+                    },
+                };
+                if let Some(why) = why {
+                    problem = Some(Problem::Altered { seq, why });
+                    return Ok(false);
+                }
+                frontier.push(leaf);
+                while next_cp < cps.len() && cps[next_cp].0 <= frontier.size() {
+                    let (size, opened) = &cps[next_cp];
+                    let cp = match opened {
+                        Ok(cp) => cp,
+                        Err(why) => {
+                            problem = Some(Problem::BadCheckpoint {
+                                size: *size,
+                                why: why.clone(),
+                            });
+                            return Ok(false);
+                        }
+                    };
+                    if cp.root != frontier.root() {
+                        let from = prev.as_ref().map_or(0, |p| p.size);
+                        problem = Some(Problem::RootMismatch {
+                            from,
+                            to: cp.size - 1,
+                            size: cp.size,
+                        });
                         return Ok(false);
                     }
+                    if let Some(p) = &prev {
+                        let proof = consistency_proof(tx, p.size, cp.size);
+                        let checked = proof.map_err(|e| e.to_string()).and_then(|proof| {
+                            merkle::verify_consistency(p.size, cp.size, &p.root, &cp.root, &proof)
+                                .map_err(|e| e.to_string())
+                        });
+                        if let Err(e) = checked {
+                            problem = Some(Problem::BadCheckpoint {
+                                size: cp.size,
+                                why: format!(
+                                    "the stored tree gives no consistency proof from size {}: {e}",
+                                    p.size
+                                ),
+                            });
+                            return Ok(false);
+                        }
+                    }
+                    prev = Some(cp.clone());
+                    verified_cps += 1;
+                    next_cp += 1;
                 }
-                prev_size = cp.size;
-                verified_cps += 1;
-                next_cp += 1;
+                if seq % 65_536 == 0 {
+                    progress(seq, total);
+                }
+                Ok(true)
+            })?;
+            if let Some(p) = problem {
+                return Ok(Err(p));
             }
-            if seq % 65_536 == 0 {
-                progress(seq, total);
+            if let Some((size, _)) = cps.get(next_cp) {
+                return Ok(Err(Problem::LogTruncated {
+                    entries: frontier.size(),
+                    size: *size,
+                }));
             }
-            Ok(true)
-        })?;
-        if let Some(p) = problem {
-            return Ok(Err(p));
-        }
-        if next_cp < cps.len() {
-            return Ok(Err(Problem::LogTruncated { entries: frontier.size(), size: cps[next_cp].size }));
-        }
-        progress(frontier.size(), total);
-        Ok(Ok(VerifyReport {
-            entries: frontier.size(),
-            checkpoints: verified_cps,
-            unsigned_tail: frontier.size() - prev_size,
-            latest: cps.last().cloned(),
-            root: frontier.root(),
-        }))
-    })
-    .map_err(AuditError::from)
+            progress(frontier.size(), total);
+            Ok(Ok(VerifyReport {
+                entries: frontier.size(),
+                checkpoints: verified_cps,
+                unsigned_tail: frontier.size() - prev.as_ref().map_or(0, |p| p.size),
+                latest: prev,
+                root: frontier.root(),
+            }))
+        })
+        .map_err(AuditError::from)
 }
 
 /// An inclusion proof for entry `seq` in the tree of `size` entries.
 pub fn inclusion_proof(tx: &Tx<'_>, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+    if seq >= size || size > tx.audit_size()? {
+        return Err(StoreError::NotFound(format!(
+            "entry #{seq} in a log of {size} entries"
+        )));
+    }
     merkle::inclusion_proof(&TreeNodes(tx), seq, size)
 }
 
 /// A consistency proof between tree sizes `m` and `n`.
 pub fn consistency_proof(tx: &Tx<'_>, m: u64, n: u64) -> Result<Vec<Hash>, StoreError> {
+    if m == 0 || m > n || n > tx.audit_size()? {
+        return Err(StoreError::NotFound(format!(
+            "a consistency proof from size {m} to size {n}"
+        )));
+    }
     merkle::consistency_proof(&TreeNodes(tx), m, n)
 }
 
 /// Decodes a stored entry for display; a damaged one is reported, not hidden.
 pub fn decode(row: &crate::store::AuditRow) -> Result<Entry, String> {
-    serde_json::from_slice(&row.entry).map_err(|e| format!("entry #{} is not readable: {e}", row.seq))
+    serde_json::from_slice(&row.entry)
+        .map_err(|e| format!("entry #{} is not readable: {e}", row.seq))
 }

@@ -50,31 +50,55 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note body: three newline-terminated lines.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     pub fn parse_body(body: &str) -> Result<Self, NoteError> {
         let mut lines = body.split_terminator('\n');
-        let origin = lines.next().ok_or(NoteError::BadCheckpoint("no origin line"))?;
+        let origin = lines
+            .next()
+            .ok_or(NoteError::BadCheckpoint("no origin line"))?;
         if origin.is_empty() || origin.trim() != origin {
             return Err(NoteError::BadCheckpoint("origin line is empty or padded"));
         }
-        let size = lines.next().ok_or(NoteError::BadCheckpoint("no size line"))?;
-        if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
+        let size = lines
+            .next()
+            .ok_or(NoteError::BadCheckpoint("no size line"))?;
+        if size.is_empty()
+            || !size.bytes().all(|b| b.is_ascii_digit())
+            || (size.len() > 1 && size.starts_with('0'))
+        {
             return Err(NoteError::BadCheckpoint("size is not a decimal number"));
         }
-        let size = size.parse().map_err(|_| NoteError::BadCheckpoint("size is out of range"))?;
-        let root = lines.next().ok_or(NoteError::BadCheckpoint("no root line"))?;
+        let size = size
+            .parse()
+            .map_err(|_| NoteError::BadCheckpoint("size is out of range"))?;
+        let root = lines
+            .next()
+            .ok_or(NoteError::BadCheckpoint("no root line"))?;
         let root: Hash = B64
             .decode(root)
             .ok()
             .and_then(|r| r.try_into().ok())
-            .ok_or(NoteError::BadCheckpoint("root is not a base64 32-byte hash"))?;
+            .ok_or(NoteError::BadCheckpoint(
+                "root is not a base64 32-byte hash",
+            ))?;
         // Extension lines may follow; Custos writes none and ignores those it does not know.
         if !body.ends_with('\n') {
-            return Err(NoteError::BadCheckpoint("last line is not newline-terminated"));
+            return Err(NoteError::BadCheckpoint(
+                "last line is not newline-terminated",
+            ));
         }
-        Ok(Self { origin: origin.to_string(), size, root })
+        Ok(Self {
+            origin: origin.to_string(),
+            size,
+            root,
+        })
     }
 }
 
@@ -108,11 +132,17 @@ fn valid_key_name(name: &str) -> bool {
 impl NoteSigner {
     pub fn new(name: &str, key: SigningKey) -> Self {
         assert!(valid_key_name(name), "note key name {name:?} is not valid");
-        Self { name: name.to_string(), key }
+        Self {
+            name: name.to_string(),
+            key,
+        }
     }
 
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier { name: self.name.clone(), key: self.key.verifying_key() }
+        NoteVerifier {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Signs a note body (which must end in a newline) and returns the whole note.
@@ -130,24 +160,37 @@ impl NoteVerifier {
     pub fn to_vkey(&self) -> String {
         let mut k = vec![ALG_ED25519];
         k.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, hex::encode(key_id(&self.name, &self.key)), B64.encode(k))
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(key_id(&self.name, &self.key)),
+            B64.encode(k)
+        )
     }
 
     pub fn from_vkey(s: &str) -> Result<Self, NoteError> {
         let mut parts = s.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(name), Some(id), Some(key), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(NoteError::BadKey("expected name+keyid+key"));
         };
         if !valid_key_name(name) {
             return Err(NoteError::BadKey("invalid key name"));
         }
-        let raw = B64.decode(key).map_err(|_| NoteError::BadKey("key is not base64"))?;
+        let raw = B64
+            .decode(key)
+            .map_err(|_| NoteError::BadKey("key is not base64"))?;
         if raw.len() != 33 || raw[0] != ALG_ED25519 {
             return Err(NoteError::BadKey("not an Ed25519 key"));
         }
         let pk: [u8; 32] = raw[1..].try_into().expect("length checked");
-        let key = VerifyingKey::from_bytes(&pk).map_err(|_| NoteError::BadKey("invalid Ed25519 point"))?;
-        let v = Self { name: name.to_string(), key };
+        let key = VerifyingKey::from_bytes(&pk)
+            .map_err(|_| NoteError::BadKey("invalid Ed25519 point"))?;
+        let v = Self {
+            name: name.to_string(),
+            key,
+        };
         if hex::encode(key_id(name, &key)) != id {
             return Err(NoteError::BadKey("key id does not match the key"));
         }
@@ -160,31 +203,47 @@ impl NoteVerifier {
         if note.len() > MAX_NOTE_LEN {
             return Err(NoteError::TooLong(note.len()));
         }
-        let split = note.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before signatures"))?;
+        let split = note
+            .rfind("\n\n")
+            .ok_or(NoteError::Malformed("no blank line before signatures"))?;
         let body = &note[..split + 1];
         let sigs = &note[split + 2..];
         if sigs.is_empty() || !sigs.ends_with('\n') {
-            return Err(NoteError::Malformed("signature block is empty or not newline-terminated"));
+            return Err(NoteError::Malformed(
+                "signature block is empty or not newline-terminated",
+            ));
         }
         let want_id = key_id(&self.name, &self.key);
         let mut found = false;
         for line in sigs.split_terminator('\n') {
-            let rest = line.strip_prefix(DASH).ok_or(NoteError::Malformed("signature line does not start with an em dash"))?;
-            let (name, blob) = rest.split_once(' ').ok_or(NoteError::Malformed("signature line has no key name"))?;
-            let blob = B64.decode(blob).map_err(|_| NoteError::Malformed("signature is not base64"))?;
+            let rest = line.strip_prefix(DASH).ok_or(NoteError::Malformed(
+                "signature line does not start with an em dash",
+            ))?;
+            let (name, blob) = rest
+                .split_once(' ')
+                .ok_or(NoteError::Malformed("signature line has no key name"))?;
+            let blob = B64
+                .decode(blob)
+                .map_err(|_| NoteError::Malformed("signature is not base64"))?;
             if blob.len() < 4 {
                 return Err(NoteError::Malformed("signature is shorter than a key id"));
             }
             if name != self.name || blob[..4] != want_id {
                 continue;
             }
-            let sig: [u8; 64] = blob[4..].try_into().map_err(|_| NoteError::BadSignature(self.name.clone()))?;
+            let sig: [u8; 64] = blob[4..]
+                .try_into()
+                .map_err(|_| NoteError::BadSignature(self.name.clone()))?;
             self.key
                 .verify_strict(body.as_bytes(), &Signature::from_bytes(&sig))
                 .map_err(|_| NoteError::BadSignature(self.name.clone()))?;
             found = true;
         }
-        if found { Ok(body) } else { Err(NoteError::NoSignature(self.name.clone())) }
+        if found {
+            Ok(body)
+        } else {
+            Err(NoteError::NoSignature(self.name.clone()))
+        }
     }
 
     /// Opens a signed checkpoint and parses it.
@@ -204,7 +263,11 @@ mod tests {
     #[test]
     fn signed_checkpoint_round_trips() {
         let s = signer();
-        let cp = Checkpoint { origin: "custos/test".into(), size: 42, root: [9u8; 32] };
+        let cp = Checkpoint {
+            origin: "custos/test".into(),
+            size: 42,
+            root: [9u8; 32],
+        };
         let note = s.sign(&cp.body());
         assert!(note.contains("\n\n\u{2014} custos/test "));
         let v = NoteVerifier::from_vkey(&s.verifier().to_vkey()).unwrap();
@@ -214,13 +277,23 @@ mod tests {
     #[test]
     fn tampering_is_refused() {
         let s = signer();
-        let cp = Checkpoint { origin: "custos/test".into(), size: 42, root: [9u8; 32] };
+        let cp = Checkpoint {
+            origin: "custos/test".into(),
+            size: 42,
+            root: [9u8; 32],
+        };
         let note = s.sign(&cp.body());
         let v = s.verifier();
         let changed = note.replacen("42", "43", 1);
-        assert_eq!(v.open(&changed), Err(NoteError::BadSignature("custos/test".into())));
+        assert_eq!(
+            v.open(&changed),
+            Err(NoteError::BadSignature("custos/test".into()))
+        );
         let other = NoteSigner::new("custos/test", SigningKey::from_bytes(&[8u8; 32])).verifier();
-        assert_eq!(other.open(&note), Err(NoteError::NoSignature("custos/test".into())));
+        assert_eq!(
+            other.open(&note),
+            Err(NoteError::NoSignature("custos/test".into()))
+        );
         assert!(v.open(&note.replace("\n\n", "\n")).is_err());
         assert!(v.open(&"x".repeat(MAX_NOTE_LEN + 1)).is_err());
         for bad in ["o\n01\nAAAA\n", "o\n1\n", "\n1\nAAAA\n", "o\nx\nAAAA\n"] {

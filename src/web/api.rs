@@ -51,14 +51,18 @@ pub async fn not_found() -> ApiError {
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn require(p: &Principal, perm: Permission) -> Result<(), ApiError> {
     if auth::allowed(p.role, perm) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!("the {} role may not do this", p.role)))
+        Err(ApiError::forbidden(format!(
+            "the {} role may not do this",
+            p.role
+        )))
     }
 }
 
@@ -75,12 +79,16 @@ fn event(p: &Principal, src: &Source, action: &str, target: &str, details: Value
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
-        v.split(';').find_map(|kv| {
-            let (k, val) = kv.trim().split_once('=')?;
-            (k == SESSION_COOKIE).then(|| val.to_string())
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';').find_map(|kv| {
+                let (k, val) = kv.trim().split_once('=')?;
+                (k == SESSION_COOKIE).then(|| val.to_string())
+            })
         })
-    })
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<String> {
@@ -96,10 +104,20 @@ impl FromRequestParts<Arc<App>> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers).or_else(|| cookie_token(&parts.headers)).ok_or_else(ApiError::unauthorized)?;
-        let p = app.db(move |s| auth::principal(s, &token)).await?.ok_or_else(ApiError::unauthorized)?;
+        let token = bearer_token(&parts.headers)
+            .or_else(|| cookie_token(&parts.headers))
+            .ok_or_else(ApiError::unauthorized)?;
+        let p = app
+            .db(move |s| auth::principal(s, &token))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
         let path = parts.uri.path();
-        if p.must_change_password && !matches!(path, "/api/v1/auth/password" | "/api/v1/auth/logout" | "/api/v1/me") {
+        if p.must_change_password
+            && !matches!(
+                path,
+                "/api/v1/auth/password" | "/api/v1/auth/logout" | "/api/v1/me"
+            )
+        {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "password_change_required",
@@ -113,7 +131,11 @@ impl FromRequestParts<Arc<App>> for Authed {
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let sealed = app.is_sealed();
     let body = Json(json!({ "status": if sealed { "sealed" } else { "ok" }, "sealed": sealed }));
-    if sealed { (StatusCode::SERVICE_UNAVAILABLE, body).into_response() } else { body.into_response() }
+    if sealed {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    } else {
+        body.into_response()
+    }
 }
 
 #[derive(Deserialize)]
@@ -125,19 +147,39 @@ struct LoginRequest {
 }
 
 fn session_cookie(token: &str, max_age: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
-        .expect("token characters are valid in a header")
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    ))
+    .expect("token characters are valid in a header")
 }
 
-async fn login(State(app): State<Arc<App>>, Extension(src): Extension<Source>, body: Bytes) -> Result<Response, ApiError> {
+async fn login(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: LoginRequest = parse(&body)?;
     // What the caller typed is recorded, but only in a bounded, printable form.
-    let shown: String = req.name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let shown: String = req
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
     let user_key = format!("user:{shown}");
     let ip_key = format!("ip:{src}");
     for key in [&user_key, &ip_key] {
         if let Err(wait) = app.throttle.check(key) {
-            let ev = Event { actor: shown.clone(), role: "none".into(), source: src.to_string(), ..Event::system("auth.login", &format!("user:{shown}"), json!({ "reason": "throttled" })) };
+            let ev = Event {
+                actor: shown.clone(),
+                role: "none".into(),
+                source: src.to_string(),
+                ..Event::system(
+                    "auth.login",
+                    &format!("user:{shown}"),
+                    json!({ "reason": "throttled" }),
+                )
+            };
             app.audit(ev.outcome(Outcome::Denied)).await?;
             return Err(AuthError::Throttled(wait).into());
         }
@@ -151,12 +193,23 @@ async fn login(State(app): State<Arc<App>>, Extension(src): Extension<Source>, b
             Ok::<_, AuthError>((user, token, expires))
         })
         .await;
-    let base = Event { actor: shown.clone(), role: "none".into(), source: src.to_string(), ..Event::system("auth.login", &format!("user:{shown}"), json!({})) };
+    let base = Event {
+        actor: shown.clone(),
+        role: "none".into(),
+        source: src.to_string(),
+        ..Event::system("auth.login", &format!("user:{shown}"), json!({}))
+    };
     match result {
         Ok((user, token, expires)) => {
             app.throttle.success(&user_key);
-            app.audit(Event { role: user.role.as_str().into(), ..base }).await?;
-            let expires_at = time::OffsetDateTime::from_unix_timestamp(expires).map(format_rfc3339).unwrap_or_default();
+            app.audit(Event {
+                role: user.role.as_str().into(),
+                ..base
+            })
+            .await?;
+            let expires_at = time::OffsetDateTime::from_unix_timestamp(expires)
+                .map(format_rfc3339)
+                .unwrap_or_default();
             let body = json!({
                 "token": token,
                 "expires_at": expires_at,
@@ -164,13 +217,21 @@ async fn login(State(app): State<Arc<App>>, Extension(src): Extension<Source>, b
                 "password_change_required": user.must_change_password,
             });
             let mut res = Json(body).into_response();
-            res.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, ttl));
+            res.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&token, ttl));
             Ok(res)
         }
         Err(AuthError::BadCredentials) => {
             app.throttle.failure(&user_key);
             app.throttle.failure(&ip_key);
-            app.audit(Event { details: json!({ "reason": "bad credentials" }), ..base }.outcome(Outcome::Denied)).await?;
+            app.audit(
+                Event {
+                    details: json!({ "reason": "bad credentials" }),
+                    ..base
+                }
+                .outcome(Outcome::Denied),
+            )
+            .await?;
             // A fixed pause on every failure, on top of the lock-out, slows guessing further.
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             Err(AuthError::BadCredentials.into())
@@ -179,12 +240,24 @@ async fn login(State(app): State<Arc<App>>, Extension(src): Extension<Source>, b
     }
 }
 
-async fn logout(State(app): State<Arc<App>>, Extension(src): Extension<Source>, Authed(p): Authed) -> Result<Response, ApiError> {
+async fn logout(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+) -> Result<Response, ApiError> {
     let h = p.token_hash;
     app.db(move |s| s.write(|tx| tx.token_delete(&h))).await?;
-    app.audit(event(&p, &src, "auth.logout", &format!("user:{}", p.name), json!({}))).await?;
+    app.audit(event(
+        &p,
+        &src,
+        "auth.logout",
+        &format!("user:{}", p.name),
+        json!({}),
+    ))
+    .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0));
+    res.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
     Ok(res)
 }
 
@@ -204,7 +277,10 @@ async fn change_password(
     let req: PasswordChange = parse(&body)?;
     auth::check_password_policy(&req.new_password)?;
     if req.new_password == req.current_password {
-        return Err(AuthError::WeakPassword("the new password must differ from the current one".into()).into());
+        return Err(AuthError::WeakPassword(
+            "the new password must differ from the current one".into(),
+        )
+        .into());
     }
     let key = format!("user:{}", p.name);
     if let Err(wait) = app.throttle.check(&key) {
@@ -224,26 +300,53 @@ async fn change_password(
         .await;
     match result {
         Ok((token, _)) => {
-            app.audit(event(&p, &src, "user.password_changed", &format!("user:{}", p.name), json!({}))).await?;
-            let mut res = Json(json!({ "token": token, "password_change_required": false })).into_response();
-            res.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, ttl));
+            app.audit(event(
+                &p,
+                &src,
+                "user.password_changed",
+                &format!("user:{}", p.name),
+                json!({}),
+            ))
+            .await?;
+            let mut res =
+                Json(json!({ "token": token, "password_change_required": false })).into_response();
+            res.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&token, ttl));
             Ok(res)
         }
         Err(AuthError::BadCredentials) => {
             app.throttle.failure(&key);
-            app.audit(event(&p, &src, "user.password_changed", &format!("user:{}", p.name), json!({ "reason": "wrong current password" })).outcome(Outcome::Denied))
-                .await?;
-            Err(ApiError::new(StatusCode::FORBIDDEN, "bad_credentials", "the current password is wrong"))
+            app.audit(
+                event(
+                    &p,
+                    &src,
+                    "user.password_changed",
+                    &format!("user:{}", p.name),
+                    json!({ "reason": "wrong current password" }),
+                )
+                .outcome(Outcome::Denied),
+            )
+            .await?;
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "bad_credentials",
+                "the current password is wrong",
+            ))
         }
         Err(e) => Err(e.into()),
     }
 }
 
 async fn me(Authed(p): Authed) -> Json<Value> {
-    Json(json!({ "name": p.name, "role": p.role, "password_change_required": p.must_change_password }))
+    Json(
+        json!({ "name": p.name, "role": p.role, "password_change_required": p.must_change_password }),
+    )
 }
 
-async fn list_users(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
+async fn list_users(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
     require(&p, Permission::ManageUsers)?;
     let users = app.db(|s| s.read(|tx| tx.users())).await?;
     let list: Vec<Value> = users
@@ -269,8 +372,14 @@ async fn create_user(
 ) -> Result<Response, ApiError> {
     require(&p, Permission::ManageUsers)?;
     let req: NewUser = parse(&body)?;
-    let name: UserName = req.name.parse().map_err(|e: crate::model::ParseError| ApiError::bad_request(e.to_string()))?;
-    let role: Role = req.role.parse().map_err(|e: crate::model::ParseError| ApiError::bad_request(e.to_string()))?;
+    let name: UserName = req
+        .name
+        .parse()
+        .map_err(|e: crate::model::ParseError| ApiError::bad_request(e.to_string()))?;
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|e: crate::model::ParseError| ApiError::bad_request(e.to_string()))?;
     let (password, one_time) = match req.password {
         Some(pw) => {
             auth::check_password_policy(&pw)?;
@@ -280,9 +389,18 @@ async fn create_user(
     };
     let hash = crate::crypto::hash_password(&password);
     let (n, now) = (name.to_string(), crate::model::now_rfc3339());
-    app.db(move |s| s.write(|tx| tx.user_insert(&n, role, &hash, one_time, &now))).await?;
-    app.audit(event(&p, &src, "user.created", &format!("user:{name}"), json!({ "role": role, "one_time_password": one_time }))).await?;
-    let mut body = json!({ "name": name.as_str(), "role": role, "password_change_required": one_time });
+    app.db(move |s| s.write(|tx| tx.user_insert(&n, role, &hash, one_time, &now)))
+        .await?;
+    app.audit(event(
+        &p,
+        &src,
+        "user.created",
+        &format!("user:{name}"),
+        json!({ "role": role, "one_time_password": one_time }),
+    ))
+    .await?;
+    let mut body =
+        json!({ "name": name.as_str(), "role": role, "password_change_required": one_time });
     if one_time {
         body["one_time_password"] = json!(password);
     }
@@ -302,22 +420,40 @@ async fn disable_user(
     let n = name.clone();
     app.db(move |s| {
         s.write(|tx| {
-            let user = tx.user_by_name(&n)?.ok_or_else(|| crate::store::StoreError::NotFound(format!("user {n:?}")))?;
+            let user = tx
+                .user_by_name(&n)?
+                .ok_or_else(|| crate::store::StoreError::NotFound(format!("user {n:?}")))?;
             if user.role == Role::Admin && !user.disabled && tx.count_admins()? <= 1 {
-                return Err(crate::store::StoreError::Conflict("the last enabled admin cannot be disabled".into()));
+                return Err(crate::store::StoreError::Conflict(
+                    "the last enabled admin cannot be disabled".into(),
+                ));
             }
             tx.user_set_disabled(&n, true)
         })
     })
     .await?;
-    app.audit(event(&p, &src, "user.disabled", &format!("user:{name}"), json!({}))).await?;
+    app.audit(event(
+        &p,
+        &src,
+        "user.disabled",
+        &format!("user:{name}"),
+        json!({}),
+    ))
+    .await?;
     Ok(Json(json!({ "name": name, "disabled": true })))
 }
 
-async fn audit_checkpoint(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
+async fn audit_checkpoint(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
     require(&p, Permission::ReadAudit)?;
-    let (latest, vkey) = app.db(|s| s.read(|tx| Ok((tx.checkpoint_latest()?, tx.meta_get("checkpoint_vkey")?)))).await?;
-    let Some((size, note)) = latest else { return Err(ApiError::not_found("no checkpoint has been written yet")) };
+    let (latest, vkey) = app
+        .db(|s| s.read(|tx| Ok((tx.checkpoint_latest()?, tx.meta_get("checkpoint_vkey")?))))
+        .await?;
+    let Some((size, note)) = latest else {
+        return Err(ApiError::not_found("no checkpoint has been written yet"));
+    };
     Ok(Json(json!({ "size": size, "note": note, "vkey": vkey })))
 }
 
@@ -359,12 +495,28 @@ async fn audit_entries(
     Ok(Json(json!({ "entries": entries })))
 }
 
-async fn system_status(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
+async fn system_status(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
     require(&p, Permission::ReadSystem)?;
     let (size, latest, epoch) = app
-        .db(|s| s.read(|tx| Ok((tx.audit_size()?, tx.checkpoint_latest()?.map(|c| c.0), tx.kek_current()?))))
+        .db(|s| {
+            s.read(|tx| {
+                Ok((
+                    tx.audit_size()?,
+                    tx.checkpoint_latest()?.map(|c| c.0),
+                    tx.kek_current()?,
+                ))
+            })
+        })
         .await?;
-    let mode = app.dir.master_files().mode().map(|m| format!("{m:?}")).unwrap_or_else(|e| e.to_string());
+    let mode = app
+        .dir
+        .master_files()
+        .mode()
+        .map(|m| format!("{m:?}"))
+        .unwrap_or_else(|e| e.to_string());
     Ok(Json(json!({
         "appliance_id": app.appliance_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -383,15 +535,29 @@ struct Passphrase {
     passphrase: Option<String>,
 }
 
-async fn unseal(State(app): State<Arc<App>>, Extension(src): Extension<Source>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn unseal(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: Passphrase = parse(&body)?;
-    let p = req.passphrase.ok_or_else(|| ApiError::bad_request("passphrase is required"))?;
+    let p = req
+        .passphrase
+        .ok_or_else(|| ApiError::bad_request("passphrase is required"))?;
     app.unseal(p, &src).await?;
     Ok(Json(json!({ "sealed": false })))
 }
 
-async fn seal(State(app): State<Arc<App>>, Extension(src): Extension<Source>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let req: Passphrase = if body.is_empty() { Passphrase { passphrase: None } } else { parse(&body)? };
+async fn seal(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: Passphrase = if body.is_empty() {
+        Passphrase { passphrase: None }
+    } else {
+        parse(&body)?
+    };
     app.seal(req.passphrase, &src).await?;
     Ok(Json(json!({ "sealed": true })))
 }

@@ -21,13 +21,22 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "log in first: send a bearer token or the session cookie")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "log in first: send a bearer token or the session cookie",
+        )
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
@@ -49,12 +58,20 @@ impl ApiError {
         let s = wait.as_secs().max(1);
         Self {
             retry_after: Some(s),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", format!("too many failed attempts; try again in {s} s"))
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed attempts; try again in {s} s"),
+            )
         }
     }
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has the details")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
     }
 
     pub fn into_response_value(self) -> Response {
@@ -67,7 +84,8 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut res = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         res
     }
@@ -86,9 +104,13 @@ impl From<StoreError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::BadCredentials => Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string()),
+            AuthError::BadCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
+            }
             AuthError::Throttled(d) => Self::throttled(d),
-            AuthError::WeakPassword(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m),
+            AuthError::WeakPassword(m) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m)
+            }
             AuthError::Store(s) => s.into(),
         }
     }
@@ -106,9 +128,17 @@ impl From<AuditError> for ApiError {
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
-            AppError::Key(KeyError::WrongPassphrase) => Self::new(StatusCode::FORBIDDEN, "wrong_passphrase", "wrong passphrase"),
+            AppError::Key(KeyError::WrongPassphrase) => Self::new(
+                StatusCode::FORBIDDEN,
+                "wrong_passphrase",
+                "wrong passphrase",
+            ),
             AppError::Key(k @ (KeyError::WeakPassphrase | KeyError::PassphraseNeeded)) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_passphrase", k.to_string())
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "bad_passphrase",
+                    k.to_string(),
+                )
             }
             AppError::Refused(m) => Self::conflict(m),
             AppError::Store(s) => s.into(),

@@ -56,7 +56,11 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
 /// While sealed, only `/healthz` (and, on the socket, unseal) answer.
 async fn sealed_gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if app.is_sealed() && path != "/healthz" && path != "/api/v1/system/unseal" && path != "/api/v1/system/seal" {
+    if app.is_sealed()
+        && path != "/healthz"
+        && path != "/api/v1/system/unseal"
+        && path != "/api/v1/system/seal"
+    {
         return ApiError::sealed().into_response_value();
     }
     next.run(req).await
@@ -72,7 +76,11 @@ async fn security_headers(req: Request, next: Next) -> Response {
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "no-referrer");
-    set(h, "content-security-policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    );
     set(h, "cross-origin-opener-policy", "same-origin");
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -91,7 +99,9 @@ where
         router.clone().oneshot(req.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -118,7 +128,9 @@ pub async fn run(
     let local = router(app.clone(), Surface::Local);
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let owner_uid = std::fs::metadata(app.dir.root()).map(|m| m.uid()).unwrap_or(0);
+    let owner_uid = std::fs::metadata(app.dir.root())
+        .map(|m| m.uid())
+        .unwrap_or(0);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -162,7 +174,11 @@ pub async fn run(
     drop(tcp);
     drop(unix);
     // Every connection holds a permit; when all are back, every connection has closed.
-    let all = tokio::time::timeout(Duration::from_secs(10), limit.acquire_many(MAX_CONNECTIONS as u32)).await;
+    let all = tokio::time::timeout(
+        Duration::from_secs(10),
+        limit.acquire_many(MAX_CONNECTIONS as u32),
+    )
+    .await;
     if all.is_err() {
         tracing::warn!("requests still running after 10 s");
     }

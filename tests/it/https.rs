@@ -1,0 +1,294 @@
+//! HTTPS as a client speaks it: a pinned certificate, the contract's error bodies, login
+//! throttling, roles.
+
+use hyper::Method;
+use serde_json::json;
+
+use crate::util::*;
+
+#[test]
+fn healthz_answers_over_tls_to_a_client_pinning_the_generated_certificate() {
+    let dir = Dir::new();
+    let s = dir.serve();
+    let r = s.get("/healthz", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json().unwrap(),
+        json!({ "status": "ok", "sealed": false })
+    );
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    assert!(
+        r.headers["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age=")
+    );
+    // The certificate on disk is the one served, and carries the promised names.
+    let pem = std::fs::read_to_string(dir.path().join("tls/cert.pem")).unwrap();
+    let der = custos::tls::load_certs(&dir.path().join("tls/cert.pem")).unwrap();
+    assert_eq!(custos::tls::fingerprint(der[0].as_ref()), s.fingerprint);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    // A client pinning another certificate refuses the connection.
+    let other = custos::tls::pinned_client_config([7u8; 32]).unwrap();
+    let ep = custos::client::Endpoint::Https {
+        addr: s.addr.clone(),
+        tls: other,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(ep.request(Method::GET, "/healthz", None, None))
+        .unwrap_err();
+    assert!(err.to_string().contains("not the pinned one"), "{err}");
+}
+
+#[test]
+fn only_tls_12_and_13_are_offered() {
+    // rustls implements nothing older than TLS 1.2; check that both supported versions
+    // negotiate and that a plaintext HTTP request gets no HTTP answer.
+    let dir = Dir::new();
+    let s = dir.serve();
+    let fp = custos::tls::parse_fingerprint(&s.fingerprint).unwrap();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let cfg = custos::tls::pinned_client_config_with(fp, &[version]).unwrap();
+        let ep = custos::client::Endpoint::Https {
+            addr: s.addr.clone(),
+            tls: cfg,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt
+            .block_on(ep.request(Method::GET, "/healthz", None, None))
+            .unwrap();
+        assert_eq!(r.status, 200, "{version:?}");
+    }
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(&s.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf);
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "plaintext HTTP must not be served"
+    );
+}
+
+#[test]
+fn login_must_change_password_then_works_and_sets_a_secure_cookie() {
+    let dir = Dir::new();
+    let s = dir.serve();
+    let pw = s.admin_password.clone().unwrap();
+    let r = s.post(
+        "/api/v1/auth/login",
+        None,
+        json!({ "name": "admin", "password": pw }),
+    );
+    assert_eq!(r.status, 200);
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    for flag in [
+        "custos_session=cst_",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+    ] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let v = r.json().unwrap();
+    assert_eq!(v["password_change_required"], true);
+    let t = v["token"].as_str().unwrap();
+    let r = s.get("/api/v1/users", Some(t));
+    assert_eq!(
+        (r.status, r.json().unwrap()["error"]["code"].clone()),
+        (403, json!("password_change_required"))
+    );
+    // Weak or unchanged passwords are refused.
+    let r = s.post(
+        "/api/v1/auth/password",
+        Some(t),
+        json!({ "current_password": pw, "new_password": "short" }),
+    );
+    assert_eq!(r.status, 422);
+    let r = s.post(
+        "/api/v1/auth/password",
+        Some(t),
+        json!({ "current_password": "wrong one!!!!", "new_password": "a brand new password" }),
+    );
+    assert_eq!(r.status, 403);
+    let token = s.admin(&pw, "a brand new password");
+    assert_eq!(s.get("/api/v1/users", Some(&token)).status, 200);
+    // The old token died with the password change; the one-time password no longer works.
+    assert_eq!(s.get("/api/v1/me", Some(t)).status, 401);
+    assert_eq!(
+        s.post(
+            "/api/v1/auth/login",
+            None,
+            json!({ "name": "admin", "password": pw })
+        )
+        .status,
+        401
+    );
+    let (t2, _) = s.login("admin", "a brand new password");
+    assert_eq!(
+        s.call(Method::POST, "/api/v1/auth/logout", Some(&t2), None)
+            .status,
+        204
+    );
+    assert_eq!(s.get("/api/v1/me", Some(&t2)).status, 401);
+}
+
+#[test]
+fn bad_requests_get_the_contract_error_body() {
+    let dir = Dir::new();
+    let s = dir.serve();
+    let token = s.admin(s.admin_password.as_deref().unwrap(), "admin password long");
+    let check = |r: custos::client::Response, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json().unwrap();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    };
+    check(s.get("/api/v1/nope", None), 404, "not_found");
+    check(s.get("/api/v1/users", None), 401, "unauthorized");
+    check(
+        s.get("/api/v1/users", Some("cst_forged")),
+        401,
+        "unauthorized",
+    );
+    let r = s.call(Method::POST, "/api/v1/auth/login", None, None);
+    check(r, 400, "bad_request");
+    check(
+        s.post("/api/v1/auth/login", None, json!({ "name": "admin" })),
+        400,
+        "bad_request",
+    );
+    check(
+        s.post(
+            "/api/v1/auth/login",
+            None,
+            json!({ "name": "admin", "password": "x", "extra": 1 }),
+        ),
+        400,
+        "bad_request",
+    );
+    check(
+        s.post(
+            "/api/v1/users",
+            Some(&token),
+            json!({ "name": "x y", "role": "agent" }),
+        ),
+        400,
+        "bad_request",
+    );
+    check(
+        s.post(
+            "/api/v1/users",
+            Some(&token),
+            json!({ "name": "xy", "role": "god" }),
+        ),
+        400,
+        "bad_request",
+    );
+    check(
+        s.post("/api/v1/users/ghost/disable", Some(&token), json!({})),
+        404,
+        "not_found",
+    );
+    let r = s.post(
+        "/api/v1/users",
+        Some(&token),
+        json!({ "name": "ann", "role": "agent", "password": "ann's long password" }),
+    );
+    assert_eq!(r.status, 201);
+    check(
+        s.post(
+            "/api/v1/users",
+            Some(&token),
+            json!({ "name": "ann", "role": "agent" }),
+        ),
+        409,
+        "conflict",
+    );
+    // An agent may not manage users or read the audit log.
+    let (agent, _) = s.login("ann", "ann's long password");
+    check(s.get("/api/v1/users", Some(&agent)), 403, "forbidden");
+    check(
+        s.get("/api/v1/audit/entries", Some(&agent)),
+        403,
+        "forbidden",
+    );
+    // Key custody is not offered over the network.
+    check(
+        s.post("/api/v1/system/seal", Some(&token), json!({})),
+        404,
+        "not_found",
+    );
+    // Nothing above changed the log's integrity.
+    dir.run(&["audit", "verify"]).ok();
+}
+
+#[test]
+fn repeated_failed_logins_are_throttled_and_audited() {
+    let dir = Dir::new();
+    let s = dir.serve();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(
+            s.post(
+                "/api/v1/auth/login",
+                None,
+                json!({ "name": "admin", "password": "guess guess guess" }),
+            )
+            .status,
+        );
+    }
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert_eq!(statuses[6], 429, "{statuses:?}");
+    let r = s.post(
+        "/api/v1/auth/login",
+        None,
+        json!({ "name": "admin", "password": s.admin_password.as_deref().unwrap() }),
+    );
+    assert_eq!(r.status, 429, "even the right password waits out the lock");
+    assert!(r.headers.contains_key("retry-after"));
+    let audit = dir
+        .run(&["audit", "show", "--last", "30", "--json"])
+        .stdout();
+    let denied = audit
+        .lines()
+        .filter(|l| l.contains("\"auth.login\"") && l.contains("\"denied\""))
+        .count();
+    assert!(denied >= 7, "every failed attempt is audited:\n{audit}");
+    assert!(
+        !audit.contains("guess guess"),
+        "passwords never reach the log"
+    );
+}
+
+#[test]
+fn audit_api_serves_entries_and_the_signed_checkpoint() {
+    let dir = Dir::new();
+    let s = dir.serve();
+    let token = s.admin(s.admin_password.as_deref().unwrap(), "admin password long");
+    let r = s.get("/api/v1/audit/entries?from=0&limit=3", Some(&token));
+    let v = r.json().unwrap();
+    assert_eq!(v["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(v["entries"][0]["action"], "appliance.initialized");
+    let r = s.get("/api/v1/audit/checkpoint", Some(&token));
+    let v = r.json().unwrap();
+    let verifier =
+        custos::audit::note::NoteVerifier::from_vkey(v["vkey"].as_str().unwrap()).unwrap();
+    let cp = verifier
+        .open_checkpoint(v["note"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(cp.size, v["size"].as_u64().unwrap());
+    let sys = s.get("/api/v1/system", Some(&token)).json().unwrap();
+    assert_eq!(sys["sealed"], false);
+    assert_eq!(sys["tls_fingerprint_sha256"], s.fingerprint.as_str());
+}

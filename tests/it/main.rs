@@ -1,0 +1,8 @@
+//! Integration tests at the boundaries a user touches: the `custos` command line as typed, HTTPS
+//! with a pinned certificate, and the files on disk as an attacker would see them.
+
+mod archive;
+mod audit;
+mod cli;
+mod https;
+mod util;

@@ -1,0 +1,287 @@
+//! Helpers shared by the integration tests: a data directory with the real `custos` binary, a
+//! running server on a loopback port, and a pinned HTTPS client.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use custos::client::{Endpoint, Response};
+use hyper::Method;
+use serde_json::{Value, json};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_custos"))
+}
+
+/// `../shared/<rel>`, or `None` (announced loudly) when it is absent outside CI. In CI a missing
+/// directory fails the test.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared")
+        .join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{} is missing, and CI=true: shared test data is required in CI",
+            p.display()
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED: {} is absent (not in CI, so this is a skip, not a failure) ***\n",
+        p.display()
+    );
+    None
+}
+
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Self {
+        Self {
+            tmp: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--data")
+            .arg(self.path())
+            .args(args)
+            .env("CUSTOS_LOG", "warn")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `custos --data DIR ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> Out {
+        Out(self.cmd(args).output().expect("run custos"))
+    }
+
+    /// Writes a secret file and returns its path.
+    pub fn secret(&self, name: &str, value: &str) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        p
+    }
+
+    /// Starts a server, waits for its ready line, and returns it.
+    pub fn serve(&self) -> Server {
+        Server::start(self)
+    }
+
+    /// Initializes the directory by starting and stopping a server; returns the admin password.
+    pub fn init(&self) -> String {
+        let mut s = self.serve();
+        let pw = s
+            .admin_password
+            .clone()
+            .expect("first start prints the admin password");
+        s.stop();
+        pw
+    }
+}
+
+pub struct Out(pub Output);
+
+impl Out {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code(),
+            0,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    #[track_caller]
+    pub fn fails(&self) -> &Self {
+        assert_ne!(
+            self.code(),
+            0,
+            "expected failure\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub fingerprint: String,
+    pub admin_password: Option<String>,
+    /// Kept so that the thread draining the server's stdout never blocks it.
+    _lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(dir: &Dir) -> Self {
+        let mut child = dir
+            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn custos serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut admin_password = None;
+        let mut fingerprint = String::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("custos serve printed no ready line within 60 s");
+            if let Some(p) = line.split("one-time password: ").nth(1) {
+                admin_password = Some(p.trim().to_string());
+            }
+            if let Some(f) = line.strip_prefix("TLS certificate SHA-256 fingerprint: ") {
+                fingerprint = f.trim().to_string();
+            }
+            if let Some(url) = line.strip_prefix("custos ready https://") {
+                return Server {
+                    child,
+                    addr: url.trim().to_string(),
+                    fingerprint,
+                    admin_password,
+                    _lines: rx,
+                };
+            }
+        }
+    }
+
+    /// An HTTPS client that trusts only this server's certificate.
+    pub fn endpoint(&self) -> Endpoint {
+        let fp = custos::tls::parse_fingerprint(&self.fingerprint).expect("fingerprint printed");
+        Endpoint::Https {
+            addr: self.addr.clone(),
+            tls: custos::tls::pinned_client_config(fp).unwrap(),
+        }
+    }
+
+    pub fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.endpoint().request(method, path, token, body.as_ref()))
+            .expect("request")
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.call(Method::GET, path, token, None)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.call(Method::POST, path, token, Some(body))
+    }
+
+    /// Logs in and returns the token; panics on failure.
+    pub fn login(&self, name: &str, password: &str) -> (String, Value) {
+        let r = self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({ "name": name, "password": password }),
+        );
+        assert_eq!(r.status, 200, "login as {name}: {}", r.error_message());
+        let v = r.json().unwrap();
+        (v["token"].as_str().unwrap().to_string(), v)
+    }
+
+    /// Logs in as the first admin and replaces the one-time password; returns a token.
+    pub fn admin(&self, one_time: &str, new_password: &str) -> String {
+        let (t, _) = self.login("admin", one_time);
+        let r = self.post(
+            "/api/v1/auth/password",
+            Some(&t),
+            json!({ "current_password": one_time, "new_password": new_password }),
+        );
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        r.json().unwrap()["token"].as_str().unwrap().to_string()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) {
+        signal(self.child.id(), "TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30))
+            .expect("server did not stop within 30 s of SIGTERM");
+        assert!(
+            status.success(),
+            "server exited with {status} after SIGTERM"
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Opens the data directory's database directly, as an attacker with file access would.
+pub fn raw_db(dir: &Dir) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.path().join("custos.db")).unwrap()
+}
