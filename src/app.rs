@@ -593,7 +593,7 @@ async fn checkpoint_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         app.write_checkpoint().await;
         ticks += 1;
-        if ticks % (3600 / app.config.checkpoint_interval_s).max(1) == 0 {
+        if ticks.is_multiple_of((3600 / app.config.checkpoint_interval_s).max(1)) {
             let _ = app
                 .db(|s| s.write(|tx| tx.tokens_purge_expired(crate::model::unix_now())))
                 .await;

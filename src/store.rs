@@ -157,6 +157,17 @@ pub struct ObjectClose {
     pub cipher_sha256: [u8; 32],
 }
 
+/// An audit entry to store: its bytes, leaf hash, and the fields copied out for searching.
+pub struct NewAuditRow<'a> {
+    pub seq: u64,
+    pub entry: &'a [u8],
+    pub leaf: &'a [u8; 32],
+    pub time: &'a str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+}
+
 #[derive(Clone, Debug)]
 pub struct AuditRow {
     pub seq: u64,
@@ -633,19 +644,10 @@ impl Tx<'_> {
             })? as u64)
     }
 
-    pub fn audit_insert(
-        &self,
-        seq: u64,
-        entry: &[u8],
-        leaf: &[u8; 32],
-        time: &str,
-        actor: &str,
-        action: &str,
-        target: &str,
-    ) -> Result<()> {
+    pub fn audit_insert(&self, row: &NewAuditRow<'_>) -> Result<()> {
         self.0.execute(
             "INSERT INTO audit_log (seq, entry, leaf_hash, time, actor, action, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![seq as i64, entry, &leaf[..], time, actor, action, target],
+            params![row.seq as i64, row.entry, &row.leaf[..], row.time, row.actor, row.action, row.target],
         )?;
         Ok(())
     }

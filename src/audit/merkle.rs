@@ -177,7 +177,7 @@ fn largest_power_of_two_below(n: u64) -> u64 {
 
 /// The root of leaves `start .. start + n` (n >= 1), built from complete subtrees.
 fn range_hash<S: Subtrees>(s: &S, start: u64, n: u64) -> Result<Hash, S::Error> {
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return s.complete(n.trailing_zeros(), start / n);
     }
     let k = largest_power_of_two_below(n);

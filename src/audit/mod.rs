@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::now_rfc3339;
-use crate::store::{Store, StoreError, Tx};
+use crate::store::{NewAuditRow, Store, StoreError, Tx};
 use merkle::{Frontier, Hash, Subtrees};
 use note::{Checkpoint, NoteSigner, NoteVerifier};
 
@@ -160,15 +160,15 @@ pub fn append_tx(tx: &Tx<'_>, events: &[Event]) -> Result<Vec<u64>, StoreError> 
             return Err(StoreError::Conflict(format!("{TOO_LARGE}{}", bytes.len())));
         }
         let leaf = merkle::leaf_hash(&bytes);
-        tx.audit_insert(
+        tx.audit_insert(&NewAuditRow {
             seq,
-            &bytes,
-            &leaf,
-            &time,
-            &entry.actor,
-            &entry.action,
-            &entry.target,
-        )?;
+            entry: &bytes,
+            leaf: &leaf,
+            time: &time,
+            actor: &entry.actor,
+            action: &entry.action,
+            target: &entry.target,
+        })?;
         for (level, idx, h) in frontier.push(leaf) {
             tx.audit_node_insert(level, idx, &h)?;
         }
@@ -188,7 +188,7 @@ pub fn checkpoint(
     signer: &NoteSigner,
     origin: &str,
 ) -> Result<Option<Checkpoint>, AuditError> {
-    Ok(store.write(|tx| {
+    store.write(|tx| {
         let size = tx.audit_size()?;
         let latest = tx.checkpoint_latest()?.map(|(s, _)| s);
         if let Some(signed) = latest.filter(|s| *s > size) {
@@ -205,7 +205,7 @@ pub fn checkpoint(
         };
         tx.checkpoint_insert(size, &signer.sign(&cp.body()), &now_rfc3339())?;
         Ok(Ok(Some(cp)))
-    })??)
+    })?
 }
 
 /// The stored checkpoint verifier key.
@@ -351,7 +351,7 @@ pub fn verify(
                     verified_cps += 1;
                     next_cp += 1;
                 }
-                if seq % 65_536 == 0 {
+                if seq.is_multiple_of(65_536) {
                     progress(seq, total);
                 }
                 Ok(true)

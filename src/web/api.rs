@@ -295,7 +295,7 @@ async fn change_password(
                 tx.user_set_password(uid, &hash, false)?;
                 tx.tokens_delete_for_user(uid)
             })?;
-            Ok::<_, AuthError>(auth::issue_token(s, uid, "session", ttl)?)
+            auth::issue_token(s, uid, "session", ttl)
         })
         .await;
     match result {

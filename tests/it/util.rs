@@ -162,9 +162,11 @@ impl Server {
         let mut admin_password = None;
         let mut fingerprint = String::new();
         loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("custos serve printed no ready line within 60 s");
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("custos serve printed no ready line within 60 s");
+            };
             if let Some(p) = line.split("one-time password: ").nth(1) {
                 admin_password = Some(p.trim().to_string());
             }
