@@ -199,7 +199,9 @@ impl Archive {
         let dk = self.data_key(store, keys, id)?;
         let path = self.path_of(id);
         let file = File::open(&path).map_err(io_at(&path))?;
-        StreamReader::open(file, &dk, id).map_err(|source| ArchiveError::Stream { id, source })
+        StreamReader::open(file, &dk, id)
+            .map(StreamReader::without_digests)
+            .map_err(|source| ArchiveError::Stream { id, source })
     }
 
     /// Reads a whole object, verifying every chunk.
@@ -210,9 +212,7 @@ impl Archive {
         id: ObjectId,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, ArchiveError> {
         let r = self.open(store, keys, id)?;
-        r.read_to_end()
-            .map(|(p, _)| p)
-            .map_err(|source| ArchiveError::Stream { id, source })
+        r.read_to_end().map_err(|source| ArchiveError::Stream { id, source })
     }
 
     /// Seals every object a crash left open at its last whole chunk, with an audit entry each.
@@ -316,8 +316,8 @@ impl Archive {
             f.sync_all().map_err(io_at(&path))?;
         }
         let file = File::open(&path).map_err(io_at(&path))?;
-        let (_, summary) = StreamReader::open(file, &dk, id)
-            .and_then(|r| r.read_to_end())
+        let summary = StreamReader::open(file, &dk, id)
+            .and_then(|r| r.verify_to_end())
             .map_err(stream_err)?;
         let state = if finished && cut_bytes == 0 {
             ObjectState::Sealed

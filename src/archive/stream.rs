@@ -363,6 +363,9 @@ pub struct StreamReader<R: Read> {
     rec: Zeroizing<Vec<u8>>,
     finished: bool,
     recovered: bool,
+    /// Whether to compute the plaintext and ciphertext digests (for verification and recovery;
+    /// playback does not need them: every chunk is authenticated anyway).
+    digests: bool,
     plain_hash: Sha256Stream,
     cipher_hash: Sha256Stream,
     plain_len: u64,
@@ -383,11 +386,18 @@ impl<R: Read> StreamReader<R> {
             rec: Zeroizing::new(Vec::with_capacity(RECORD_HEADER_LEN + CHUNK_SIZE + TAG_LEN)),
             finished: false,
             recovered: false,
+            digests: true,
             plain_hash: Sha256Stream::default(),
             cipher_hash,
             plain_len: 0,
             cipher_len: HEADER_LEN as u64,
         })
+    }
+
+    /// Skips the digests: for reading content, where the per-chunk authentication suffices.
+    pub fn without_digests(mut self) -> Self {
+        self.digests = false;
+        self
     }
 
     /// Whether the final chunk has been read and verified.
@@ -420,12 +430,19 @@ impl<R: Read> StreamReader<R> {
             return Err(StreamError::Truncated { chunks: index });
         }
         let rec_len = self.rec.len() as u64;
-        let mut cipher_hash = self.cipher_hash.clone();
-        cipher_hash.update(&self.rec);
+        // The ciphertext is hashed before decryption overwrites it, but the digest state only
+        // advances once the chunk has authenticated.
+        let cipher_hash = self.digests.then(|| {
+            let mut h = self.cipher_hash.clone();
+            h.update(&self.rec);
+            h
+        });
         open_record(&self.keys, &self.header, index, flags, &mut self.rec)?;
         let plain = &self.rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
-        self.cipher_hash = cipher_hash;
-        self.plain_hash.update(plain);
+        if let Some(h) = cipher_hash {
+            self.cipher_hash = h;
+            self.plain_hash.update(plain);
+        }
         self.plain_len += len as u64;
         self.cipher_len += rec_len;
         self.counter += 1;
@@ -451,9 +468,9 @@ impl<R: Read> StreamReader<R> {
         self.counter
     }
 
-    /// The summary, once the final chunk has been read.
+    /// The summary, once the final chunk has been read (and if digests were computed).
     pub fn summary(&self) -> Option<StreamSummary> {
-        self.finished.then(|| StreamSummary {
+        (self.finished && self.digests).then(|| StreamSummary {
             chunks: self.counter,
             plain_len: self.plain_len,
             cipher_len: self.cipher_len,
@@ -463,13 +480,20 @@ impl<R: Read> StreamReader<R> {
     }
 
     /// Reads everything that is left, verifying it all, and returns the plaintext.
-    pub fn read_to_end(mut self) -> Result<(Zeroizing<Vec<u8>>, StreamSummary), StreamError> {
+    pub fn read_to_end(mut self) -> Result<Zeroizing<Vec<u8>>, StreamError> {
         let mut out = Zeroizing::new(Vec::new());
         while let Some(chunk) = self.next_chunk()? {
             out.extend_from_slice(chunk);
         }
-        let summary = self.summary().expect("the final chunk was read");
-        Ok((out, summary))
+        Ok(out)
+    }
+
+    /// Reads and verifies everything that is left, keeping no plaintext, and returns the
+    /// summary with both digests.
+    pub fn verify_to_end(mut self) -> Result<StreamSummary, StreamError> {
+        assert!(self.digests, "verify_to_end needs digests");
+        while self.next_chunk()?.is_some() {}
+        Ok(self.summary().expect("the final chunk was read"))
     }
 }
 
@@ -626,9 +650,10 @@ mod tests {
     }
 
     fn decrypt(key: &SecretKey, id: ObjectId, file: &[u8]) -> Result<Vec<u8>, StreamError> {
-        let r = StreamReader::open(Cursor::new(file), key, id)?;
-        let (plain, summary) = r.read_to_end()?;
+        let plain = StreamReader::open(Cursor::new(file), key, id)?.without_digests().read_to_end()?;
+        let summary = StreamReader::open(Cursor::new(file), key, id)?.verify_to_end()?;
         assert_eq!(summary.cipher_sha256, crypto::sha256(file));
+        assert_eq!(summary.plain_sha256, crypto::sha256(&plain));
         Ok(plain.to_vec())
     }
 

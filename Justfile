@@ -1,0 +1,28 @@
+# The developer's entry points. The README's two commands are plain cargo; these add the rest.
+
+default: check
+
+# Formatting and lints, as CI runs them.
+check:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Every test (unit and integration), as CI runs them.
+test:
+    cargo test
+
+# All benchmarks, each beside its baseline from the same run; writes docs/benchmarks.md and .json.
+bench:
+    cargo bench --bench custos
+
+# The benchmark harness in its short mode (what CI runs); writes target/bench-short.json only.
+bench-short:
+    cargo bench --bench custos -- --short
+
+# The whole CI script, as CI runs it (installs system packages: run as root).
+ci:
+    bash .ci/run
+
+# Run the appliance on its defaults (./custos-data, https://127.0.0.1:8443).
+serve:
+    cargo run --release -- serve
