@@ -32,7 +32,15 @@ struct Report {
 }
 
 impl Report {
-    fn add(&mut self, key: &str, what: &str, value: String, baseline: String, ratio: String, raw: Value) {
+    fn add(
+        &mut self,
+        key: &str,
+        what: &str,
+        value: String,
+        baseline: String,
+        ratio: String,
+        raw: Value,
+    ) {
         println!("{what:<58} {value:>18}   baseline {baseline:>18}   {ratio}");
         self.rows.push((what.into(), value, baseline, ratio));
         self.json.insert(key.into(), raw);
@@ -61,7 +69,9 @@ fn raw_aes_gcm(data: &mut [u8]) -> Duration {
         let mut n = [0u8; 12];
         n[3..11].copy_from_slice(&(i as u64).to_be_bytes());
         let nonce: Nonce<Aes256Gcm> = n.into();
-        let tag = cipher.encrypt_inout_detached(&nonce, b"", chunk.into()).unwrap();
+        let tag = cipher
+            .encrypt_inout_detached(&nonce, b"", chunk.into())
+            .unwrap();
         std::hint::black_box(tag);
     }
     t.elapsed()
@@ -75,24 +85,39 @@ fn raw_sha256(data: &[u8]) -> Duration {
 
 fn sha256sum(path: &Path) -> Option<Duration> {
     let t = Instant::now();
-    let ok = Command::new("sha256sum").arg(path).output().ok()?.status.success();
+    let ok = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .ok()?
+        .status
+        .success();
     ok.then(|| t.elapsed())
 }
 
 fn bench_archive(dir: &Path, sizes: &Sizes, r: &mut Report) {
-    let mut data: Vec<u8> = (0..sizes.archive_bytes).map(|i| (i * 7 + i / 4099) as u8).collect();
+    let mut data: Vec<u8> = (0..sizes.archive_bytes)
+        .map(|i| (i * 7 + i / 4099) as u8)
+        .collect();
     let data_dir = custos::app::DataDir::new(dir.join("archive-bench"));
     std::fs::create_dir_all(data_dir.root()).unwrap();
     let mut store = Store::open(&data_dir.db_path()).unwrap();
     let keys = Keyring::new(SecretKey::random());
-    store.write(|tx| keys.initialize(tx, "now").map(|_| ()).map_err(|e| custos::store::StoreError::Corrupt(e.to_string()))).unwrap();
+    store
+        .write(|tx| {
+            keys.initialize(tx, "now")
+                .map(|_| ())
+                .map_err(|e| custos::store::StoreError::Corrupt(e.to_string()))
+        })
+        .unwrap();
     let archive = Archive::new(&data_dir.archive_dir());
     std::fs::create_dir_all(archive.root()).unwrap();
 
     let (raw, _) = best_of(3, || (raw_aes_gcm(&mut data), ()));
     let (write, id) = best_of(3, || {
         let t = Instant::now();
-        let mut w = archive.create(&mut store, &keys, None, DataClass::Recording).unwrap();
+        let mut w = archive
+            .create(&mut store, &keys, None, DataClass::Recording)
+            .unwrap();
         // Appends arrive in 16 KiB pieces, as relayed frames would; durable every second.
         for piece in data.chunks(16 * 1024) {
             w.append(piece).unwrap();
@@ -137,7 +162,9 @@ fn bench_archive(dir: &Path, sizes: &Sizes, r: &mut Report) {
         "sha256",
         &format!("SHA-256 (sha2 crate) of {} MiB", n >> 20),
         format!("{:.0} MB/s", mbps(n, sha)),
-        tool.map_or("n/a".into(), |d| format!("{:.0} MB/s sha256sum", mbps(n, d))),
+        tool.map_or("n/a".into(), |d| {
+            format!("{:.0} MB/s sha256sum", mbps(n, d))
+        }),
         String::new(),
         json!({ "sha2_mb_s": mbps(n, sha), "sha256sum_mb_s": tool.map(|d| mbps(n, d)) }),
     );
@@ -204,7 +231,9 @@ fn bench_audit(dir: &Path, sizes: &Sizes, r: &mut Report) {
         json!({ "entries": appended, "entries_s": rate, "hash_only_entries_s": appended as f64 / leaf_baseline.as_secs_f64() }),
     );
     let t = Instant::now();
-    let report = audit::verify(&mut store, &verifier, |_, _| {}).unwrap().unwrap();
+    let report = audit::verify(&mut store, &verifier, |_, _| {})
+        .unwrap()
+        .unwrap();
     let verify = t.elapsed();
     assert_eq!(report.entries, appended);
     let sha = raw_sha256(&entry_bytes);
@@ -227,7 +256,9 @@ fn bench_audit(dir: &Path, sizes: &Sizes, r: &mut Report) {
         audit::append(&mut store, &big).unwrap();
         size += big.len() as u64;
     }
-    let root = store.read(|tx| merkle::root(&audit::TreeNodes(tx), size)).unwrap();
+    let root = store
+        .read(|tx| merkle::root(&audit::TreeNodes(tx), size))
+        .unwrap();
     let proofs = 1000u64;
     let t = Instant::now();
     let mut bytes = 0;
@@ -257,21 +288,44 @@ fn bench_audit(dir: &Path, sizes: &Sizes, r: &mut Report) {
 fn main() {
     let short = std::env::args().any(|a| a == "--short");
     let sizes = if short {
-        Sizes { archive_bytes: 16 << 20, audit_entries: 20_000, proof_entries: 50_000 }
+        Sizes {
+            archive_bytes: 16 << 20,
+            audit_entries: 20_000,
+            proof_entries: 50_000,
+        }
     } else {
-        Sizes { archive_bytes: 512 << 20, audit_entries: 200_000, proof_entries: 1_000_000 }
+        Sizes {
+            archive_bytes: 512 << 20,
+            audit_entries: 200_000,
+            proof_entries: 1_000_000,
+        }
     };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut r = Report { rows: Vec::new(), json: serde_json::Map::new() };
-    println!("custos benchmarks ({})", if short { "short mode" } else { "full" });
+    let mut r = Report {
+        rows: Vec::new(),
+        json: serde_json::Map::new(),
+    };
+    println!(
+        "custos benchmarks ({})",
+        if short { "short mode" } else { "full" }
+    );
     bench_archive(tmp.path(), &sizes, &mut r);
     bench_audit(tmp.path(), &sizes, &mut r);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let commit = Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let date = custos::model::now_rfc3339();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    r.json.insert("meta".into(), json!({ "date": date, "commit": commit, "cpus": cpus, "short": short }));
+    r.json.insert(
+        "meta".into(),
+        json!({ "date": date, "commit": commit, "cpus": cpus, "short": short }),
+    );
     let json_text = serde_json::to_string_pretty(&Value::Object(r.json.clone())).unwrap();
     if short {
         std::fs::write(root.join("target").join("bench-short.json"), json_text).unwrap();
@@ -282,14 +336,24 @@ fn main() {
     writeln!(md, "Written by `just bench` (benches/custos.rs) from one run on {date}, commit {commit}, {cpus} CPUs.").unwrap();
     writeln!(md, "Every figure stands beside a baseline measured in the same run on the same bytes; the machine is").unwrap();
     writeln!(md, "shared and noisy, so compare ratios, not absolute numbers, across runs. Raw numbers: benchmarks.json.\n").unwrap();
-    writeln!(md, "| what | measured | baseline (same run) | ratio |\n|---|---|---|---|").unwrap();
+    writeln!(
+        md,
+        "| what | measured | baseline (same run) | ratio |\n|---|---|---|---|"
+    )
+    .unwrap();
     for (what, v, b, ratio) in &r.rows {
         writeln!(md, "| {what} | {v} | {b} | {ratio} |").unwrap();
     }
     writeln!(md, "\nGoals from the issues: archive write and read at least 70% of raw AES-256-GCM on one core while").unwrap();
     writeln!(md, "durable every second. The archive figures include file I/O (page cache plus one fdatasync a second);").unwrap();
-    writeln!(md, "the raw baseline is in-memory encryption with the same `aes-gcm` crate and chunk size.").unwrap();
-    let aes = r.json["archive_write"]["raw_aes_gcm_mb_s"].as_f64().unwrap_or(0.0);
+    writeln!(
+        md,
+        "the raw baseline is in-memory encryption with the same `aes-gcm` crate and chunk size."
+    )
+    .unwrap();
+    let aes = r.json["archive_write"]["raw_aes_gcm_mb_s"]
+        .as_f64()
+        .unwrap_or(0.0);
     let sha = r.json["sha256"]["sha2_mb_s"].as_f64().unwrap_or(0.0);
     if aes > 0.0 && sha > 0.0 {
         let cap = 1.0 / (1.0 / aes + 2.0 / sha);
@@ -297,7 +361,11 @@ fn main() {
         writeln!(md, "the ciphertext (both recorded in the object's metadata and its audit entry). With SHA-256 at {sha:.0} MB/s").unwrap();
         writeln!(md, "and AES-GCM at {aes:.0} MB/s in this run, one core can do all three at no more than {cap:.0} MB/s").unwrap();
         writeln!(md, "({:.0}% of raw) before any I/O. Reading skips the digests (every chunk is authenticated by GCM), so it", 100.0 * cap / aes).unwrap();
-        writeln!(md, "runs close to raw; `custos archive verify` computes them.").unwrap();
+        writeln!(
+            md,
+            "runs close to raw; `custos archive verify` computes them."
+        )
+        .unwrap();
     }
     std::fs::write(root.join("docs/benchmarks.md"), md).unwrap();
     std::fs::write(root.join("docs/benchmarks.json"), json_text).unwrap();

@@ -50,6 +50,8 @@ pub enum AppError {
     },
     #[error("{0}")]
     Refused(String),
+    #[error("too many attempts; try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
@@ -213,7 +215,7 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
         tx.meta_set("appliance_id", &appliance_id)?;
         Ok(vkey)
     })?;
-    fs::write(dir.vkey_path(), format!("{vkey}\n")).map_err(io_at(&dir.vkey_path()))?;
+    crate::keys::write_file(&dir.vkey_path(), format!("{vkey}\n").as_bytes(), 0o644)?;
     if let Ok(signing) = store.read(|tx| {
         keyring
             .signing_key(tx)
@@ -341,16 +343,28 @@ impl App {
         Ok(())
     }
 
-    /// Unseals with a passphrase. Wrong passphrases are audited and throttled.
+    /// Unseals with a passphrase. Wrong passphrases are audited and throttled; attempts are
+    /// counted before argon2 runs, so concurrent guesses cannot slip past the limit.
     pub async fn unseal(&self, passphrase: String, source: &Source) -> Result<(), AppError> {
         if !self.is_sealed() {
             return Ok(());
         }
-        if let Err(wait) = self.throttle.check("unseal") {
-            return Err(AppError::Refused(format!(
-                "too many wrong passphrases; try again in {} s",
-                wait.as_secs().max(1)
-            )));
+        let base = Event {
+            source: source.to_string(),
+            ..Event::system("keys.unseal", "appliance", json!({}))
+        };
+        if let Err(locked) = self.throttle.attempt("unseal") {
+            if locked.first {
+                self.audit(
+                    Event {
+                        details: json!({ "reason": "throttled" }),
+                        ..base
+                    }
+                    .outcome(Outcome::Denied),
+                )
+                .await?;
+            }
+            return Err(AppError::Throttled(locked.wait));
         }
         let files = self.dir.master_files();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -359,17 +373,16 @@ impl App {
         })
         .await
         .expect("unseal task panicked");
-        let base = Event {
-            source: source.to_string(),
-            ..Event::system("keys.unseal", "appliance", json!({}))
+        let installed = match loaded {
+            Ok(master) => self.install(Keyring::new(master), base.clone()).await,
+            Err(e) => Err(e.into()),
         };
-        match loaded {
-            Ok(master) => {
+        match installed {
+            Ok(()) => {
                 self.throttle.success("unseal");
-                self.install(Keyring::new(master), base).await
+                Ok(())
             }
             Err(e) => {
-                self.throttle.failure("unseal");
                 self.audit(
                     Event {
                         details: json!({ "error": e.to_string() }),
@@ -378,7 +391,7 @@ impl App {
                     .outcome(Outcome::Denied),
                 )
                 .await?;
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -471,6 +484,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
     let (cert, key) = dir.tls_files(&config);
     let tls_config = tls::server_config(&cert, &key)?;
     let fingerprint = dir.fingerprint(&config)?;
+    dir.master_files().finish_interrupted_seal()?;
     let mode = dir.master_files().mode()?;
 
     let app = Arc::new(App {
@@ -601,11 +615,16 @@ async fn checkpoint_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// The identity the CLI records in audit entries for acts done on the appliance's own files.
+/// The identity the CLI records in audit entries for acts done on the appliance's own files:
+/// the operating-system user id of the process (not `$USER`, which anyone can set). Whoever can
+/// write the data directory holds the appliance's keys, so the role is admin.
 pub fn cli_actor() -> Event {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    use std::os::unix::fs::MetadataExt;
+    let uid = fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "unknown".into());
     Event {
-        actor: format!("cli:{user}"),
+        actor: format!("cli:uid={uid}"),
         role: "admin".into(),
         action: String::new(),
         target: String::new(),

@@ -100,10 +100,10 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| crypto::hash_password(&generate_password()))
 }
 
-/// Checks a name and password. Unknown users, disabled users and wrong passwords look the same
-/// from outside.
-pub fn verify_login(store: &mut Store, name: &str, password: &str) -> Result<UserRow, AuthError> {
-    let user = store.read(|tx| tx.user_by_name(name))?;
+/// Checks a password against a user row fetched beforehand (`None`: no such user, or
+/// disabled). Unknown users, disabled users and wrong passwords look the same from outside and
+/// cost the same. Runs argon2id: call it off the async threads and outside any database lock.
+pub fn check_login(user: Option<UserRow>, password: &str) -> Result<UserRow, AuthError> {
     match user {
         Some(u) if !u.disabled => match crypto::verify_password(password, &u.password_hash) {
             Ok(true) => Ok(u),
@@ -160,21 +160,33 @@ pub fn principal(store: &mut Store, token: &str) -> Result<Option<Principal>, Au
 struct Failures {
     count: u32,
     last: Instant,
+    /// When a refusal was last reported as the first of its lock window.
+    reported: Option<Instant>,
 }
 
-/// Slows down password guessing: after a few failures for one account or one address, further
-/// attempts are refused for a time that doubles with each failure, up to 15 minutes. Failures
-/// are forgotten 15 minutes after the last one.
+/// Slows down guessing. Every attempt counts as soon as it starts (so concurrent guesses cannot
+/// slip through together); a success forgives it. After `free` counted attempts, further ones
+/// are refused for a time that doubles with each one, up to 15 minutes. Counts are forgotten 15
+/// minutes after the last attempt. The state is in memory: a restart forgets it.
 pub struct Throttle {
     failures: Mutex<HashMap<String, Failures>>,
     free: u32,
+}
+
+/// An attempt refused while `key` is locked.
+#[derive(Debug, Clone, Copy)]
+pub struct Locked {
+    pub wait: Duration,
+    /// Whether this is the first refusal in the current lock window (worth an audit entry;
+    /// later ones in the same window are not, so that a flood cannot grow the log).
+    pub first: bool,
 }
 
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 
 impl Throttle {
-    /// `free` failures are allowed before the lock-out starts.
+    /// `free` attempts are allowed before the lock-out starts.
     pub fn new(free: u32) -> Self {
         Self {
             failures: Mutex::new(HashMap::new()),
@@ -182,39 +194,49 @@ impl Throttle {
         }
     }
 
-    /// How long `key` must still wait, if at all.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    /// Counts an attempt for `key`, or refuses it while `key` is locked.
+    pub fn attempt(&self, key: &str) -> Result<(), Locked> {
         let mut map = self.failures.lock().expect("throttle lock poisoned");
         let now = Instant::now();
         map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
-        let Some(f) = map.get(key) else { return Ok(()) };
-        if f.count < self.free {
-            return Ok(());
-        }
-        let lock = Duration::from_secs(1u64 << (f.count - self.free).min(10)).min(MAX_LOCK);
-        let until = f.last + lock;
-        if now < until {
-            Err(until - now)
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn failure(&self, key: &str) {
-        let mut map = self.failures.lock().expect("throttle lock poisoned");
         let f = map.entry(key.to_string()).or_insert(Failures {
             count: 0,
-            last: Instant::now(),
+            last: now,
+            reported: None,
         });
+        if f.count >= self.free {
+            let lock = Duration::from_secs(1u64 << (f.count - self.free).min(10)).min(MAX_LOCK);
+            let until = f.last + lock;
+            if now < until {
+                let first = f.reported.is_none_or(|r| r < f.last);
+                if first {
+                    f.reported = Some(now);
+                }
+                return Err(Locked {
+                    wait: until - now,
+                    first,
+                });
+            }
+        }
         f.count += 1;
-        f.last = Instant::now();
+        f.last = now;
+        Ok(())
     }
 
+    /// Forgives every counted attempt for `key` (after a success).
     pub fn success(&self, key: &str) {
         self.failures
             .lock()
             .expect("throttle lock poisoned")
             .remove(key);
+    }
+
+    /// Forgives one counted attempt for `key`.
+    pub fn forgive_one(&self, key: &str) {
+        let mut map = self.failures.lock().expect("throttle lock poisoned");
+        if let Some(f) = map.get_mut(key) {
+            f.count = f.count.saturating_sub(1);
+        }
     }
 }
 
@@ -223,17 +245,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttle_locks_after_free_failures_and_resets_on_success() {
+    fn throttle_locks_after_free_attempts_and_resets_on_success() {
         let t = Throttle::new(3);
         for _ in 0..3 {
-            assert!(t.check("user:a").is_ok());
-            t.failure("user:a");
+            assert!(t.attempt("user:a").is_ok());
         }
-        let wait = t.check("user:a").unwrap_err();
-        assert!(wait <= Duration::from_secs(1));
-        assert!(t.check("user:b").is_ok());
+        let locked = t.attempt("user:a").unwrap_err();
+        assert!(locked.wait <= Duration::from_secs(1) && locked.first);
+        assert!(
+            !t.attempt("user:a").unwrap_err().first,
+            "only the first refusal is reported"
+        );
+        assert!(t.attempt("user:b").is_ok());
         t.success("user:a");
-        assert!(t.check("user:a").is_ok());
+        assert!(t.attempt("user:a").is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 pub const FILE_NAME: &str = "custos.toml";
 
-pub const DEFAULT_TOML: &str = r#"# Custos appliance configuration. Changes take effect at the next start of `custos serve`.
+pub const DEFAULT_TOML: &str = r##"# Custos appliance configuration. Changes take effect at the next start of `custos serve`.
 # Every key is optional; the values shown are the defaults.
 
 [server]
@@ -36,7 +36,43 @@ checkpoint_interval_s = 5
 [auth]
 # Lifetime of a login token, in seconds (300 to 604800).
 session_ttl_s = 43200
-"#;
+
+[sessions]
+# Largest file either side may send in a session, in bytes.
+max_file_bytes = 104857600
+# Sessions one agent may handle at once.
+max_per_agent = 4
+# Seconds an agent may be disconnected before their sessions go back to the queue.
+agent_grace_s = 60
+# Lifetime of a connection code, in seconds (60 to 3600).
+code_ttl_s = 600
+
+# Portals: each is a branded support-request form at /p/NAME with its own queue per skill.
+# Fields are typed: text, email, number, tel or select (with options). Hidden fields are not
+# shown; a web site or program fills them through the query string or the API.
+[[portal]]
+name = "support"
+title = "Support"
+welcome = "Tell us what you need and an agent will be with you shortly."
+skills = ["general"]
+# color = "#0b5fff"
+# recording = true
+
+# [[portal.field]]
+# name = "serial"
+# label = "Device serial number"
+# kind = "text"
+# hidden = true
+
+# Canned replies offered to agents in the console.
+[[canned]]
+title = "Greeting"
+text = "Hello, thank you for contacting us. How can I help?"
+
+[[canned]]
+title = "Closing"
+text = "Is there anything else I can help you with today?"
+"##;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}:{line}: {message}")]
@@ -59,6 +95,114 @@ struct Raw {
     audit: RawAudit,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    portal: Vec<RawPortal>,
+    #[serde(default)]
+    canned: Vec<Canned>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    max_file_bytes: Option<Spanned<i64>>,
+    max_per_agent: Option<Spanned<i64>>,
+    agent_grace_s: Option<Spanned<i64>>,
+    code_ttl_s: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortal {
+    name: Spanned<String>,
+    title: Spanned<String>,
+    #[serde(default = "yes")]
+    public: bool,
+    #[serde(default)]
+    welcome: String,
+    logo: Option<String>,
+    color: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    recording: bool,
+    skills: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    field: Vec<RawField>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: Spanned<String>,
+    label: String,
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    hidden: bool,
+    #[serde(default)]
+    options: Vec<String>,
+    max_len: Option<usize>,
+}
+
+/// A canned reply offered to agents.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canned {
+    pub title: String,
+    pub text: String,
+}
+
+/// The type of a request-form field, which decides how its value is validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    Text,
+    Email,
+    Number,
+    Tel,
+    Select,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FieldSpec {
+    pub name: String,
+    pub label: String,
+    pub kind: FieldKind,
+    pub required: bool,
+    pub hidden: bool,
+    pub options: Vec<String>,
+    pub max_len: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Portal {
+    pub name: String,
+    pub title: String,
+    pub public: bool,
+    pub welcome: String,
+    pub logo: Option<String>,
+    pub color: String,
+    pub recording: bool,
+    pub skills: Vec<String>,
+    pub fields: Vec<FieldSpec>,
+}
+
+impl Portal {
+    pub fn has_skill(&self, skill: &str) -> bool {
+        self.skills.iter().any(|s| s == skill)
+    }
+}
+
+fn valid_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +248,18 @@ pub struct Config {
     pub sync_interval_ms: u64,
     pub checkpoint_interval_s: u64,
     pub session_ttl_s: i64,
+    pub max_file_bytes: u64,
+    pub max_per_agent: usize,
+    pub agent_grace_s: u64,
+    pub code_ttl_s: i64,
+    pub portals: Vec<Portal>,
+    pub canned: Vec<Canned>,
+}
+
+impl Config {
+    pub fn portal(&self, name: &str) -> Option<&Portal> {
+        self.portals.iter().find(|p| p.name == name)
+    }
 }
 
 impl Default for Config {
@@ -223,7 +379,144 @@ impl Config {
                 )),
             }
         };
+        let mut portals: Vec<Portal> = Vec::new();
+        for p in &raw.portal {
+            let name = p.name.get_ref();
+            if !valid_slug(name) {
+                return Err(err(
+                    p.name.span(),
+                    format!("portal name {name:?} must be 1-40 characters of a-z, 0-9, '-' or '_'"),
+                ));
+            }
+            if portals.iter().any(|q| &q.name == name) {
+                return Err(err(
+                    p.name.span(),
+                    format!("portal {name:?} is defined twice"),
+                ));
+            }
+            if p.title.get_ref().trim().is_empty() {
+                return Err(err(
+                    p.title.span(),
+                    format!("portal {name:?} needs a title"),
+                ));
+            }
+            let mut skills: Vec<String> = Vec::new();
+            for s in p.skills.get_ref() {
+                if !valid_slug(s.get_ref()) || skills.contains(s.get_ref()) {
+                    return Err(err(
+                        s.span(),
+                        format!("skill {:?} is invalid or repeated", s.get_ref()),
+                    ));
+                }
+                skills.push(s.get_ref().clone());
+            }
+            if skills.is_empty() {
+                return Err(err(
+                    p.skills.span(),
+                    format!("portal {name:?} needs at least one skill"),
+                ));
+            }
+            let color = match &p.color {
+                None => "#0b5fff".to_string(),
+                Some(c) => {
+                    let v = c.get_ref();
+                    if v.len() != 7
+                        || !v.starts_with('#')
+                        || !v[1..].bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return Err(err(c.span(), format!("color {v:?} must look like #0b5fff")));
+                    }
+                    v.clone()
+                }
+            };
+            let mut fields: Vec<FieldSpec> = Vec::new();
+            for f in &p.field {
+                let fname = f.name.get_ref();
+                let reserved = ["name", "email", "question", "portal", "skill", "ref"];
+                if !valid_slug(fname)
+                    || reserved.contains(&fname.as_str())
+                    || fields.iter().any(|x| &x.name == fname)
+                {
+                    return Err(err(
+                        f.name.span(),
+                        format!("field name {fname:?} is invalid, reserved or repeated"),
+                    ));
+                }
+                let kind = match f.kind.as_ref().map(|k| k.get_ref().as_str()) {
+                    None | Some("text") => FieldKind::Text,
+                    Some("email") => FieldKind::Email,
+                    Some("number") => FieldKind::Number,
+                    Some("tel") => FieldKind::Tel,
+                    Some("select") => FieldKind::Select,
+                    Some(other) => {
+                        let span = f.kind.as_ref().expect("matched Some").span();
+                        return Err(err(
+                            span,
+                            format!(
+                                "field kind {other:?} is not one of text, email, number, tel, select"
+                            ),
+                        ));
+                    }
+                };
+                if kind == FieldKind::Select && f.options.is_empty() {
+                    return Err(err(
+                        f.name.span(),
+                        format!("select field {fname:?} needs options"),
+                    ));
+                }
+                fields.push(FieldSpec {
+                    name: fname.clone(),
+                    label: f.label.clone(),
+                    kind,
+                    required: f.required,
+                    hidden: f.hidden,
+                    options: f.options.clone(),
+                    max_len: f.max_len.unwrap_or(500).min(4000),
+                });
+            }
+            portals.push(Portal {
+                name: name.clone(),
+                title: p.title.get_ref().clone(),
+                public: p.public,
+                welcome: p.welcome.clone(),
+                logo: p.logo.clone(),
+                color,
+                recording: p.recording,
+                skills,
+                fields,
+            });
+        }
         Ok(Config {
+            max_file_bytes: ranged(
+                &raw.sessions.max_file_bytes,
+                "sessions.max_file_bytes",
+                1024,
+                4 << 30,
+                100 << 20,
+            )? as u64,
+            max_per_agent: ranged(
+                &raw.sessions.max_per_agent,
+                "sessions.max_per_agent",
+                1,
+                50,
+                4,
+            )? as usize,
+            agent_grace_s: ranged(
+                &raw.sessions.agent_grace_s,
+                "sessions.agent_grace_s",
+                5,
+                3600,
+                60,
+            )? as u64,
+            code_ttl_s: ranged(
+                &raw.sessions.code_ttl_s,
+                "sessions.code_ttl_s",
+                60,
+                3600,
+                600,
+            )?,
+            portals,
+            canned: raw.canned,
             listen,
             hostnames,
             tls_files,
@@ -266,6 +559,23 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(c.sync_interval_ms, 1000);
         assert_eq!(c.checkpoint_interval_s, 5);
+        assert_eq!(c.portals.len(), 1);
+        assert_eq!(c.portals[0].skills, vec!["general"]);
+        assert_eq!(c.canned.len(), 2);
+    }
+
+    #[test]
+    fn portal_errors_name_the_line() {
+        let e = check("[[portal]]\nname = \"Bad Name\"\ntitle = \"x\"\nskills = [\"a\"]\n")
+            .unwrap_err();
+        assert!(e.starts_with("custos.toml:2:"), "{e}");
+        let e = check("[[portal]]\nname = \"p\"\ntitle = \"x\"\nskills = []\n").unwrap_err();
+        assert!(
+            e.starts_with("custos.toml:4:") && e.contains("at least one skill"),
+            "{e}"
+        );
+        let e = check("[[portal]]\nname = \"p\"\ntitle = \"x\"\nskills = [\"a\"]\n[[portal.field]]\nname = \"f\"\nlabel = \"F\"\nkind = \"blob\"\n").unwrap_err();
+        assert!(e.starts_with("custos.toml:8:") && e.contains("blob"), "{e}");
     }
 
     #[test]

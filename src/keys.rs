@@ -152,6 +152,13 @@ impl MasterKeyFiles {
         if f.version != 1 {
             return Err(bad("unsupported version"));
         }
+        let k = f.kdf;
+        if !(8 * 1024..=4 * 1024 * 1024).contains(&k.m_cost)
+            || !(1..=20).contains(&k.t_cost)
+            || !(1..=16).contains(&k.p_cost)
+        {
+            return Err(bad("argon2id parameters are out of the accepted range"));
+        }
         let salt = hex::decode(&f.salt).map_err(|_| bad("salt is not hex"))?;
         let wrapped =
             hex::decode(&f.wrapped_master_key).map_err(|_| bad("wrapped key is not hex"))?;
@@ -190,13 +197,27 @@ impl MasterKeyFiles {
         };
         let text = serde_json::to_string_pretty(&f).expect("serializable");
         write_private(&self.sealed_path(), text.as_bytes())?;
+        self.finish_interrupted_seal()
+    }
+
+    /// Removes the key file once a sealed file exists (completing a seal that a crash cut
+    /// short). The key's bytes are overwritten in place and synced before the file is unlinked;
+    /// on copy-on-write or log-structured file systems the old blocks may survive anyway
+    /// (docs/security.md).
+    pub fn finish_interrupted_seal(&self) -> Result<(), KeyError> {
         let key_path = self.key_path();
-        if key_path.exists() {
-            // Overwrite before unlinking: on most file systems this keeps the old key bytes out
-            // of the free blocks (not on copy-on-write ones; docs/security.md says so).
-            write_private(&key_path, &[0u8; 32])?;
-            fs::remove_file(&key_path).map_err(io_err(&key_path))?;
+        if !(self.sealed_path().exists() && key_path.exists()) {
+            return Ok(());
         }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&key_path)
+            .map_err(io_err(&key_path))?;
+        let len = f.metadata().map_err(io_err(&key_path))?.len() as usize;
+        f.write_all(&vec![0u8; len]).map_err(io_err(&key_path))?;
+        f.sync_all().map_err(io_err(&key_path))?;
+        drop(f);
+        fs::remove_file(&key_path).map_err(io_err(&key_path))?;
         sync_dir(&self.dir)
     }
 }
@@ -204,15 +225,20 @@ impl MasterKeyFiles {
 /// Writes a file readable only by its owner, atomically (temporary file, fsync, rename, fsync
 /// of the directory).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    write_file(path, bytes, 0o600)
+}
+
+/// Writes a file with the given mode, atomically.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
+    f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;

@@ -33,7 +33,8 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Each entry migrates from version `index` to `index + 1`. Never edit a landed entry; append.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -110,7 +111,73 @@ CREATE TABLE checkpoints (
     note       TEXT NOT NULL,
     created_at TEXT NOT NULL
 ) STRICT;
-"#];
+"#,
+    r#"
+CREATE TABLE sessions (
+    id                  TEXT PRIMARY KEY,
+    portal              TEXT NOT NULL,
+    skill               TEXT NOT NULL,
+    status              TEXT NOT NULL CHECK (status IN ('waiting', 'active', 'ended', 'cancelled')),
+    via                 TEXT NOT NULL CHECK (via IN ('portal', 'api', 'code')),
+    customer_name       TEXT NOT NULL,
+    customer_email      TEXT NOT NULL,
+    question            TEXT NOT NULL,
+    fields              TEXT NOT NULL,
+    external_ref        TEXT,
+    customer_token_hash BLOB NOT NULL,
+    agent_id            INTEGER REFERENCES users(id),
+    recording           INTEGER NOT NULL,
+    requested_at        TEXT NOT NULL,
+    accepted_at         TEXT,
+    ended_at            TEXT,
+    survey_rating       INTEGER,
+    survey_at           TEXT
+) STRICT;
+CREATE INDEX sessions_status ON sessions(status);
+CREATE INDEX sessions_ref ON sessions(external_ref);
+
+CREATE TABLE participants (
+    id         INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    kind       TEXT NOT NULL CHECK (kind IN ('customer', 'agent')),
+    user_id    INTEGER REFERENCES users(id),
+    name       TEXT NOT NULL,
+    joined_at  TEXT NOT NULL,
+    left_at    TEXT
+) STRICT;
+CREATE INDEX participants_session ON participants(session_id);
+
+CREATE TABLE session_files (
+    id         TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    object_id  TEXT NOT NULL REFERENCES objects(id),
+    name       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    sha256     BLOB NOT NULL,
+    sender     TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX session_files_session ON session_files(session_id);
+
+CREATE TABLE codes (
+    code         TEXT PRIMARY KEY,
+    agent_id     INTEGER NOT NULL REFERENCES users(id),
+    external_ref TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    used_at      INTEGER,
+    session_id   TEXT,
+    cancelled    INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE agent_skills (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    portal  TEXT NOT NULL,
+    skill   TEXT NOT NULL,
+    PRIMARY KEY (user_id, portal, skill)
+) STRICT;
+"#,
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -737,6 +804,349 @@ impl Tx<'_> {
             .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+}
+
+/// A session's record, as the API and the live state need it.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub portal: String,
+    pub skill: String,
+    pub status: String,
+    pub via: String,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub question: String,
+    pub fields: String,
+    pub external_ref: Option<String>,
+    pub agent_id: Option<i64>,
+    pub agent_name: Option<String>,
+    pub recording: bool,
+    pub requested_at: String,
+    pub accepted_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub survey_rating: Option<i64>,
+    pub survey_at: Option<String>,
+}
+
+/// A new session to insert.
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub portal: &'a str,
+    pub skill: &'a str,
+    pub status: &'a str,
+    pub via: &'a str,
+    pub customer_name: &'a str,
+    pub customer_email: &'a str,
+    pub question: &'a str,
+    pub fields: &'a str,
+    pub external_ref: Option<&'a str>,
+    pub customer_token_hash: &'a [u8; 32],
+    pub agent_id: Option<i64>,
+    pub recording: bool,
+    pub now: &'a str,
+}
+
+#[derive(Clone, Debug)]
+pub struct FileRow {
+    pub id: String,
+    pub session_id: String,
+    pub object_id: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: Vec<u8>,
+    pub sender: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct CodeRow {
+    pub code: String,
+    pub agent_id: i64,
+    pub external_ref: Option<String>,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub cancelled: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParticipantRow {
+    pub kind: String,
+    pub name: String,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+}
+
+const SESSION_COLS: &str = "s.id, s.portal, s.skill, s.status, s.via, s.customer_name, s.customer_email, s.question, s.fields,
+    s.external_ref, s.agent_id, u.name, s.recording, s.requested_at, s.accepted_at, s.ended_at, s.survey_rating, s.survey_at";
+
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        portal: r.get(1)?,
+        skill: r.get(2)?,
+        status: r.get(3)?,
+        via: r.get(4)?,
+        customer_name: r.get(5)?,
+        customer_email: r.get(6)?,
+        question: r.get(7)?,
+        fields: r.get(8)?,
+        external_ref: r.get(9)?,
+        agent_id: r.get(10)?,
+        agent_name: r.get(11)?,
+        recording: r.get(12)?,
+        requested_at: r.get(13)?,
+        accepted_at: r.get(14)?,
+        ended_at: r.get(15)?,
+        survey_rating: r.get(16)?,
+        survey_at: r.get(17)?,
+    })
+}
+
+impl Tx<'_> {
+    // --- sessions ------------------------------------------------------------------------------
+
+    pub fn session_insert(&self, s: &NewSession<'_>) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO sessions (id, portal, skill, status, via, customer_name, customer_email, question, fields,
+                external_ref, customer_token_hash, agent_id, recording, requested_at, accepted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?4 = 'active' THEN ?14 END)",
+            params![
+                s.id, s.portal, s.skill, s.status, s.via, s.customer_name, s.customer_email, s.question, s.fields,
+                s.external_ref, &s.customer_token_hash[..], s.agent_id, s.recording, s.now
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn session_get(&self, id: &str) -> Result<Option<SessionRow>> {
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN users u ON u.id = s.agent_id WHERE s.id = ?1"
+        );
+        Ok(self.0.query_row(&sql, [id], session_from_row).optional()?)
+    }
+
+    /// Sessions in either of two states (pass the same twice for one), oldest request first.
+    pub fn sessions_with_status(&self, a: &str, b: &str) -> Result<Vec<SessionRow>> {
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN users u ON u.id = s.agent_id WHERE s.status IN (?1, ?2) ORDER BY s.requested_at, s.id"
+        );
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt
+            .query_map([a, b], session_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn session_token_matches(&self, id: &str, hash: &[u8; 32]) -> Result<bool> {
+        let stored: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT customer_token_hash FROM sessions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(stored.is_some_and(|s| crate::crypto::ct_eq(&s, hash)))
+    }
+
+    pub fn session_set_status(
+        &self,
+        id: &str,
+        status: &str,
+        agent_id: Option<i64>,
+        now: &str,
+    ) -> Result<()> {
+        self.0.execute(
+            "UPDATE sessions SET status = ?2, agent_id = ?3,
+                accepted_at = CASE WHEN ?2 = 'active' AND accepted_at IS NULL THEN ?4 ELSE accepted_at END,
+                ended_at = CASE WHEN ?2 IN ('ended', 'cancelled') THEN ?4 ELSE ended_at END
+             WHERE id = ?1",
+            params![id, status, agent_id, now],
+        )?;
+        Ok(())
+    }
+
+    /// The archive objects of a session of one data class, in the order they were created.
+    pub fn session_objects(&self, session_id: &str, class: &str) -> Result<Vec<ObjectId>> {
+        let mut stmt = self.0.prepare(
+            "SELECT id FROM objects WHERE session_id = ?1 AND class = ?2 AND state != 'shredded' ORDER BY created_at, rowid",
+        )?;
+        let ids = stmt
+            .query_map([session_id, class], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.into_iter()
+            .map(|i| {
+                i.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("object id: {e}")))
+            })
+            .collect()
+    }
+
+    pub fn session_set_survey(&self, id: &str, rating: i64, now: &str) -> Result<()> {
+        let n = self.0.execute(
+            "UPDATE sessions SET survey_rating = ?2, survey_at = ?3 WHERE id = ?1 AND survey_at IS NULL",
+            params![id, rating, now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(
+                "the survey for this session was already submitted".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn participant_join(
+        &self,
+        session_id: &str,
+        kind: &str,
+        user_id: Option<i64>,
+        name: &str,
+        now: &str,
+    ) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO participants (session_id, kind, user_id, name, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![session_id, kind, user_id, name, now],
+        )?;
+        Ok(())
+    }
+
+    /// Closes the open time range of a participant (by kind, and user for agents).
+    pub fn participant_leave(
+        &self,
+        session_id: &str,
+        kind: &str,
+        user_id: Option<i64>,
+        now: &str,
+    ) -> Result<()> {
+        self.0.execute(
+            "UPDATE participants SET left_at = ?4 WHERE session_id = ?1 AND kind = ?2 AND user_id IS ?3 AND left_at IS NULL",
+            params![session_id, kind, user_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn participants(&self, session_id: &str) -> Result<Vec<ParticipantRow>> {
+        let mut stmt = self.0.prepare("SELECT kind, name, joined_at, left_at FROM participants WHERE session_id = ?1 ORDER BY id")?;
+        let rows = stmt
+            .query_map([session_id], |r| {
+                Ok(ParticipantRow {
+                    kind: r.get(0)?,
+                    name: r.get(1)?,
+                    joined_at: r.get(2)?,
+                    left_at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // --- files ---------------------------------------------------------------------------------
+
+    pub fn file_insert(&self, f: &FileRow) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO session_files (id, session_id, object_id, name, size, sha256, sender, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![f.id, f.session_id, f.object_id, f.name, f.size as i64, f.sha256, f.sender, f.created_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn files(&self, session_id: &str) -> Result<Vec<FileRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT id, session_id, object_id, name, size, sha256, sender, created_at FROM session_files WHERE session_id = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = stmt
+            .query_map([session_id], |r| {
+                Ok(FileRow {
+                    id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    object_id: r.get(2)?,
+                    name: r.get(3)?,
+                    size: r.get::<_, i64>(4)? as u64,
+                    sha256: r.get(5)?,
+                    sender: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // --- connection codes ----------------------------------------------------------------------
+
+    pub fn code_insert(
+        &self,
+        code: &str,
+        agent_id: i64,
+        external_ref: Option<&str>,
+        now: i64,
+        expires: i64,
+    ) -> Result<bool> {
+        let n = self.0.execute(
+            "INSERT INTO codes (code, agent_id, external_ref, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (code) DO NOTHING",
+            params![code, agent_id, external_ref, now, expires],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Removes codes that expired more than a day ago, so the code space stays free.
+    pub fn codes_purge(&self, now: i64) -> Result<()> {
+        self.0
+            .execute("DELETE FROM codes WHERE expires_at < ?1", [now - 86_400])?;
+        Ok(())
+    }
+
+    pub fn code_get(&self, code: &str) -> Result<Option<CodeRow>> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT code, agent_id, external_ref, expires_at, used_at, cancelled FROM codes WHERE code = ?1",
+                [code],
+                |r| Ok(CodeRow { code: r.get(0)?, agent_id: r.get(1)?, external_ref: r.get(2)?, expires_at: r.get(3)?, used_at: r.get(4)?, cancelled: r.get(5)? }),
+            )
+            .optional()?)
+    }
+
+    /// Marks a live code used by `session_id`; false if it was not live any more.
+    pub fn code_use(&self, code: &str, session_id: &str, now: i64) -> Result<bool> {
+        let n = self.0.execute(
+            "UPDATE codes SET used_at = ?3, session_id = ?2 WHERE code = ?1 AND used_at IS NULL AND cancelled = 0 AND expires_at > ?3",
+            params![code, session_id, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn code_cancel(&self, code: &str, agent_id: Option<i64>) -> Result<bool> {
+        let n = self.0.execute(
+            "UPDATE codes SET cancelled = 1 WHERE code = ?1 AND used_at IS NULL AND (?2 IS NULL OR agent_id = ?2)",
+            params![code, agent_id],
+        )?;
+        Ok(n == 1)
+    }
+
+    // --- agents' portals and skills ------------------------------------------------------------
+
+    pub fn agent_skills(&self, user_id: i64) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.0.prepare(
+            "SELECT portal, skill FROM agent_skills WHERE user_id = ?1 ORDER BY portal, skill",
+        )?;
+        let rows = stmt
+            .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn agent_skills_set(&self, user_id: i64, skills: &[(String, String)]) -> Result<()> {
+        self.0
+            .execute("DELETE FROM agent_skills WHERE user_id = ?1", [user_id])?;
+        for (p, s) in skills {
+            self.0.execute(
+                "INSERT OR IGNORE INTO agent_skills (user_id, portal, skill) VALUES (?1, ?2, ?3)",
+                params![user_id, p, s],
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -212,7 +212,8 @@ impl Archive {
         id: ObjectId,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, ArchiveError> {
         let r = self.open(store, keys, id)?;
-        r.read_to_end().map_err(|source| ArchiveError::Stream { id, source })
+        r.read_to_end()
+            .map_err(|source| ArchiveError::Stream { id, source })
     }
 
     /// Seals every object a crash left open at its last whole chunk, with an audit entry each.

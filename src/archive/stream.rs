@@ -483,7 +483,7 @@ impl<R: Read> StreamReader<R> {
     pub fn read_to_end(mut self) -> Result<Zeroizing<Vec<u8>>, StreamError> {
         let mut out = Zeroizing::new(Vec::new());
         while let Some(chunk) = self.next_chunk()? {
-            out.extend_from_slice(chunk);
+            push_wiped(&mut out, chunk);
         }
         Ok(out)
     }
@@ -495,6 +495,18 @@ impl<R: Read> StreamReader<R> {
         while self.next_chunk()?.is_some() {}
         Ok(self.summary().expect("the final chunk was read"))
     }
+}
+
+/// Appends to a plaintext buffer; when it must grow, the old allocation is wiped rather than
+/// left behind in freed memory as `Vec`'s own reallocation would.
+fn push_wiped(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    if buf.capacity() - buf.len() < data.len() {
+        let want = (buf.len() + data.len()).max(buf.capacity() * 2);
+        let mut bigger = Zeroizing::new(Vec::with_capacity(want));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
 }
 
 /// The empty final record, flagged as written by crash recovery, that seals an object at chunk
@@ -617,7 +629,7 @@ impl<R: Read + Seek> SeekableReader<R> {
             let chunk = self.read_chunk(i)?;
             let from = (pos - start) as usize;
             let to = ((end - start) as usize).min(chunk.len());
-            out.extend_from_slice(&chunk[from..to]);
+            push_wiped(&mut out, &chunk[from..to]);
             pos = start + to as u64;
         }
         Ok(out)
@@ -650,7 +662,9 @@ mod tests {
     }
 
     fn decrypt(key: &SecretKey, id: ObjectId, file: &[u8]) -> Result<Vec<u8>, StreamError> {
-        let plain = StreamReader::open(Cursor::new(file), key, id)?.without_digests().read_to_end()?;
+        let plain = StreamReader::open(Cursor::new(file), key, id)?
+            .without_digests()
+            .read_to_end()?;
         let summary = StreamReader::open(Cursor::new(file), key, id)?.verify_to_end()?;
         assert_eq!(summary.cipher_sha256, crypto::sha256(file));
         assert_eq!(summary.plain_sha256, crypto::sha256(&plain));

@@ -168,45 +168,63 @@ async fn login(
         .collect();
     let user_key = format!("user:{shown}");
     let ip_key = format!("ip:{src}");
-    for key in [&user_key, &ip_key] {
-        if let Err(wait) = app.throttle.check(key) {
-            let ev = Event {
-                actor: shown.clone(),
-                role: "none".into(),
-                source: src.to_string(),
-                ..Event::system(
-                    "auth.login",
-                    &format!("user:{shown}"),
-                    json!({ "reason": "throttled" }),
-                )
-            };
-            app.audit(ev.outcome(Outcome::Denied)).await?;
-            return Err(AuthError::Throttled(wait).into());
-        }
-    }
-    let ttl = app.config.session_ttl_s;
-    let (name, password) = (req.name.clone(), req.password);
-    let result = app
-        .db(move |s| {
-            let user = auth::verify_login(s, &name, &password)?;
-            let (token, expires) = auth::issue_token(s, user.id, "session", ttl)?;
-            Ok::<_, AuthError>((user, token, expires))
-        })
-        .await;
     let base = Event {
         actor: shown.clone(),
         role: "none".into(),
         source: src.to_string(),
         ..Event::system("auth.login", &format!("user:{shown}"), json!({}))
     };
-    match result {
-        Ok((user, token, expires)) => {
+    if let Err(locked) = app.throttle.attempt(&user_key) {
+        if locked.first {
+            app.audit(
+                Event {
+                    details: json!({ "reason": "throttled" }),
+                    ..base.clone()
+                }
+                .outcome(Outcome::Denied),
+            )
+            .await?;
+        }
+        return Err(AuthError::Throttled(locked.wait).into());
+    }
+    if let Err(locked) = app.throttle.attempt(&ip_key) {
+        app.throttle.forgive_one(&user_key);
+        if locked.first {
+            app.audit(
+                Event {
+                    details: json!({ "reason": "throttled address" }),
+                    ..base.clone()
+                }
+                .outcome(Outcome::Denied),
+            )
+            .await?;
+        }
+        return Err(AuthError::Throttled(locked.wait).into());
+    }
+    let name = req.name.clone();
+    let user = app.db(move |s| s.read(|tx| tx.user_by_name(&name))).await?;
+    // argon2id runs on the blocking pool, outside the database lock.
+    let checked = tokio::task::spawn_blocking(move || auth::check_login(user, &req.password))
+        .await
+        .map_err(ApiError::internal)?;
+    match checked {
+        Ok(user) => {
             app.throttle.success(&user_key);
-            app.audit(Event {
+            app.throttle.forgive_one(&ip_key);
+            let (ttl, uid) = (app.config.session_ttl_s, user.id);
+            let ev = Event {
                 role: user.role.as_str().into(),
                 ..base
-            })
-            .await?;
+            };
+            let (token, expires) = app
+                .db(move |s| {
+                    let issued = auth::issue_token(s, uid, "session", ttl)?;
+                    crate::audit::append(s, &[ev]).map_err(|e| {
+                        AuthError::Store(crate::store::StoreError::Conflict(e.to_string()))
+                    })?;
+                    Ok::<_, AuthError>(issued)
+                })
+                .await?;
             let expires_at = time::OffsetDateTime::from_unix_timestamp(expires)
                 .map(format_rfc3339)
                 .unwrap_or_default();
@@ -222,8 +240,6 @@ async fn login(
             Ok(res)
         }
         Err(AuthError::BadCredentials) => {
-            app.throttle.failure(&user_key);
-            app.throttle.failure(&ip_key);
             app.audit(
                 Event {
                     details: json!({ "reason": "bad credentials" }),
@@ -246,14 +262,19 @@ async fn logout(
     Authed(p): Authed,
 ) -> Result<Response, ApiError> {
     let h = p.token_hash;
-    app.db(move |s| s.write(|tx| tx.token_delete(&h))).await?;
-    app.audit(event(
+    let ev = event(
         &p,
         &src,
         "auth.logout",
         &format!("user:{}", p.name),
         json!({}),
-    ))
+    );
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.token_delete(&h)?;
+            audit::append_tx(tx, &[ev])
+        })
+    })
     .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut()
@@ -283,31 +304,32 @@ async fn change_password(
         .into());
     }
     let key = format!("user:{}", p.name);
-    if let Err(wait) = app.throttle.check(&key) {
-        return Err(ApiError::throttled(wait));
+    if let Err(locked) = app.throttle.attempt(&key) {
+        return Err(ApiError::throttled(locked.wait));
     }
     let (name, uid, ttl) = (p.name.clone(), p.user_id, app.config.session_ttl_s);
-    let result = app
-        .db(move |s| {
-            auth::verify_login(s, &name, &req.current_password)?;
-            let hash = crate::crypto::hash_password(&req.new_password);
-            s.write(|tx| {
-                tx.user_set_password(uid, &hash, false)?;
-                tx.tokens_delete_for_user(uid)
-            })?;
-            auth::issue_token(s, uid, "session", ttl)
-        })
-        .await;
-    match result {
-        Ok((token, _)) => {
-            app.audit(event(
-                &p,
-                &src,
-                "user.password_changed",
-                &format!("user:{}", p.name),
-                json!({}),
-            ))
-            .await?;
+    let user = app.db(move |s| s.read(|tx| tx.user_by_name(&name))).await?;
+    let checked = tokio::task::spawn_blocking(move || {
+        auth::check_login(user, &req.current_password)
+            .map(|_| crate::crypto::hash_password(&req.new_password))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let target = format!("user:{}", p.name);
+    match checked {
+        Ok(hash) => {
+            app.throttle.success(&key);
+            let ev = event(&p, &src, "user.password_changed", &target, json!({}));
+            let (token, _) = app
+                .db(move |s| {
+                    s.write(|tx| {
+                        tx.user_set_password(uid, &hash, false)?;
+                        tx.tokens_delete_for_user(uid)?;
+                        audit::append_tx(tx, &[ev])
+                    })?;
+                    auth::issue_token(s, uid, "session", ttl)
+                })
+                .await?;
             let mut res =
                 Json(json!({ "token": token, "password_change_required": false })).into_response();
             res.headers_mut()
@@ -315,13 +337,12 @@ async fn change_password(
             Ok(res)
         }
         Err(AuthError::BadCredentials) => {
-            app.throttle.failure(&key);
             app.audit(
                 event(
                     &p,
                     &src,
                     "user.password_changed",
-                    &format!("user:{}", p.name),
+                    &target,
                     json!({ "reason": "wrong current password" }),
                 )
                 .outcome(Outcome::Denied),
@@ -387,17 +408,24 @@ async fn create_user(
         }
         None => (auth::generate_password(), true),
     };
-    let hash = crate::crypto::hash_password(&password);
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || crate::crypto::hash_password(&pw))
+        .await
+        .map_err(ApiError::internal)?;
     let (n, now) = (name.to_string(), crate::model::now_rfc3339());
-    app.db(move |s| s.write(|tx| tx.user_insert(&n, role, &hash, one_time, &now)))
-        .await?;
-    app.audit(event(
+    let ev = event(
         &p,
         &src,
         "user.created",
         &format!("user:{name}"),
         json!({ "role": role, "one_time_password": one_time }),
-    ))
+    );
+    app.db(move |s| {
+        s.write(|tx| {
+            tx.user_insert(&n, role, &hash, one_time, &now)?;
+            audit::append_tx(tx, &[ev])
+        })
+    })
     .await?;
     let mut body =
         json!({ "name": name.as_str(), "role": role, "password_change_required": one_time });
@@ -418,6 +446,13 @@ async fn disable_user(
         return Err(ApiError::conflict("you cannot disable your own account"));
     }
     let n = name.clone();
+    let ev = event(
+        &p,
+        &src,
+        "user.disabled",
+        &format!("user:{name}"),
+        json!({}),
+    );
     app.db(move |s| {
         s.write(|tx| {
             let user = tx
@@ -428,17 +463,10 @@ async fn disable_user(
                     "the last enabled admin cannot be disabled".into(),
                 ));
             }
-            tx.user_set_disabled(&n, true)
+            tx.user_set_disabled(&n, true)?;
+            audit::append_tx(tx, &[ev])
         })
     })
-    .await?;
-    app.audit(event(
-        &p,
-        &src,
-        "user.disabled",
-        &format!("user:{name}"),
-        json!({}),
-    ))
     .await?;
     Ok(Json(json!({ "name": name, "disabled": true })))
 }

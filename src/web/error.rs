@@ -141,6 +141,7 @@ impl From<AppError> for ApiError {
                 )
             }
             AppError::Refused(m) => Self::conflict(m),
+            AppError::Throttled(d) => Self::throttled(d),
             AppError::Store(s) => s.into(),
             other => Self::internal(other),
         }

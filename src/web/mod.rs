@@ -30,6 +30,8 @@ pub use error::ApiError;
 
 /// Connections served at once; more are refused at accept.
 const MAX_CONNECTIONS: usize = 8192;
+/// Connections on the Unix socket served at once.
+const LOCAL_CONNECTIONS: usize = 64;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -68,6 +70,37 @@ async fn sealed_gate(State(app): State<Arc<App>>, req: Request, next: Next) -> R
 
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
+    // Rejections produced inside axum (a body over the limit, a malformed query string) come as
+    // plain text; every error leaves in the contract's JSON form.
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let upgrade = res.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS;
+    if res.status().as_u16() >= 400 && !is_json && !upgrade {
+        let status = res.status();
+        let body = axum::body::to_bytes(std::mem::take(res.body_mut()), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text
+        };
+        let code = match status.as_u16() {
+            413 => "too_large",
+            415 => "unsupported_media_type",
+            405 => "method_not_allowed",
+            400 | 422 => "bad_request",
+            _ => "error",
+        };
+        let retry = res.headers().get(header::RETRY_AFTER).cloned();
+        res = ApiError::new(status, code, message).into_response_value();
+        if let Some(r) = retry {
+            res.headers_mut().insert(header::RETRY_AFTER, r);
+        }
+    }
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
         h.entry(k).or_insert(HeaderValue::from_static(v));
@@ -128,6 +161,9 @@ pub async fn run(
     let local = router(app.clone(), Surface::Local);
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // The socket has its own small allowance, so a flood of network connections can never lock
+    // the administrator out of seal and unseal.
+    let local_limit = Arc::new(Semaphore::new(LOCAL_CONNECTIONS));
     let owner_uid = std::fs::metadata(app.dir.root())
         .map(|m| m.uid())
         .unwrap_or(0);
@@ -162,7 +198,7 @@ pub async fn run(
                     tracing::warn!(?uid, "refused a socket connection from another user");
                     continue;
                 }
-                let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
+                let Ok(permit) = local_limit.clone().try_acquire_owned() else { continue };
                 let (router, conn_stop) = (local.clone(), stop.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -174,10 +210,10 @@ pub async fn run(
     drop(tcp);
     drop(unix);
     // Every connection holds a permit; when all are back, every connection has closed.
-    let all = tokio::time::timeout(
-        Duration::from_secs(10),
-        limit.acquire_many(MAX_CONNECTIONS as u32),
-    )
+    let all = tokio::time::timeout(Duration::from_secs(10), async {
+        let _net = limit.acquire_many(MAX_CONNECTIONS as u32).await;
+        let _local = local_limit.acquire_many(LOCAL_CONNECTIONS as u32).await;
+    })
     .await;
     if all.is_err() {
         tracing::warn!("requests still running after 10 s");

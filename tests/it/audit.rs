@@ -309,7 +309,8 @@ fn two_processes_appending_at_once_serialize() {
     let after: i64 = raw_db(&dir)
         .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
         .unwrap();
-    assert!(after >= before + 50 + 20, "before {before}, after {after}");
+    // 50 users created, 5 failed logins and one lock-out refusal, plus the server's own entries.
+    assert!(after >= before + 50 + 6, "before {before}, after {after}");
     let out = dir.run(&["audit", "verify"]);
     assert!(
         out.ok()

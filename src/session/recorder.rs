@@ -1,0 +1,140 @@
+//! The recorder: one task per live session, fed through a bounded channel, that appends what the
+//! relay forwarded to the session's transcript and events objects and makes it durable. The
+//! relay hands messages over and goes on; it never waits on SQLite or the disk, only, when the
+//! recorder falls behind, on room in the channel (backpressure on the sender).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::archive::ObjectWriter;
+use crate::model::DataClass;
+
+/// Messages waiting to be recorded, per session; a full channel slows the sender down.
+const CHANNEL: usize = 1024;
+
+pub enum Record {
+    /// A line for the transcript; once durable, `ack` (if any) is sent to its sender.
+    Transcript { line: String, ack: Option<(super::ConnTx, String)> },
+    /// A line for the events object.
+    Event { line: String },
+    /// Seal both objects and stop.
+    Finish(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Record>,
+}
+
+impl Recorder {
+    pub fn start(app: Arc<App>, session_id: String, recording: bool) -> Self {
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        tokio::spawn(run(app, session_id, recording, rx));
+        Self { tx }
+    }
+
+    pub async fn send(&self, r: Record) {
+        if self.tx.send(r).await.is_err() {
+            tracing::error!("a session recorder stopped early; a message was not recorded");
+        }
+    }
+
+    /// Seals the session's objects and waits until they are.
+    pub async fn finish(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Record::Finish(tx)).await;
+        let _ = rx.await;
+    }
+}
+
+struct Writers {
+    transcript: Option<ObjectWriter>,
+    events: Option<ObjectWriter>,
+}
+
+async fn open(app: &Arc<App>, session_id: &str, class: DataClass) -> Option<ObjectWriter> {
+    let keys = app.keys()?;
+    let archive = app.archive.clone();
+    let sid = session_id.to_string();
+    match app.db(move |s| archive.create(s, &keys, Some(&sid), class)).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(session = session_id, error = %e, "cannot create an archive object; recording stopped");
+            None
+        }
+    }
+}
+
+async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::Receiver<Record>) {
+    let mut w = Writers { transcript: None, events: None };
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        if rx.recv_many(&mut batch, 256).await == 0 {
+            break;
+        }
+        let mut finish = None;
+        let mut t_lines = Vec::new();
+        let mut e_lines = Vec::new();
+        let mut acks = Vec::new();
+        for r in batch.drain(..) {
+            match r {
+                Record::Transcript { line, ack } => {
+                    t_lines.push(line);
+                    acks.extend(ack);
+                }
+                Record::Event { line } => e_lines.push(line),
+                Record::Finish(done) => finish = Some(done),
+            }
+        }
+        if recording {
+            if !t_lines.is_empty() && w.transcript.is_none() {
+                w.transcript = open(&app, &session_id, DataClass::Transcript).await;
+            }
+            if !e_lines.is_empty() && w.events.is_none() {
+                w.events = open(&app, &session_id, DataClass::Events).await;
+            }
+            let moved = std::mem::replace(&mut w, Writers { transcript: None, events: None });
+            w = tokio::task::spawn_blocking(move || append(moved, &t_lines, &e_lines))
+                .await
+                .expect("recorder append panicked");
+        }
+        for (tx, line) in acks {
+            let _ = tx.try_send(super::Out::Text(line.into()));
+        }
+        if let Some(done) = finish {
+            for writer in [w.transcript.take(), w.events.take()].into_iter().flatten() {
+                if let Err(e) = app.db(move |s| writer.finish(s)).await {
+                    tracing::error!(session = %session_id, error = %e, "cannot seal a session object");
+                }
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+    // The room was dropped without finishing (shutdown): seal what was written.
+    for writer in [w.transcript.take(), w.events.take()].into_iter().flatten() {
+        let _ = app.db(move |s| writer.finish(s)).await;
+    }
+}
+
+/// Appends a batch and makes it durable; runs on the blocking pool.
+fn append(mut w: Writers, t: &[String], e: &[String]) -> Writers {
+    for (writer, lines) in [(&mut w.transcript, t), (&mut w.events, e)] {
+        if lines.is_empty() {
+            continue;
+        }
+        if let Some(out) = writer.as_mut() {
+            let mut ok = true;
+            for l in lines {
+                ok &= out.append(l.as_bytes()).is_ok() && out.append(b"\n").is_ok();
+            }
+            if !ok || out.sync().is_err() {
+                tracing::error!(object = %out.id(), "writing a session object failed; recording of it stopped");
+                *writer = None;
+            }
+        }
+    }
+    w
+}

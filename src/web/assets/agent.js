@@ -1,0 +1,1540 @@
+// Custos agent console. Plain ES2020, no dependencies. Everything that comes from the network is
+// inserted with textContent; links get an href only when they start with http:// or https://.
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------------------------------------
+  // Small helpers (customer.js has its own copy: the pages share no script on purpose).
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const API = '/api/v1';
+  const CHAT_MAX = 4000;
+  const URL_MAX = 2000;
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function str(v) {
+    return v === undefined || v === null ? '' : String(v);
+  }
+
+  function pad2(n) {
+    return String(n).padStart(2, '0');
+  }
+
+  function fmtTime(at) {
+    const d = at ? new Date(at) : new Date();
+    if (Number.isNaN(d.getTime())) return '';
+    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  }
+
+  function fmtSize(n) {
+    const b = Number(n);
+    if (!Number.isFinite(b) || b < 0) return '';
+    if (b < 1024) return `${b} B`;
+    const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+    let v = b / 1024;
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+  }
+
+  function fmtWaited(s) {
+    const v = Math.max(0, Math.floor(Number(s) || 0));
+    if (v < 60) return `${v} s`;
+    if (v < 3600) return `${Math.floor(v / 60)} min`;
+    return `${Math.floor(v / 3600)} h ${Math.floor((v % 3600) / 60)} min`;
+  }
+
+  function safeHref(url) {
+    return typeof url === 'string' && /^https?:\/\//i.test(url) ? url : null;
+  }
+
+  function charCount(s) {
+    return [...s].length;
+  }
+
+  function newId() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') return window.crypto.randomUUID();
+    const b = new Uint8Array(16);
+    window.crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
+  function toSeq(v) {
+    const n = Number(v);
+    return v !== undefined && v !== null && v !== '' && Number.isInteger(n) ? n : null;
+  }
+
+  function showError(node, message) {
+    node.textContent = message ? String(message) : '';
+  }
+
+  // The customer field of a summary may be a name or an object with a name.
+  function customerName(s) {
+    if (!s || typeof s !== 'object') return '';
+    const c = s.customer;
+    if (c && typeof c === 'object') return str(c.name);
+    return str(c || s.customer_name || s.name);
+  }
+
+  // Fetch wrapper: same-origin cookies, CSRF header on every non-GET, JSON both ways, and the
+  // contract's error body turned into an ApiError carrying its message.
+  async function api(method, path, body, opts = {}) {
+    const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (method !== 'GET') init.headers['X-Custos-CSRF'] = '1';
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (_) {
+      throw new ApiError(0, 'network', 'Cannot reach the server. Check the connection and try again.');
+    }
+    let data = null;
+    const text = await res.text().catch(() => '');
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!res.ok) {
+      const e = (data && typeof data === 'object' && data.error) || {};
+      const err = new ApiError(res.status, str(e.code) || `http_${res.status}`,
+        str(e.message) || `The request failed (HTTP ${res.status}).`);
+      if (!opts.noAuthRedirect) {
+        if (res.status === 401) onUnauthorized();
+        else if (res.status === 403 && err.code === 'password_change_required') showPasswordForm();
+      }
+      throw err;
+    }
+    return data || {};
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // One WebSocket per session: reconnects with backoff (1, 2, 4, 8, 10 s…) until stopped, and
+  // pings every 20 s while open.
+
+  class SessionSocket {
+    constructor(sessionId, onMessage, onState) {
+      this.id = sessionId;
+      this.onMessage = onMessage;
+      this.onState = onState;
+      this.ws = null;
+      this.stopped = true;
+      this.attempt = 0;
+      this.failures = 0;
+      this.retryTimer = null;
+      this.pingTimer = null;
+    }
+
+    url() {
+      return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
+        '/api/v1/sessions/' + encodeURIComponent(this.id) + '/ws';
+    }
+
+    start() {
+      this.stopped = false;
+      this.attempt = 0;
+      this.failures = 0;
+      this.connect();
+    }
+
+    connect() {
+      if (this.stopped) return;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      let ws;
+      try {
+        ws = new WebSocket(this.url());
+      } catch (_) {
+        this.scheduleRetry();
+        return;
+      }
+      this.ws = ws;
+      this.onState('connecting');
+      ws.onopen = () => {
+        if (this.ws !== ws) return;
+        this.startPing();
+        this.onState('open');
+      };
+      ws.onmessage = (ev) => {
+        if (this.ws !== ws || typeof ev.data !== 'string') return;
+        let m;
+        try { m = JSON.parse(ev.data); } catch (_) { return; }
+        if (!m || typeof m !== 'object' || typeof m.type !== 'string') return;
+        if (m.type === 'hello') { this.attempt = 0; this.failures = 0; }
+        this.onMessage(m);
+      };
+      ws.onclose = () => {
+        if (this.ws !== ws) return;
+        this.ws = null;
+        this.stopPing();
+        if (this.stopped) return;
+        this.failures += 1;
+        this.scheduleRetry();
+      };
+      ws.onerror = () => { /* a close event follows */ };
+    }
+
+    scheduleRetry() {
+      if (this.stopped) return;
+      const delays = [1000, 2000, 4000, 8000, 10000];
+      const delay = delays[Math.min(this.attempt, delays.length - 1)];
+      this.attempt += 1;
+      this.onState('retry', delay);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    }
+
+    isOpen() {
+      return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+    }
+
+    send(obj) {
+      if (!this.isOpen()) return false;
+      try {
+        this.ws.send(JSON.stringify(obj));
+        return true;
+      } catch (_) {
+        return false;
+      }
+    }
+
+    startPing() {
+      this.stopPing();
+      this.pingTimer = setInterval(() => this.send({ type: 'ping' }), 20000);
+    }
+
+    stopPing() {
+      clearInterval(this.pingTimer);
+      this.pingTimer = null;
+    }
+
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.stopPing();
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) {
+        try { ws.close(1000); } catch (_) { /* already closing */ }
+      }
+    }
+  }
+
+  // Outgoing typing indicator: "on" at most once per 2 s while typing, "off" after 3 s idle or
+  // when the message is sent.
+  class TypingSender {
+    constructor(send) {
+      this.send = send;
+      this.on = false;
+      this.lastOn = 0;
+      this.idle = null;
+    }
+
+    input() {
+      const now = Date.now();
+      if (!this.on || now - this.lastOn >= 2000) {
+        if (this.send({ type: 'typing', on: true })) {
+          this.on = true;
+          this.lastOn = now;
+        }
+      }
+      clearTimeout(this.idle);
+      this.idle = setTimeout(() => this.stop(), 3000);
+    }
+
+    stop() {
+      clearTimeout(this.idle);
+      this.idle = null;
+      if (this.on) {
+        this.on = false;
+        this.send({ type: 'typing', on: false });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The message list of one conversation: ordered by seq, deduplicated by seq (history after a
+  // reconnect), with pending own messages reconciled by client id (chat) or content (url, note).
+
+  class MessageList {
+    constructor(ol, opts) {
+      this.ol = ol;
+      this.opts = opts; // { who(m, kind) → string, mine(m) → bool, onFile(m) }
+      this.bySeq = new Map();
+      this.pending = new Map(); // client id → { li, text, sent }
+      this.pendingOther = []; // { kind, key, li }
+      this.fileIds = new Set();
+    }
+
+    nearBottom() {
+      const o = this.ol;
+      return o.scrollHeight - o.scrollTop - o.clientHeight < 48;
+    }
+
+    scroll(wasNear) {
+      if (wasNear) this.ol.scrollTop = this.ol.scrollHeight;
+    }
+
+    build(from, who, at) {
+      const li = el('li', 'msg');
+      li.dataset.from = from;
+      const head = el('div', 'meta');
+      head.append(el('span', 'who', who));
+      const t = el('time', 'time', fmtTime(at));
+      if (at) t.dateTime = str(at);
+      head.append(t);
+      head.append(el('span', 'state'));
+      li.append(head);
+      li.append(el('div', 'text'));
+      return li;
+    }
+
+    setMeta(li, who, at) {
+      $('.who', li).textContent = who;
+      const t = $('.time', li);
+      t.textContent = fmtTime(at);
+      if (at) t.dateTime = str(at);
+    }
+
+    setState(li, text, title) {
+      const s = $('.state', li);
+      s.textContent = text;
+      if (title) s.title = title; else s.removeAttribute('title');
+    }
+
+    // Puts li at its seq position: before the first later message or pending message.
+    place(li, seq) {
+      if (seq !== null) {
+        li.dataset.seq = String(seq);
+        this.bySeq.set(seq, li);
+      }
+      const kids = Array.from(this.ol.children);
+      let before = null;
+      if (seq !== null) {
+        before = kids.find((k) => k !== li && (
+          (k.dataset.seq !== undefined && Number(k.dataset.seq) > seq) ||
+          (k.dataset.seq === undefined && k.classList.contains('pending'))));
+      }
+      const near = this.nearBottom();
+      if (li.parentNode === this.ol) {
+        // Already in the list: move only when out of order.
+        const prev = li.previousElementSibling;
+        const okPrev = !prev || prev.dataset.seq === undefined || Number(prev.dataset.seq) < seq;
+        const okNext = before === null ? true : before === li.nextElementSibling;
+        if (seq === null || (okPrev && okNext)) return;
+      }
+      this.ol.insertBefore(li, before);
+      this.scroll(near);
+    }
+
+    system(text, at) {
+      const li = this.build('system', 'Notice', at);
+      $('.text', li).textContent = text;
+      this.place(li, null);
+      return li;
+    }
+
+    // Own chat message shown before the server has it.
+    addPending(text, who) {
+      const id = newId();
+      const li = this.build(this.opts.ownFrom, who, null);
+      li.classList.add('pending');
+      li.dataset.clientId = id;
+      $('.text', li).textContent = text;
+      this.setState(li, 'sending…');
+      this.place(li, null);
+      this.pending.set(id, { li, text, sent: false });
+      return id;
+    }
+
+    addPendingOther(kind, key, who, fill) {
+      const li = this.build(kind, who, null);
+      li.classList.add('pending');
+      fill($('.text', li));
+      this.setState(li, 'sending…');
+      this.place(li, null);
+      this.pendingOther.push({ kind, key, li });
+      return li;
+    }
+
+    takePendingOther(kind, key) {
+      const i = this.pendingOther.findIndex((p) => p.kind === kind && p.key === key);
+      if (i < 0) return null;
+      const p = this.pendingOther[i];
+      this.pendingOther.splice(i, 1);
+      return p.li;
+    }
+
+    settle(li) {
+      li.classList.remove('pending');
+      if ($('.state', li).textContent === 'sending…') this.setState(li, '');
+    }
+
+    // Returns true when something new was shown.
+    ingest(m) {
+      switch (m.type) {
+        case 'chat': return this.chat(m);
+        case 'url': return this.url(m);
+        case 'note': return this.note(m);
+        case 'file': return this.file(m);
+        default: return false;
+      }
+    }
+
+    chat(m) {
+      const seq = toSeq(m.seq);
+      const cid = typeof m.id === 'string' && m.id ? m.id : null;
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      let fresh = false;
+      if (!li && cid && this.pending.has(cid)) li = this.pending.get(cid).li;
+      if (!li) {
+        li = this.build(m.from === 'agent' ? 'agent' : 'customer', '', m.at);
+        fresh = true;
+      }
+      li.dataset.from = m.from === 'agent' ? 'agent' : 'customer';
+      this.setMeta(li, this.opts.who(m, 'chat'), m.at);
+      $('.text', li).textContent = str(m.text);
+      if (cid && this.pending.has(cid)) {
+        this.pending.delete(cid);
+        this.settle(li);
+      }
+      this.place(li, seq);
+      return fresh;
+    }
+
+    ack(m) {
+      const cid = typeof m.id === 'string' ? m.id : null;
+      const seq = toSeq(m.seq);
+      let li = null;
+      if (cid) li = this.ol.querySelector(`li[data-client-id="${CSS.escape(cid)}"]`);
+      if (!li && seq !== null) li = this.bySeq.get(seq) || null;
+      if (!li) return;
+      if (cid) this.pending.delete(cid);
+      li.classList.add('acked');
+      this.settle(li);
+      this.setState(li, '✓', 'Saved in the session record');
+      if (seq !== null && li.dataset.seq === undefined) this.place(li, seq);
+    }
+
+    fillLink(node, url, title) {
+      node.textContent = '';
+      const href = safeHref(url);
+      const label = str(title) || str(url);
+      if (href) {
+        const a = el('a', 'pushed-link', label);
+        a.href = href;
+        a.rel = 'noopener noreferrer';
+        a.target = '_blank';
+        node.append(a);
+      } else {
+        node.textContent = label;
+      }
+    }
+
+    url(m) {
+      const seq = toSeq(m.seq);
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      const fresh = !li;
+      if (!li) li = this.takePendingOther('url', str(m.url));
+      if (!li) li = this.build('url', '', m.at);
+      li.dataset.from = 'url';
+      this.setMeta(li, this.opts.who(m, 'url'), m.at);
+      this.fillLink($('.text', li), m.url, m.title);
+      this.settle(li);
+      this.place(li, seq);
+      return fresh;
+    }
+
+    note(m) {
+      const seq = toSeq(m.seq);
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      const fresh = !li;
+      if (!li) li = this.takePendingOther('note', str(m.text));
+      if (!li) li = this.build('note', '', m.at);
+      li.dataset.from = 'note';
+      this.setMeta(li, this.opts.who(m, 'note'), m.at);
+      $('.text', li).textContent = str(m.text);
+      this.settle(li);
+      this.place(li, seq);
+      return fresh;
+    }
+
+    file(m) {
+      const fid = str(m.file_id);
+      const seq = toSeq(m.seq);
+      if (this.opts.onFile) this.opts.onFile(m);
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      if (!li && fid) li = this.ol.querySelector(`li[data-file-id="${CSS.escape(fid)}"]`);
+      const fresh = !li;
+      if (!li) li = this.build('file', '', m.at);
+      li.dataset.fileId = fid;
+      this.setMeta(li, this.opts.who(m, 'file'), m.at);
+      const size = fmtSize(m.size);
+      $('.text', li).textContent = `sent a file: ${str(m.name)}${size ? ` (${size})` : ''}`;
+      if (fresh || seq !== null) this.place(li, seq);
+      return fresh;
+    }
+
+    // After a reconnect: pending chat messages not in the history are sent again.
+    unsent() {
+      return Array.from(this.pending.entries()).map(([id, p]) => ({ id, text: p.text }));
+    }
+
+    clearPendingOther() {
+      for (const p of this.pendingOther) {
+        p.li.classList.remove('pending');
+        p.li.classList.add('failed');
+        this.setState(p.li, 'not sent');
+      }
+      this.pendingOther = [];
+    }
+  }
+
+  function fileItem(sessionId, f) {
+    const fid = str(f.file_id);
+    const li = el('li', 'file');
+    li.dataset.fileId = fid;
+    const top = el('div', 'file-top');
+    top.append(el('span', 'file-name', str(f.name) || 'file'));
+    const size = fmtSize(f.size);
+    if (size) top.append(el('span', 'file-size', size));
+    const a = el('a', 'download', 'Download');
+    a.href = `${API}/sessions/${encodeURIComponent(sessionId)}/files/${encodeURIComponent(fid)}`;
+    a.setAttribute('aria-label', `Download ${str(f.name) || 'file'}`);
+    top.append(a);
+    li.append(top);
+    const sum = el('p', 'file-sum');
+    sum.append(el('span', 'hint', 'SHA-256 '));
+    sum.append(el('code', 'sha256', str(f.sha256)));
+    li.append(sum);
+    return li;
+  }
+
+  function addFile(ul, sessionId, f) {
+    const fid = str(f.file_id);
+    if (!fid || ul.querySelector(`li[data-file-id="${CSS.escape(fid)}"]`)) return;
+    ul.append(fileItem(sessionId, f));
+  }
+
+  // XHR upload with progress; resolves with the JSON answer or rejects with an ApiError.
+  function uploadFile(sessionId, file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', `${API}/sessions/${encodeURIComponent(sessionId)}/files?name=${encodeURIComponent(file.name)}`);
+      xhr.withCredentials = true;
+      xhr.setRequestHeader('X-Custos-CSRF', '1');
+      xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
+      xhr.onload = () => {
+        let data = null;
+        try { data = JSON.parse(xhr.responseText); } catch (_) { data = null; }
+        if (xhr.status >= 200 && xhr.status < 300) {
+          resolve(data || {});
+          return;
+        }
+        const e = (data && data.error) || {};
+        if (xhr.status === 401) onUnauthorized();
+        reject(new ApiError(xhr.status, str(e.code) || `http_${xhr.status}`,
+          str(e.message) || (xhr.status === 413 ? 'The file is too large.' : `The upload failed (HTTP ${xhr.status}).`)));
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload failed: the server could not be reached.'));
+      xhr.send(file);
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Console state
+
+  const state = {
+    me: null,
+    started: false,
+    sessions: new Map(), // session id → AgentSession
+    order: [], // tab order
+    selected: null,
+    canned: [],
+    dismissed: new Set(), // ended sessions whose tab was closed: never reopened from the queue
+    assigned: null, // session ids in the latest queue snapshot
+    es: null,
+    esRetry: null,
+    esAttempt: 0,
+    waitTicker: null,
+  };
+
+  const ui = {};
+
+  // ---------------------------------------------------------------------------------------------
+  // One session: tab, panel, socket.
+
+  class AgentSession {
+    constructor(id, info) {
+      this.id = id;
+      this.info = {};
+      this.closed = null; // null, or 'ended' | 'transferred' | 'cancelled' | 'replaced' | 'gone'
+      this.closedAt = 0;
+      this.state = 'connecting';
+      this.peer = '';
+      this.theirTypingTimer = null;
+      this.openedAt = Date.now();
+      this.buildTab();
+      this.buildPanel();
+      this.list = new MessageList(this.p.messages, {
+        ownFrom: 'agent',
+        who: (m, kind) => this.who(m, kind),
+        onFile: (m) => addFile(this.p.files, this.id, m),
+      });
+      this.typingOut = new TypingSender((o) => this.sock.send(o));
+      this.sock = new SessionSocket(id, (m) => this.onMessage(m), (s, x) => this.onSocketState(s, x));
+      this.mergeInfo(info);
+      this.renderStatus();
+    }
+
+    buildTab() {
+      const b = el('button', 'tab');
+      b.type = 'button';
+      b.id = `tab-${this.id}`;
+      b.dataset.sessionId = this.id;
+      b.setAttribute('role', 'tab');
+      b.setAttribute('aria-controls', `panel-${this.id}`);
+      b.setAttribute('aria-selected', 'false');
+      b.tabIndex = -1;
+      this.tabLabel = el('span', 'tab-label', 'Session');
+      this.tabUnread = el('span', 'sr-only', '');
+      b.append(this.tabLabel, this.tabUnread);
+      b.addEventListener('click', () => selectSession(this.id));
+      b.addEventListener('keydown', onTabKey);
+      this.tab = b;
+      ui.tabs.append(b);
+    }
+
+    buildPanel() {
+      const frag = ui.template.content.cloneNode(true);
+      const panel = frag.querySelector('.session-panel');
+      panel.id = `panel-${this.id}`;
+      panel.dataset.sessionId = this.id;
+      panel.setAttribute('aria-labelledby', `tab-${this.id}`);
+      panel.hidden = true;
+      // Give each labelled control a unique id and point its label at it.
+      panel.querySelectorAll('label[data-for]').forEach((label) => {
+        const cls = label.dataset.for;
+        const ctl = panel.querySelector(`.${cls}`);
+        if (!ctl) return;
+        ctl.id = `${cls}-${this.id}`;
+        label.htmlFor = ctl.id;
+      });
+      panel.querySelectorAll('[data-describedby]').forEach((ctl) => {
+        const hint = panel.querySelector(`.${ctl.dataset.describedby}`);
+        if (!hint) return;
+        hint.id = `${ctl.dataset.describedby}-${this.id}`;
+        ctl.setAttribute('aria-describedby', hint.id);
+      });
+      const q = (c) => panel.querySelector(c);
+      this.panel = panel;
+      this.p = {
+        status: q('.status'), conn: q('.conn'), error: q('.panel-error'),
+        name: q('.c-name'), portal: q('.c-portal'), question: q('.c-question'), ref: q('.c-ref'),
+        messages: q('.messages'), typing: q('.typing'),
+        composer: q('.composer'), canned: q('.canned'), input: q('.chat-input'), send: q('.send'),
+        pushForm: q('.push-form'), pushUrl: q('.push-url'),
+        noteForm: q('.note-form'), noteInput: q('.note-input'),
+        fileInput: q('.file-input'), fileSend: q('.file-send'), progress: q('.file-progress'),
+        fileStatus: q('.file-status'), files: q('.files'),
+        transferForm: q('.transfer-form'), transferAgent: q('.transfer-agent'),
+        transferNote: q('.transfer-note'), transferQueue: q('.transfer-queue'),
+        end: q('.end'), reconnect: q('.reconnect'), closeTab: q('.close-tab'),
+      };
+      fillCanned(this.p.canned);
+      this.wire();
+      ui.panels.append(frag);
+    }
+
+    wire() {
+      const p = this.p;
+      p.composer.addEventListener('submit', (e) => { e.preventDefault(); this.sendChat(); });
+      p.input.addEventListener('keydown', (e) => {
+        if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+          e.preventDefault();
+          this.sendChat();
+        }
+      });
+      p.input.addEventListener('input', () => { if (p.input.value) this.typingOut.input(); else this.typingOut.stop(); });
+      p.input.addEventListener('blur', () => this.typingOut.stop());
+      p.canned.addEventListener('change', () => {
+        const i = p.canned.value;
+        const reply = i === '' ? null : state.canned[Number(i)];
+        p.canned.value = '';
+        if (!reply) return;
+        const t = p.input;
+        const start = t.selectionStart ?? t.value.length;
+        const end = t.selectionEnd ?? t.value.length;
+        t.setRangeText(str(reply.text), start, end, 'end');
+        t.focus();
+      });
+      p.pushForm.addEventListener('submit', (e) => { e.preventDefault(); this.pushUrl(); });
+      p.noteForm.addEventListener('submit', (e) => { e.preventDefault(); this.addNote(); });
+      p.fileSend.addEventListener('click', () => this.upload());
+      p.transferForm.addEventListener('submit', (e) => { e.preventDefault(); this.transfer(false); });
+      p.transferQueue.addEventListener('click', () => this.transfer(true));
+      p.end.addEventListener('click', () => this.end());
+      p.reconnect.addEventListener('click', () => this.reopen());
+      p.closeTab.addEventListener('click', () => closeSession(this.id));
+    }
+
+    who(m, kind) {
+      if (kind === 'note') return `${str(m.name) || 'Agent'} · private note`;
+      if (kind === 'url') return 'Link pushed';
+      const from = m.from === 'agent' ? 'agent' : 'customer';
+      if (from === 'customer') return str(m.name) || this.info.customer || 'Customer';
+      const name = str(m.name);
+      return name || (kind === 'file' ? 'Agent' : state.me || 'Agent');
+    }
+
+    mergeInfo(info) {
+      if (!info || typeof info !== 'object') return;
+      const set = (k, v) => { if (v !== undefined && v !== null && v !== '') this.info[k] = String(v); };
+      set('customer', customerName(info));
+      set('portal', info.portal);
+      set('skill', info.skill);
+      set('question', info.question);
+      set('ref', info.ref);
+      set('status', info.status);
+      set('transfer_note', info.transfer_note);
+      const i = this.info;
+      const label = i.customer || `Session ${this.id.slice(-6)}`;
+      this.tabLabel.textContent = label;
+      this.p.name.textContent = i.customer || '—';
+      this.p.portal.textContent = [i.portal, i.skill].filter(Boolean).join(' / ') || '—';
+      this.p.question.textContent = i.question || '—';
+      this.p.ref.textContent = i.ref || '—';
+      if (info.status === 'waiting' || info.status === 'active') {
+        if (!this.closed) this.state = info.status;
+      }
+    }
+
+    renderStatus() {
+      let text;
+      switch (this.closed) {
+        case 'ended': text = `Session ended${this.endedBy ? ` by ${this.endedBy}` : ''}`; break;
+        case 'transferred': text = `Session transferred to ${this.transferredTo}`; break;
+        case 'cancelled': text = 'Session cancelled by the customer'; break;
+        case 'replaced': text = 'Session opened in another window'; break;
+        case 'gone': text = 'Session no longer assigned to you'; break;
+        default:
+          text = this.state === 'waiting' ? 'Session waiting' :
+            this.state === 'active' ? 'Session active' : 'Session connecting…';
+      }
+      this.p.status.textContent = text;
+      this.p.status.dataset.state = this.closed || this.state;
+    }
+
+    onSocketState(s, delay) {
+      if (this.closed) return;
+      if (s === 'connecting') this.p.conn.textContent = 'Connecting…';
+      else if (s === 'open') this.p.conn.textContent = this.peer;
+      else if (s === 'retry') {
+        this.p.conn.textContent = `Connection lost, reconnecting in ${Math.round(delay / 1000)} s…`;
+        // A socket that keeps failing for a session that is no longer ours: stop.
+        if (this.sock.failures >= 3 && state.assigned && state.assigned.at > this.openedAt &&
+            !state.assigned.ids.has(this.id)) {
+          this.close('gone');
+        }
+      }
+    }
+
+    onMessage(m) {
+      switch (m.type) {
+        case 'hello': this.onHello(m); break;
+        case 'chat':
+          if (this.list.chat(m)) this.activity();
+          if (m.from === 'customer') this.theirTyping(false);
+          break;
+        case 'ack': this.list.ack(m); break;
+        case 'url': if (this.list.url(m)) this.activity(); break;
+        case 'note': if (this.list.note(m)) this.activity(); break;
+        case 'file': if (this.list.file(m)) this.activity(); break;
+        case 'typing': if (m.from !== 'agent') this.theirTyping(!!m.on); break;
+        case 'participant': this.onParticipant(m); break;
+        case 'accepted':
+          this.state = 'active';
+          if (!this.closed) this.renderStatus();
+          this.list.system(`Session accepted by ${str(m.agent) || 'an agent'}.`);
+          break;
+        case 'transferred': this.onTransferred(m); break;
+        case 'ended':
+          this.endedBy = str(m.by);
+          this.list.system(`The session ended${this.endedBy ? ` (by ${this.endedBy})` : ''}.`);
+          this.close('ended');
+          this.activity();
+          break;
+        case 'error':
+          showError(this.p.error, str(m.message) || str(m.code) || 'The server refused a message.');
+          break;
+        case 'replaced':
+          this.list.system('This session was opened in another window; this one stopped.');
+          this.close('replaced');
+          break;
+        default: break; // pong, queue, and anything newer
+      }
+    }
+
+    onHello(m) {
+      const s = m.session && typeof m.session === 'object' ? m.session : {};
+      this.mergeInfo(s);
+      if (this.info.transfer_note && !this.shownTransferNote) {
+        this.shownTransferNote = true;
+        this.list.system(`Transfer note: ${this.info.transfer_note}`);
+      }
+      const history = Array.isArray(m.history) ? m.history : [];
+      for (const h of history) {
+        if (h && typeof h === 'object') this.list.ingest(h);
+      }
+      // Pending chats that the archive has (their id came back in the history) were settled by
+      // ingest; the others are sent again with the same id.
+      for (const p of this.list.unsent()) {
+        this.sock.send({ type: 'chat', text: p.text, id: p.id });
+      }
+      this.p.conn.textContent = this.peer;
+      if (s.status === 'ended') {
+        this.close('ended');
+      } else if (s.status === 'cancelled') {
+        this.close('cancelled');
+      } else {
+        if (s.status === 'waiting' || s.status === 'active') this.state = s.status;
+        else if (this.state === 'connecting') this.state = 'active';
+        this.renderStatus();
+      }
+    }
+
+    onParticipant(m) {
+      const name = str(m.name) || (m.who === 'customer' ? this.info.customer || 'The customer' : 'An agent');
+      const joined = m.event === 'join';
+      if (m.who === 'customer') {
+        this.peer = joined ? 'Customer connected' : 'Customer disconnected';
+        if (!this.closed) this.p.conn.textContent = this.peer;
+        if (!joined) this.theirTyping(false);
+      }
+      this.list.system(`${name} ${joined ? 'joined' : 'left'}.`);
+    }
+
+    onTransferred(m) {
+      const to = str(m.to);
+      const note = str(m.note);
+      if (to && to !== 'queue' && to === state.me) {
+        this.list.system(`This session was transferred to you.${note ? ` Note: ${note}` : ''}`);
+        return;
+      }
+      this.transferredTo = to === 'queue' ? 'the queue' : (to || 'another agent');
+      this.list.system(`Transferred to ${this.transferredTo}.${note ? ` Note: ${note}` : ''}`);
+      this.close('transferred');
+      this.activity();
+    }
+
+    theirTyping(on) {
+      clearTimeout(this.theirTypingTimer);
+      this.p.typing.hidden = !on;
+      if (on) this.theirTypingTimer = setTimeout(() => { this.p.typing.hidden = true; }, 6000);
+    }
+
+    activity() {
+      if (state.selected !== this.id) {
+        this.tab.classList.add('unread');
+        this.tabUnread.textContent = ' (new activity)';
+        updateTitle();
+      }
+    }
+
+    controls() {
+      return Array.from(this.panel.querySelectorAll('.composer *, .tools input, .tools button, .tools select, .tools textarea'))
+        .filter((c) => 'disabled' in c && !c.classList.contains('close-tab') && !c.classList.contains('reconnect'));
+    }
+
+    setEnabled(on) {
+      for (const c of this.controls()) c.disabled = !on;
+    }
+
+    close(kind) {
+      if (this.closed === 'ended' && kind !== 'ended') return;
+      this.closed = kind;
+      this.closedAt = Date.now();
+      this.sock.stop();
+      this.typingOut.on = false;
+      clearTimeout(this.typingOut.idle);
+      this.theirTyping(false);
+      this.list.clearPendingOther();
+      this.setEnabled(false);
+      this.p.conn.textContent = '';
+      this.p.reconnect.hidden = kind !== 'replaced';
+      this.p.closeTab.hidden = false;
+      this.panel.classList.add('closed');
+      this.tab.classList.add('closed');
+      this.renderStatus();
+    }
+
+    reopen() {
+      if (this.closed === 'ended') return;
+      this.closed = null;
+      this.state = 'connecting';
+      this.openedAt = Date.now();
+      this.setEnabled(true);
+      this.p.reconnect.hidden = true;
+      this.p.closeTab.hidden = true;
+      this.panel.classList.remove('closed');
+      this.tab.classList.remove('closed');
+      showError(this.p.error, '');
+      this.renderStatus();
+      this.sock.start();
+    }
+
+    sendChat() {
+      if (this.closed) return;
+      const text = this.p.input.value.trim();
+      if (!text) return;
+      if (charCount(text) > CHAT_MAX) {
+        showError(this.p.error, `A message can have at most ${CHAT_MAX} characters.`);
+        return;
+      }
+      showError(this.p.error, '');
+      const id = this.list.addPending(text, state.me || 'You');
+      this.typingOut.stop();
+      this.sock.send({ type: 'chat', text, id }); // if closed, it goes out after the next hello
+      this.p.input.value = '';
+      this.p.input.focus();
+    }
+
+    pushUrl() {
+      if (this.closed) return;
+      const url = this.p.pushUrl.value.trim();
+      if (!safeHref(url) || url.length > URL_MAX) {
+        showError(this.p.error, 'Enter a link that starts with http:// or https:// (at most 2000 characters).');
+        this.p.pushUrl.focus();
+        return;
+      }
+      if (!this.sock.send({ type: 'url', url })) {
+        showError(this.p.error, 'Not connected: the link was not sent. Try again in a moment.');
+        return;
+      }
+      showError(this.p.error, '');
+      this.list.addPendingOther('url', url, 'Link pushed', (n) => this.list.fillLink(n, url, ''));
+      this.p.pushUrl.value = '';
+    }
+
+    addNote() {
+      if (this.closed) return;
+      const text = this.p.noteInput.value.trim();
+      if (!text) return;
+      if (charCount(text) > CHAT_MAX) {
+        showError(this.p.error, `A note can have at most ${CHAT_MAX} characters.`);
+        return;
+      }
+      if (!this.sock.send({ type: 'note', text })) {
+        showError(this.p.error, 'Not connected: the note was not saved. Try again in a moment.');
+        return;
+      }
+      showError(this.p.error, '');
+      this.list.addPendingOther('note', text, `${state.me || 'You'} · private note`, (n) => { n.textContent = text; });
+      this.p.noteInput.value = '';
+    }
+
+    async upload() {
+      const p = this.p;
+      const file = p.fileInput.files && p.fileInput.files[0];
+      if (!file) {
+        showError(p.error, 'Choose a file first.');
+        p.fileInput.focus();
+        return;
+      }
+      showError(p.error, '');
+      p.fileSend.disabled = true;
+      p.progress.max = file.size || 1;
+      p.progress.value = 0;
+      p.progress.hidden = false;
+      p.fileStatus.textContent = `Uploading ${file.name}…`;
+      try {
+        const r = await uploadFile(this.id, file, (loaded, total) => {
+          p.progress.max = total || 1;
+          p.progress.value = loaded;
+        });
+        addFile(p.files, this.id, { name: file.name, size: file.size, ...r });
+        p.fileStatus.textContent = `Uploaded ${str(r.name) || file.name}.`;
+        p.fileInput.value = '';
+      } catch (e) {
+        p.fileStatus.textContent = '';
+        showError(p.error, e.message);
+      } finally {
+        p.progress.hidden = true;
+        if (!this.closed) p.fileSend.disabled = false;
+      }
+    }
+
+    async transfer(toQueue) {
+      const p = this.p;
+      const note = p.transferNote.value.trim();
+      const body = {};
+      let to;
+      if (toQueue) {
+        body.to_queue = true;
+        to = 'the queue';
+      } else {
+        to = p.transferAgent.value.trim();
+        if (!to) {
+          showError(p.error, 'Enter the name of the agent to transfer to.');
+          p.transferAgent.focus();
+          return;
+        }
+        body.to_agent = to;
+      }
+      if (note) body.note = note;
+      showError(p.error, '');
+      const buttons = [p.transferForm.querySelector('.transfer-send'), p.transferQueue];
+      buttons.forEach((b) => { b.disabled = true; });
+      try {
+        await api('POST', `${API}/sessions/${encodeURIComponent(this.id)}/transfer`, body);
+        this.transferredTo = to;
+        this.list.system(`Transferred to ${to}.${note ? ` Note: ${note}` : ''}`);
+        this.close('transferred');
+      } catch (e) {
+        showError(p.error, e.message);
+        if (!this.closed) buttons.forEach((b) => { b.disabled = false; });
+      }
+    }
+
+    async end() {
+      const p = this.p;
+      p.end.disabled = true;
+      showError(p.error, '');
+      try {
+        await api('POST', `${API}/sessions/${encodeURIComponent(this.id)}/end`);
+        if (this.closed !== 'ended') {
+          this.endedBy = state.me || 'agent';
+          this.list.system('You ended the session.');
+          this.close('ended');
+        }
+      } catch (e) {
+        showError(p.error, e.message);
+        if (!this.closed) p.end.disabled = false;
+      }
+    }
+
+    destroy() {
+      this.sock.stop();
+      this.typingOut.stop();
+      clearTimeout(this.theirTypingTimer);
+      this.tab.remove();
+      this.panel.remove();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Tabs
+
+  function openSession(id, info, opts = {}) {
+    if (typeof id !== 'string' || !id) return null;
+    let s = state.sessions.get(id);
+    if (!s) {
+      state.dismissed.delete(id);
+      s = new AgentSession(id, info);
+      state.sessions.set(id, s);
+      state.order.push(id);
+      ui.noSessions.hidden = true;
+      s.sock.start();
+    } else {
+      s.mergeInfo(info);
+      if (s.closed && s.closed !== 'ended' && (opts.revive || Date.now() - s.closedAt > 5000)) s.reopen();
+    }
+    if (opts.select || !state.selected) selectSession(id);
+    return s;
+  }
+
+  function selectSession(id, focusTab) {
+    const target = state.sessions.get(id);
+    if (!target) return;
+    state.selected = id;
+    for (const s of state.sessions.values()) {
+      const on = s.id === id;
+      s.tab.setAttribute('aria-selected', on ? 'true' : 'false');
+      s.tab.tabIndex = on ? 0 : -1;
+      s.tab.classList.toggle('selected', on);
+      s.panel.hidden = !on;
+    }
+    target.tab.classList.remove('unread');
+    target.tabUnread.textContent = '';
+    target.list.scroll(true);
+    if (focusTab) target.tab.focus();
+    updateTitle();
+  }
+
+  function closeSession(id) {
+    const s = state.sessions.get(id);
+    if (!s) return;
+    if (s.closed === 'ended' || s.closed === 'cancelled') state.dismissed.add(id);
+    s.destroy();
+    state.sessions.delete(id);
+    const i = state.order.indexOf(id);
+    state.order.splice(i, 1);
+    if (state.selected === id) {
+      state.selected = null;
+      const next = state.order[Math.min(i, state.order.length - 1)];
+      if (next) selectSession(next, true);
+      else ui.next.focus();
+    }
+    ui.noSessions.hidden = state.order.length > 0;
+    updateTitle();
+  }
+
+  function onTabKey(e) {
+    const i = state.order.indexOf(e.currentTarget.dataset.sessionId);
+    let j = null;
+    if (e.key === 'ArrowRight') j = (i + 1) % state.order.length;
+    else if (e.key === 'ArrowLeft') j = (i - 1 + state.order.length) % state.order.length;
+    else if (e.key === 'Home') j = 0;
+    else if (e.key === 'End') j = state.order.length - 1;
+    if (j === null) return;
+    e.preventDefault();
+    selectSession(state.order[j], true);
+  }
+
+  function updateTitle() {
+    let n = 0;
+    for (const s of state.sessions.values()) if (s.tab.classList.contains('unread')) n += 1;
+    document.title = `${n ? `(${n}) ` : ''}Custos · Agent console`;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Canned replies
+
+  function fillCanned(select) {
+    while (select.options.length > 1) select.remove(1);
+    state.canned.forEach((r, i) => {
+      const o = document.createElement('option');
+      o.value = String(i);
+      o.textContent = str(r && r.title) || `Reply ${i + 1}`;
+      select.append(o);
+    });
+    select.disabled = state.canned.length === 0 || select.closest('.session-panel.closed') !== null;
+  }
+
+  async function loadCanned() {
+    try {
+      const r = await api('GET', `${API}/agent/canned`);
+      state.canned = Array.isArray(r.replies) ? r.replies.filter((x) => x && typeof x === 'object') : [];
+    } catch (_) {
+      state.canned = [];
+    }
+    for (const s of state.sessions.values()) fillCanned(s.p.canned);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Queue (Server-Sent Events)
+
+  function setQueueStatus(text, reconnecting) {
+    ui.queueStatus.textContent = text;
+    ui.queueStatus.classList.toggle('reconnecting', !!reconnecting);
+  }
+
+  function queueItem(w) {
+    const li = el('li', 'queue-item');
+    li.dataset.requestId = str(w.request_id);
+    const head = el('div', 'qi-head');
+    head.append(el('strong', 'qi-name'), el('span', 'qi-wait hint'));
+    li.append(head);
+    li.append(el('p', 'qi-meta'), el('p', 'qi-question'), el('p', 'qi-ref hint'));
+    const b = el('button', 'accept', 'Accept');
+    b.type = 'button';
+    b.addEventListener('click', () => accept(li.dataset.requestId, li._info, b));
+    li.append(b);
+    return li;
+  }
+
+  function updateQueueItem(li, w, now) {
+    li._info = {
+      customer: str(w.name), portal: w.portal, skill: w.skill, question: w.question, ref: w.ref,
+      status: 'waiting',
+    };
+    li._waited = Number(w.waited_s) || 0;
+    li._at = now;
+    const name = str(w.name) || 'Anonymous';
+    $('.qi-name', li).textContent = name;
+    $('.qi-wait', li).textContent = `waiting ${fmtWaited(li._waited)}`;
+    $('.qi-meta', li).textContent = [str(w.portal), str(w.skill)].filter(Boolean).join(' / ');
+    $('.qi-question', li).textContent = str(w.question);
+    const ref = $('.qi-ref', li);
+    ref.textContent = w.ref ? `Ref: ${str(w.ref)}` : '';
+    ref.hidden = !w.ref;
+    $('.accept', li).setAttribute('aria-label', `Accept request from ${name}`);
+  }
+
+  function tickWaits() {
+    const now = Date.now();
+    ui.queue.querySelectorAll('li.queue-item').forEach((li) => {
+      $('.qi-wait', li).textContent = `waiting ${fmtWaited(li._waited + (now - li._at) / 1000)}`;
+    });
+  }
+
+  function renderQueue(d) {
+    if (!d || typeof d !== 'object') return;
+    const now = Date.now();
+    const waiting = Array.isArray(d.waiting) ? d.waiting.filter((w) => w && typeof w === 'object' && w.request_id) : [];
+    const existing = new Map();
+    ui.queue.querySelectorAll('li.queue-item').forEach((li) => existing.set(li.dataset.requestId, li));
+    const keep = new Set();
+    let prev = null;
+    for (const w of waiting) {
+      const id = str(w.request_id);
+      if (keep.has(id)) continue;
+      keep.add(id);
+      let li = existing.get(id);
+      if (!li) li = queueItem(w);
+      updateQueueItem(li, w, now);
+      // Keep order without moving nodes that are already in place (keeps focus).
+      const want = prev ? prev.nextElementSibling : ui.queue.firstElementChild;
+      if (want !== li) ui.queue.insertBefore(li, want);
+      prev = li;
+    }
+    for (const [id, li] of existing) {
+      if (!keep.has(id)) {
+        const hadFocus = li.contains(document.activeElement);
+        li.remove();
+        if (hadFocus) ui.next.focus();
+      }
+    }
+    const n = keep.size;
+    setQueueStatus(n === 0 ? 'Live · no one is waiting' : `Live · ${n} waiting`, false);
+
+    const sessions = Array.isArray(d.sessions) ? d.sessions.filter((s) => s && typeof s === 'object' && s.session_id) : [];
+    state.assigned = { at: now, ids: new Set(sessions.map((s) => str(s.session_id))) };
+    for (const s of sessions) {
+      const id = str(s.session_id);
+      if (s.status === 'ended' || s.status === 'cancelled') continue;
+      if (!state.sessions.has(id) && state.dismissed.has(id)) continue;
+      openSession(id, s, {});
+    }
+  }
+
+  function startQueueStream() {
+    stopQueueStream();
+    let es;
+    try {
+      es = new EventSource(`${API}/queue/stream`);
+    } catch (_) {
+      retryQueueStream();
+      return;
+    }
+    state.es = es;
+    es.addEventListener('queue', (ev) => {
+      let d;
+      try { d = JSON.parse(ev.data); } catch (_) { return; }
+      state.esAttempt = 0;
+      renderQueue(d);
+    });
+    es.onopen = () => {
+      state.esAttempt = 0;
+      if (ui.queueStatus.classList.contains('reconnecting')) setQueueStatus('Live', false);
+    };
+    es.onerror = () => {
+      if (state.es !== es) return;
+      setQueueStatus('Reconnecting…', true);
+      // EventSource retries by itself unless the server answered with an error status.
+      if (es.readyState === EventSource.CLOSED) retryQueueStream();
+    };
+  }
+
+  function retryQueueStream() {
+    stopQueueStream();
+    setQueueStatus('Reconnecting…', true);
+    const delay = Math.min(30000, 2000 * 2 ** state.esAttempt);
+    state.esAttempt += 1;
+    state.esRetry = setTimeout(async () => {
+      try {
+        await api('GET', `${API}/me`); // a 401 here returns to the login form
+        startQueueStream();
+      } catch (e) {
+        if (state.started && e.status !== 401) retryQueueStream();
+      }
+    }, delay);
+  }
+
+  function stopQueueStream() {
+    clearTimeout(state.esRetry);
+    state.esRetry = null;
+    if (state.es) {
+      state.es.close();
+      state.es = null;
+    }
+  }
+
+  async function loadQueueOnce() {
+    try {
+      renderQueue(await api('GET', `${API}/queue`));
+    } catch (e) {
+      if (e.status !== 401) showError(ui.consoleError, e.message);
+    }
+  }
+
+  async function accept(requestId, info, button) {
+    button.disabled = true;
+    showError(ui.consoleError, '');
+    try {
+      const r = await api('POST', `${API}/requests/${encodeURIComponent(requestId)}/accept`);
+      const li = button.closest('li');
+      if (li) li.remove();
+      openSession(str(r.session_id) || requestId, info, { select: true, revive: true });
+      focusSelectedInput();
+    } catch (e) {
+      showError(ui.consoleError, e.message);
+      button.disabled = false;
+    }
+  }
+
+  async function takeNext() {
+    ui.next.disabled = true;
+    ui.nextStatus.textContent = '';
+    showError(ui.consoleError, '');
+    try {
+      const r = await api('POST', `${API}/queue/next`);
+      const sid = str(r.session_id);
+      const li = ui.queue.querySelector(`li.queue-item[data-request-id="${CSS.escape(sid)}"]`);
+      const info = li ? li._info : undefined;
+      if (li) li.remove();
+      openSession(sid, info, { select: true, revive: true });
+      focusSelectedInput();
+    } catch (e) {
+      if (e.status === 409) ui.nextStatus.textContent = 'Nothing waiting that you can take right now.';
+      else showError(ui.consoleError, e.message);
+    } finally {
+      ui.next.disabled = false;
+    }
+  }
+
+  function focusSelectedInput() {
+    const s = state.sessions.get(state.selected);
+    if (s && !s.closed) s.p.input.focus();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Codes, presence
+
+  async function newCode(e) {
+    e.preventDefault();
+    const ref = ui.codeRef.value.trim();
+    ui.codeNew.disabled = true;
+    showError(ui.consoleError, '');
+    try {
+      const r = await api('POST', `${API}/codes`, ref ? { ref } : {});
+      ui.codeValue.textContent = str(r.code);
+      const exp = r.expires_at ? new Date(r.expires_at) : null;
+      if (exp && !Number.isNaN(exp.getTime())) {
+        const mins = Math.max(0, Math.round((exp.getTime() - Date.now()) / 60000));
+        ui.codeExpiry.textContent = `Valid until ${fmtTime(r.expires_at)} (about ${mins} min)${ref ? ` · ref ${ref}` : ''}`;
+      } else {
+        ui.codeExpiry.textContent = str(r.expires_at) ? `Valid until ${str(r.expires_at)}` : '';
+      }
+      ui.codeRef.value = '';
+    } catch (err) {
+      showError(ui.consoleError, err.message);
+    } finally {
+      ui.codeNew.disabled = false;
+    }
+  }
+
+  let presenceValue = 'available';
+
+  async function setPresence(status) {
+    try {
+      await api('POST', `${API}/agent/presence`, { status });
+      presenceValue = status;
+      ui.presence.value = status;
+    } catch (e) {
+      ui.presence.value = presenceValue;
+      if (e.status !== 401) showError(ui.consoleError, e.message);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Login, password change, logout
+
+  function showOnly(which) {
+    ui.boot.hidden = true;
+    ui.login.hidden = which !== 'login';
+    ui.passwordForm.hidden = which !== 'password';
+    ui.console.hidden = which !== 'console';
+  }
+
+  function showLogin(message) {
+    stopConsole();
+    showOnly('login');
+    showError(ui.loginError, message || '');
+    ui.loginName.focus();
+  }
+
+  function showPasswordForm() {
+    stopConsole();
+    showOnly('password');
+    showError(ui.pwError, '');
+    ui.pwCurrent.focus();
+  }
+
+  function onUnauthorized() {
+    if (ui.login.hidden || state.started) showLogin('Your sign-in has expired. Please sign in again.');
+  }
+
+  function startConsole(name) {
+    state.me = str(name);
+    ui.whoami.textContent = state.me;
+    showOnly('console');
+    if (state.started) return;
+    state.started = true;
+    showError(ui.consoleError, '');
+    ui.presence.value = 'available';
+    setPresence('available');
+    loadCanned();
+    loadQueueOnce();
+    startQueueStream();
+    clearInterval(state.waitTicker);
+    state.waitTicker = setInterval(tickWaits, 5000);
+  }
+
+  function stopConsole() {
+    if (!state.started) return;
+    state.started = false;
+    stopQueueStream();
+    clearInterval(state.waitTicker);
+    for (const s of state.sessions.values()) s.destroy();
+    state.sessions.clear();
+    state.order = [];
+    state.selected = null;
+    state.assigned = null;
+    ui.queue.textContent = '';
+    ui.noSessions.hidden = false;
+    ui.codeValue.textContent = '';
+    ui.codeExpiry.textContent = '';
+    updateTitle();
+  }
+
+  async function onLogin(e) {
+    e.preventDefault();
+    const name = ui.loginName.value.trim();
+    const password = ui.loginPassword.value;
+    if (!name || !password) {
+      showError(ui.loginError, 'Enter your name and password.');
+      (name ? ui.loginPassword : ui.loginName).focus();
+      return;
+    }
+    showError(ui.loginError, '');
+    ui.loginSubmit.disabled = true;
+    try {
+      const r = await api('POST', `${API}/auth/login`, { name, password }, { noAuthRedirect: true });
+      ui.loginPassword.value = '';
+      const who = (r.user && r.user.name) || r.name || name;
+      state.me = str(who);
+      if (r.password_change_required) showPasswordForm();
+      else startConsole(who);
+    } catch (err) {
+      showError(ui.loginError, err.message);
+      ui.loginPassword.select();
+      ui.loginPassword.focus();
+    } finally {
+      ui.loginSubmit.disabled = false;
+    }
+  }
+
+  async function onPasswordChange(e) {
+    e.preventDefault();
+    const current = ui.pwCurrent.value;
+    const next = ui.pwNew.value;
+    if (!current || !next) {
+      showError(ui.pwError, 'Enter your current password and a new one.');
+      (current ? ui.pwNew : ui.pwCurrent).focus();
+      return;
+    }
+    showError(ui.pwError, '');
+    ui.pwSubmit.disabled = true;
+    try {
+      await api('POST', `${API}/auth/password`, { current_password: current, new_password: next }, { noAuthRedirect: true });
+      ui.pwCurrent.value = '';
+      ui.pwNew.value = '';
+      let name = state.me;
+      if (!name) {
+        const me = await api('GET', `${API}/me`);
+        name = me.name;
+      }
+      startConsole(name);
+    } catch (err) {
+      if (err.status === 401) {
+        showLogin(err.message);
+        return;
+      }
+      showError(ui.pwError, err.message);
+    } finally {
+      ui.pwSubmit.disabled = false;
+    }
+  }
+
+  async function onLogout() {
+    ui.logout.disabled = true;
+    showError(ui.consoleError, '');
+    try {
+      await api('POST', `${API}/agent/presence`, { status: 'offline' }, { noAuthRedirect: true }).catch(() => {});
+      await api('POST', `${API}/auth/logout`, undefined, { noAuthRedirect: true });
+      state.me = null;
+      showLogin('');
+    } catch (e) {
+      if (e.status === 401) {
+        state.me = null;
+        showLogin('');
+      } else {
+        showError(ui.consoleError, e.message);
+      }
+    } finally {
+      ui.logout.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Boot
+
+  async function boot() {
+    const ids = {
+      boot: 'boot', login: 'login', loginForm: 'login-form', loginName: 'login-name',
+      loginPassword: 'login-password', loginSubmit: 'login-submit', loginError: 'login-error',
+      passwordForm: 'password-form', pwCurrent: 'pw-current', pwNew: 'pw-new', pwSubmit: 'pw-submit',
+      pwError: 'pw-error', console: 'console', whoami: 'whoami', logout: 'logout', presence: 'presence',
+      consoleError: 'console-error', queue: 'queue', queueStatus: 'queue-status', next: 'next',
+      nextStatus: 'next-status', codeForm: 'code-form', codeRef: 'code-ref', codeNew: 'code-new',
+      codeValue: 'code-value', codeExpiry: 'code-expiry', tabs: 'tabs', panels: 'panels',
+      noSessions: 'no-sessions', template: 'panel-template',
+    };
+    for (const [k, id] of Object.entries(ids)) ui[k] = document.getElementById(id);
+
+    ui.loginForm.addEventListener('submit', onLogin);
+    ui.passwordForm.addEventListener('submit', onPasswordChange);
+    ui.logout.addEventListener('click', onLogout);
+    ui.presence.addEventListener('change', () => setPresence(ui.presence.value));
+    ui.next.addEventListener('click', takeNext);
+    ui.codeForm.addEventListener('submit', newCode);
+
+    try {
+      const me = await api('GET', `${API}/me`, undefined, { noAuthRedirect: true });
+      state.me = str(me.name);
+      if (me.password_change_required) showPasswordForm();
+      else startConsole(me.name);
+    } catch (e) {
+      showLogin(e.status === 401 ? '' : e.message);
+    }
+  }
+
+  boot();
+})();
