@@ -261,6 +261,9 @@ pub struct App {
     pub fingerprint: String,
     pub archive: Archive,
     pub throttle: Throttle,
+    /// Throttles connection-code redemption per address and across the appliance.
+    pub code_throttle: Throttle,
+    pub sessions: crate::session::Sessions,
     store: Arc<Mutex<Store>>,
     unsealed: RwLock<Option<Unsealed>>,
 }
@@ -308,7 +311,7 @@ impl App {
 
     /// Installs an unsealed master key: checks it against the data directory, then recovers
     /// objects a crash left open, then records the unseal.
-    async fn install(&self, keyring: Keyring, actor: Event) -> Result<(), AppError> {
+    async fn install(self: &Arc<Self>, keyring: Keyring, actor: Event) -> Result<(), AppError> {
         let keyring = Arc::new(keyring);
         let kr = keyring.clone();
         let origin = self.origin.clone();
@@ -340,12 +343,22 @@ impl App {
             signer: Arc::new(signer),
         });
         self.audit(actor).await?;
+        let live = crate::session::Sessions::load(self)
+            .await
+            .map_err(|e| AppError::Refused(e.to_string()))?;
+        if live > 0 {
+            tracing::info!(sessions = live, "waiting and active sessions restored");
+        }
         Ok(())
     }
 
     /// Unseals with a passphrase. Wrong passphrases are audited and throttled; attempts are
     /// counted before argon2 runs, so concurrent guesses cannot slip past the limit.
-    pub async fn unseal(&self, passphrase: String, source: &Source) -> Result<(), AppError> {
+    pub async fn unseal(
+        self: &Arc<Self>,
+        passphrase: String,
+        source: &Source,
+    ) -> Result<(), AppError> {
         if !self.is_sealed() {
             return Ok(());
         }
@@ -495,6 +508,8 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         appliance_id,
         fingerprint: fingerprint.clone(),
         throttle: Throttle::new(5),
+        code_throttle: Throttle::new(10),
+        sessions: crate::session::Sessions::new(),
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),
     });
@@ -556,10 +571,12 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         Err(_) => tracing::warn!("connections still open after 15 s; closing them"),
     }
     let _ = checkpoints.await;
+    // Seal what the live sessions have recorded; they continue in new objects after a restart.
+    let sealed = app.sessions.seal_all().await;
     app.audit(Event::system(
         "server.stop",
         "appliance",
-        json!({ "reason": "signal" }),
+        json!({ "reason": "signal", "sessions_sealed": sealed }),
     ))
     .await?;
     app.write_checkpoint().await;
@@ -606,6 +623,9 @@ async fn checkpoint_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         app.write_checkpoint().await;
+        if !app.is_sealed() {
+            crate::session::Sessions::sweep(&app).await;
+        }
         ticks += 1;
         if ticks.is_multiple_of((3600 / app.config.checkpoint_interval_s).max(1)) {
             let _ = app

@@ -61,6 +61,9 @@ pub enum Cmd {
     /// Manage the key hierarchy.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Connection codes ("phone mode").
+    #[command(subcommand)]
+    Code(CodeCmd),
     /// Protect the master key with a passphrase and seal the running server.
     Seal {
         /// File whose first line is the passphrase (else you are prompted).
@@ -84,11 +87,36 @@ pub enum UserCmd {
         /// File whose first line is the password.
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Portals and skills the agent works in, as PORTAL:SKILL, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        skills: Vec<String>,
+    },
+    /// Set the portals and skills an agent works in (replacing the previous ones).
+    Grant {
+        name: String,
+        /// PORTAL:SKILL entries.
+        #[arg(required = true)]
+        skills: Vec<String>,
     },
     /// List users.
     List,
     /// Disable a user and end their sessions.
     Disable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CodeCmd {
+    /// Issue a one-time connection code for an agent; prints the code.
+    New {
+        #[arg(long)]
+        agent: String,
+        /// External ticket id to tag the session with.
+        #[arg(long = "ref")]
+        external_ref: Option<String>,
+        /// Lifetime in seconds (60 to 3600; default from custos.toml, 600).
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,6 +180,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Key(KeyCmd::Rotate { passphrase_file }) => {
             key_rotate(&dir, passphrase_file.as_deref())
         }
+        Cmd::Code(CodeCmd::New {
+            agent,
+            external_ref,
+            ttl,
+        }) => code_new(&dir, &agent, external_ref, ttl),
         Cmd::Seal { passphrase_file } => seal(&dir, passphrase_file.as_deref()),
         Cmd::Unseal { passphrase_file } => unseal(&dir, passphrase_file.as_deref()),
     }
@@ -210,9 +243,11 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
             name,
             role,
             password_file,
+            skills,
         } => {
             let name: UserName = name.parse()?;
             let role: Role = role.parse()?;
+            let skills = parse_skills(dir, &skills)?;
             let (password, one_time) = match password_file {
                 Some(f) => {
                     let p = read_secret(Some(&f), "")?;
@@ -224,11 +259,13 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
             let hash = crate::crypto::hash_password(&password);
             let now = now_rfc3339();
             store.write(|tx| {
-                tx.user_insert(name.as_str(), role, &hash, one_time, &now)?;
+                let uid = tx.user_insert(name.as_str(), role, &hash, one_time, &now)?;
+                tx.agent_skills_set(uid, &skills)?;
+                let shown: Vec<String> = skills.iter().map(|(p, s)| format!("{p}/{s}")).collect();
                 let ev = Event {
                     action: "user.created".into(),
                     target: format!("user:{name}"),
-                    details: json!({ "role": role, "one_time_password": one_time }),
+                    details: json!({ "role": role, "one_time_password": one_time, "skills": shown }),
                     ..app::cli_actor()
                 };
                 audit::append_tx(tx, &[ev])
@@ -239,6 +276,24 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
                     "one-time password: {password}  (shown only now; it must be changed at first login)"
                 );
             }
+        }
+        UserCmd::Grant { name, skills } => {
+            let skills = parse_skills(dir, &skills)?;
+            let shown: Vec<String> = skills.iter().map(|(p, s)| format!("{p}/{s}")).collect();
+            store.write(|tx| {
+                let user = tx
+                    .user_by_name(&name)?
+                    .ok_or_else(|| crate::store::StoreError::NotFound(format!("user {name:?}")))?;
+                tx.agent_skills_set(user.id, &skills)?;
+                let ev = Event {
+                    action: "user.skills_set".into(),
+                    target: format!("user:{name}"),
+                    details: json!({ "skills": shown }),
+                    ..app::cli_actor()
+                };
+                audit::append_tx(tx, &[ev])
+            })?;
+            println!("{name} works in: {}", shown.join(", "));
         }
         UserCmd::List => {
             let users = store.read(|tx| tx.users())?;
@@ -278,6 +333,67 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
             println!("disabled user {name}");
         }
     }
+    Ok(0)
+}
+
+/// Parses PORTAL:SKILL entries against the configured portals.
+fn parse_skills(dir: &DataDir, raw: &[String]) -> Result<Vec<(String, String)>> {
+    let config = crate::config::Config::load(dir.root())?;
+    raw.iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (p, k) = s
+                .split_once(':')
+                .ok_or_else(|| anyhow!("{s:?} is not PORTAL:SKILL"))?;
+            if !config.portal(p).is_some_and(|pp| pp.has_skill(k)) {
+                bail!("there is no skill {k:?} in a portal {p:?} (see custos.toml)");
+            }
+            Ok((p.to_string(), k.to_string()))
+        })
+        .collect()
+}
+
+fn code_new(
+    dir: &DataDir,
+    agent: &str,
+    external_ref: Option<String>,
+    ttl: Option<i64>,
+) -> Result<i32> {
+    let config = crate::config::Config::load(dir.root())?;
+    let ttl = ttl.unwrap_or(config.code_ttl_s);
+    if !(60..=3600).contains(&ttl) {
+        bail!("--ttl must be between 60 and 3600 seconds");
+    }
+    let mut store = dir.open_store()?;
+    let now = crate::model::unix_now();
+    let code = store.write(|tx| {
+        let user = tx
+            .user_by_name(agent)?
+            .ok_or_else(|| crate::store::StoreError::NotFound(format!("user {agent:?}")))?;
+        if user.disabled || !matches!(user.role, Role::Agent | Role::Admin) {
+            return Err(crate::store::StoreError::Conflict(format!(
+                "{agent} is not an active agent"
+            )));
+        }
+        tx.codes_purge(now)?;
+        for _ in 0..20 {
+            let c = crate::session::new_code();
+            if tx.code_insert(&c, user.id, external_ref.as_deref(), now, now + ttl)? {
+                let ev = Event {
+                    action: "code.issued".into(),
+                    target: format!("code:{}", &c[..3]),
+                    details: json!({ "agent": agent, "ref": external_ref, "ttl_s": ttl }),
+                    ..app::cli_actor()
+                };
+                audit::append_tx(tx, &[ev])?;
+                return Ok(c);
+            }
+        }
+        Err(crate::store::StoreError::Conflict(
+            "no free code found; try again".into(),
+        ))
+    })?;
+    println!("{}", crate::session::format_code(&code));
     Ok(0)
 }
 

@@ -32,6 +32,7 @@ pub mod config;
 pub mod crypto;
 pub mod keys;
 pub mod model;
+pub mod session;
 pub mod store;
 pub mod tls;
 pub mod web;

@@ -968,6 +968,14 @@ impl Tx<'_> {
         Ok(())
     }
 
+    pub fn session_set_skill(&self, id: &str, skill: &str) -> Result<()> {
+        self.0.execute(
+            "UPDATE sessions SET skill = ?2 WHERE id = ?1",
+            params![id, skill],
+        )?;
+        Ok(())
+    }
+
     /// The archive objects of a session of one data class, in the order they were created.
     pub fn session_objects(&self, session_id: &str, class: &str) -> Result<Vec<ObjectId>> {
         let mut stmt = self.0.prepare(
@@ -1115,6 +1123,14 @@ impl Tx<'_> {
             params![code, session_id, now],
         )?;
         Ok(n == 1)
+    }
+
+    pub fn code_set_session(&self, code: &str, session_id: &str) -> Result<()> {
+        self.0.execute(
+            "UPDATE codes SET session_id = ?2 WHERE code = ?1",
+            params![code, session_id],
+        )?;
+        Ok(())
     }
 
     pub fn code_cancel(&self, code: &str, agent_id: Option<i64>) -> Result<bool> {

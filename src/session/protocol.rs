@@ -52,7 +52,10 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -66,10 +69,16 @@ fn text_ok(what: &str, t: &str, max: usize) -> Result<(), Refusal> {
         return Err(Refusal::new("bad_message", format!("{what} is empty")));
     }
     if n > max {
-        return Err(Refusal::new("too_long", format!("{what} has {n} characters; the limit is {max}")));
+        return Err(Refusal::new(
+            "too_long",
+            format!("{what} has {n} characters; the limit is {max}"),
+        ));
     }
     if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(Refusal::new("bad_message", format!("{what} contains control characters")));
+        return Err(Refusal::new(
+            "bad_message",
+            format!("{what} contains control characters"),
+        ));
     }
     Ok(())
 }
@@ -77,16 +86,25 @@ fn text_ok(what: &str, t: &str, max: usize) -> Result<(), Refusal> {
 /// Parses one text frame.
 pub fn parse(frame: &str) -> Result<ClientMsg, Refusal> {
     if frame.len() > MAX_FRAME {
-        return Err(Refusal::new("too_long", format!("message of {} bytes; the limit is {MAX_FRAME}", frame.len())));
+        return Err(Refusal::new(
+            "too_long",
+            format!("message of {} bytes; the limit is {MAX_FRAME}", frame.len()),
+        ));
     }
-    let raw: Raw = serde_json::from_str(frame).map_err(|e| Refusal::new("bad_message", format!("not a valid message: {e}")))?;
+    let raw: Raw = serde_json::from_str(frame)
+        .map_err(|e| Refusal::new("bad_message", format!("not a valid message: {e}")))?;
     Ok(match raw {
         Raw::Chat { text, id } => {
             text_ok("chat text", &text, MAX_CHAT_CHARS)?;
             if let Some(i) = &id
-                && (i.is_empty() || i.len() > MAX_CLIENT_ID || !i.bytes().all(|b| b.is_ascii_graphic()))
+                && (i.is_empty()
+                    || i.len() > MAX_CLIENT_ID
+                    || !i.bytes().all(|b| b.is_ascii_graphic()))
             {
-                return Err(Refusal::new("bad_message", format!("client id must be 1-{MAX_CLIENT_ID} printable ASCII characters")));
+                return Err(Refusal::new(
+                    "bad_message",
+                    format!("client id must be 1-{MAX_CLIENT_ID} printable ASCII characters"),
+                ));
             }
             ClientMsg::Chat { text, id }
         }
@@ -94,8 +112,13 @@ pub fn parse(frame: &str) -> Result<ClientMsg, Refusal> {
         Raw::Url { url, title } => {
             text_ok("url", &url, MAX_URL_CHARS)?;
             let lower = url.to_ascii_lowercase();
-            if !(lower.starts_with("https://") || lower.starts_with("http://")) || url.contains(char::is_whitespace) {
-                return Err(Refusal::new("bad_message", "url must be an http or https address without spaces"));
+            if !(lower.starts_with("https://") || lower.starts_with("http://"))
+                || url.contains(char::is_whitespace)
+            {
+                return Err(Refusal::new(
+                    "bad_message",
+                    "url must be an http or https address without spaces",
+                ));
             }
             if let Some(t) = &title {
                 text_ok("title", t, 200)?;
@@ -142,10 +165,22 @@ mod tests {
 
     #[test]
     fn good_messages_parse() {
-        assert_eq!(parse(r#"{"type":"chat","text":"hi","id":"c1"}"#).unwrap(), ClientMsg::Chat { text: "hi".into(), id: Some("c1".into()) });
-        assert_eq!(parse(r#"{"type":"typing","on":true}"#).unwrap(), ClientMsg::Typing { on: true });
+        assert_eq!(
+            parse(r#"{"type":"chat","text":"hi","id":"c1"}"#).unwrap(),
+            ClientMsg::Chat {
+                text: "hi".into(),
+                id: Some("c1".into())
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"typing","on":true}"#).unwrap(),
+            ClientMsg::Typing { on: true }
+        );
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMsg::Ping);
-        assert!(matches!(parse(r#"{"type":"url","url":"https://example.org/kb/1"}"#).unwrap(), ClientMsg::Url { .. }));
+        assert!(matches!(
+            parse(r#"{"type":"url","url":"https://example.org/kb/1"}"#).unwrap(),
+            ClientMsg::Url { .. }
+        ));
     }
 
     #[test]
@@ -156,13 +191,19 @@ mod tests {
             (r#"{"type":"chat","text":""}"#, "bad_message"),
             (r#"{"type":"chat","text":"hi","extra":1}"#, "bad_message"),
             (r#"{"type":"shout","text":"hi"}"#, "bad_message"),
-            (r#"{"type":"url","url":"javascript:alert(1)"}"#, "bad_message"),
+            (
+                r#"{"type":"url","url":"javascript:alert(1)"}"#,
+                "bad_message",
+            ),
             (r#"{"type":"chat","text":"a\u0000b"}"#, "bad_message"),
             (r#"{"type":"chat","text":"x","id":""}"#, "bad_message"),
         ] {
             assert_eq!(parse(frame).unwrap_err().code, code, "{frame}");
         }
-        let long = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(MAX_CHAT_CHARS + 1));
+        let long = format!(
+            r#"{{"type":"chat","text":"{}"}}"#,
+            "x".repeat(MAX_CHAT_CHARS + 1)
+        );
         assert_eq!(parse(&long).unwrap_err().code, "too_long");
         let huge = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(MAX_FRAME));
         assert_eq!(parse(&huge).unwrap_err().code, "too_long");

@@ -16,7 +16,10 @@ const CHANNEL: usize = 1024;
 
 pub enum Record {
     /// A line for the transcript; once durable, `ack` (if any) is sent to its sender.
-    Transcript { line: String, ack: Option<(super::ConnTx, String)> },
+    Transcript {
+        line: String,
+        ack: Option<(super::ConnTx, String)>,
+    },
     /// A line for the events object.
     Event { line: String },
     /// Seal both objects and stop.
@@ -58,7 +61,10 @@ async fn open(app: &Arc<App>, session_id: &str, class: DataClass) -> Option<Obje
     let keys = app.keys()?;
     let archive = app.archive.clone();
     let sid = session_id.to_string();
-    match app.db(move |s| archive.create(s, &keys, Some(&sid), class)).await {
+    match app
+        .db(move |s| archive.create(s, &keys, Some(&sid), class))
+        .await
+    {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::error!(session = session_id, error = %e, "cannot create an archive object; recording stopped");
@@ -68,7 +74,10 @@ async fn open(app: &Arc<App>, session_id: &str, class: DataClass) -> Option<Obje
 }
 
 async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::Receiver<Record>) {
-    let mut w = Writers { transcript: None, events: None };
+    let mut w = Writers {
+        transcript: None,
+        events: None,
+    };
     let mut batch = Vec::with_capacity(64);
     loop {
         if rx.recv_many(&mut batch, 256).await == 0 {
@@ -95,7 +104,13 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
             if !e_lines.is_empty() && w.events.is_none() {
                 w.events = open(&app, &session_id, DataClass::Events).await;
             }
-            let moved = std::mem::replace(&mut w, Writers { transcript: None, events: None });
+            let moved = std::mem::replace(
+                &mut w,
+                Writers {
+                    transcript: None,
+                    events: None,
+                },
+            );
             w = tokio::task::spawn_blocking(move || append(moved, &t_lines, &e_lines))
                 .await
                 .expect("recorder append panicked");

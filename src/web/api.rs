@@ -50,7 +50,7 @@ pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -66,7 +66,13 @@ fn require(p: &Principal, perm: Permission) -> Result<(), ApiError> {
     }
 }
 
-fn event(p: &Principal, src: &Source, action: &str, target: &str, details: Value) -> Event {
+pub(super) fn event(
+    p: &Principal,
+    src: &Source,
+    action: &str,
+    target: &str,
+    details: Value,
+) -> Event {
     Event {
         actor: p.name.clone(),
         role: p.role.as_str().into(),
@@ -96,6 +102,37 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
     v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
+/// The principal behind a request's bearer token or session cookie, if any. A request that
+/// authenticates by cookie and changes something must carry `X-Custos-CSRF: 1`: browsers
+/// cannot add custom headers to cross-site requests without a CORS preflight, which is never
+/// granted, so a forged cross-site form or fetch fails here.
+pub(super) async fn authenticate(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    method: &axum::http::Method,
+) -> Result<Option<Principal>, ApiError> {
+    let (token, by_cookie) = match bearer_token(headers) {
+        Some(t) => (t, false),
+        None => match cookie_token(headers) {
+            Some(t) => (t, true),
+            None => return Ok(None),
+        },
+    };
+    let safe = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
+    if by_cookie
+        && !safe
+        && headers
+            .get("x-custos-csrf")
+            .is_none_or(|v| v.as_bytes() != b"1")
+    {
+        return Err(ApiError::forbidden(
+            "a cookie-authenticated change needs the header X-Custos-CSRF: 1",
+        ));
+    }
+    let p = app.db(move |s| auth::principal(s, &token)).await?;
+    Ok(p)
+}
+
 /// An authenticated request. A user who must change their password may only do that (and read
 /// who they are, and log out) until they have.
 pub struct Authed(pub Principal);
@@ -104,11 +141,7 @@ impl FromRequestParts<Arc<App>> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers)
-            .or_else(|| cookie_token(&parts.headers))
-            .ok_or_else(ApiError::unauthorized)?;
-        let p = app
-            .db(move |s| auth::principal(s, &token))
+        let p = authenticate(app, &parts.headers, &parts.method)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         let path = parts.uri.path();

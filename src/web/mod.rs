@@ -8,6 +8,8 @@
 
 mod api;
 mod error;
+mod pages;
+mod sessions;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -44,7 +46,9 @@ pub enum Surface {
 
 /// Builds the router for one surface.
 pub fn router(app: Arc<App>, surface: Surface) -> Router {
-    let mut r = api::routes();
+    let mut r = api::routes()
+        .merge(sessions::routes(&app))
+        .merge(pages::routes());
     if surface == Surface::Local {
         r = r.merge(api::local_routes());
     }

@@ -5,4 +5,5 @@ mod archive;
 mod audit;
 mod cli;
 mod https;
+mod sessions;
 mod util;

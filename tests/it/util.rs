@@ -287,3 +287,93 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
 pub fn raw_db(dir: &Dir) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.path().join("custos.db")).unwrap()
 }
+
+/// A WebSocket client speaking to a running server over the pinned TLS connection.
+pub struct Ws {
+    rt: tokio::runtime::Runtime,
+    inner:
+        tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+}
+
+impl Server {
+    /// Opens the relay socket of a session with the given `Authorization` header value.
+    pub fn ws(&self, session: &str, authorization: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let fp = custos::tls::parse_fingerprint(&self.fingerprint).unwrap();
+        let cfg = custos::tls::pinned_client_config_with(fp, &[&rustls::version::TLS13]).unwrap();
+        let mut cfg = (*cfg).clone();
+        cfg.alpn_protocols.clear();
+        let addr = self.addr.clone();
+        let url = format!("wss://{addr}/api/v1/sessions/{session}/ws");
+        let auth = authorization.to_string();
+        let inner = rt.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut()
+                .insert("authorization", auth.parse().unwrap());
+            let (ws, _) = tokio_tungstenite::client_async(req, tls)
+                .await
+                .expect("websocket handshake");
+            ws
+        });
+        Ws { rt, inner }
+    }
+}
+
+impl Ws {
+    pub fn send(&mut self, v: &Value) {
+        use futures_util::SinkExt;
+        let msg = tokio_tungstenite::tungstenite::Message::Text(v.to_string().into());
+        self.rt.block_on(self.inner.send(msg)).unwrap();
+    }
+
+    pub fn send_raw(&mut self, text: String) -> bool {
+        use futures_util::SinkExt;
+        self.rt
+            .block_on(
+                self.inner
+                    .send(tokio_tungstenite::tungstenite::Message::Text(text.into())),
+            )
+            .is_ok()
+    }
+
+    /// The next JSON message, or `None` if the socket closed (or nothing came for 10 s).
+    pub fn recv(&mut self) -> Option<Value> {
+        use futures_util::StreamExt;
+        loop {
+            let next = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), self.inner.next()).await
+            });
+            match next {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                    return Some(serde_json::from_str(&t).unwrap());
+                }
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))))
+                | Ok(Some(Err(_)))
+                | Ok(None)
+                | Err(_) => return None,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Reads messages until one of type `kind` arrives; panics if the socket closes first.
+    pub fn expect(&mut self, kind: &str) -> Value {
+        loop {
+            match self.recv() {
+                Some(v) if v["type"] == kind => return v,
+                Some(_) => continue,
+                None => panic!("socket closed while waiting for a {kind:?} message"),
+            }
+        }
+    }
+}

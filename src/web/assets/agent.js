@@ -138,6 +138,7 @@
       this.failures = 0;
       this.retryTimer = null;
       this.pingTimer = null;
+      this.gen = 0; // counts connections, to tell which pending messages went out on this one
     }
 
     url() {
@@ -156,6 +157,7 @@
       if (this.stopped) return;
       clearTimeout(this.retryTimer);
       this.retryTimer = null;
+      this.gen += 1;
       let ws;
       try {
         ws = new WebSocket(this.url());
@@ -358,7 +360,7 @@
       $('.text', li).textContent = text;
       this.setState(li, 'sending…');
       this.place(li, null);
-      this.pending.set(id, { li, text, sent: false });
+      this.pending.set(id, { li, text, gen: -1 });
       return id;
     }
 
@@ -449,9 +451,9 @@
     url(m) {
       const seq = toSeq(m.seq);
       let li = seq !== null ? this.bySeq.get(seq) : null;
-      const fresh = !li;
+      let fresh = false;
       if (!li) li = this.takePendingOther('url', str(m.url));
-      if (!li) li = this.build('url', '', m.at);
+      if (!li) { li = this.build('url', '', m.at); fresh = true; }
       li.dataset.from = 'url';
       this.setMeta(li, this.opts.who(m, 'url'), m.at);
       this.fillLink($('.text', li), m.url, m.title);
@@ -463,9 +465,9 @@
     note(m) {
       const seq = toSeq(m.seq);
       let li = seq !== null ? this.bySeq.get(seq) : null;
-      const fresh = !li;
+      let fresh = false;
       if (!li) li = this.takePendingOther('note', str(m.text));
-      if (!li) li = this.build('note', '', m.at);
+      if (!li) { li = this.build('note', '', m.at); fresh = true; }
       li.dataset.from = 'note';
       this.setMeta(li, this.opts.who(m, 'note'), m.at);
       $('.text', li).textContent = str(m.text);
@@ -491,8 +493,8 @@
     }
 
     // After a reconnect: pending chat messages not in the history are sent again.
-    unsent() {
-      return Array.from(this.pending.entries()).map(([id, p]) => ({ id, text: p.text }));
+    unsent(gen) {
+      return Array.from(this.pending.entries()).filter(([, p]) => p.gen !== gen).map(([id, p]) => ({ id, text: p.text, entry: p }));
     }
 
     clearPendingOther() {
@@ -536,7 +538,6 @@
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open('POST', `${API}/sessions/${encodeURIComponent(sessionId)}/files?name=${encodeURIComponent(file.name)}`);
-      xhr.withCredentials = true;
       xhr.setRequestHeader('X-Custos-CSRF', '1');
       xhr.setRequestHeader('Content-Type', 'application/octet-stream');
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
@@ -723,6 +724,7 @@
       if (info.status === 'waiting' || info.status === 'active') {
         if (!this.closed) this.state = info.status;
       }
+      this.renderStatus();
     }
 
     renderStatus() {
@@ -775,6 +777,7 @@
           break;
         case 'transferred': this.onTransferred(m); break;
         case 'ended':
+          if (this.closed === 'ended') break;
           this.endedBy = str(m.by);
           this.list.system(`The session ended${this.endedBy ? ` (by ${this.endedBy})` : ''}.`);
           this.close('ended');
@@ -792,6 +795,7 @@
     }
 
     onHello(m) {
+      this.helloGen = this.sock.gen;
       const s = m.session && typeof m.session === 'object' ? m.session : {};
       this.mergeInfo(s);
       if (this.info.transfer_note && !this.shownTransferNote) {
@@ -804,8 +808,8 @@
       }
       // Pending chats that the archive has (their id came back in the history) were settled by
       // ingest; the others are sent again with the same id.
-      for (const p of this.list.unsent()) {
-        this.sock.send({ type: 'chat', text: p.text, id: p.id });
+      for (const p of this.list.unsent(this.sock.gen)) {
+        if (this.sock.send({ type: 'chat', text: p.text, id: p.id })) p.entry.gen = this.sock.gen;
       }
       this.p.conn.textContent = this.peer;
       if (s.status === 'ended') {
@@ -831,6 +835,7 @@
     }
 
     onTransferred(m) {
+      if (this.closed === 'transferred') return;
       const to = str(m.to);
       const note = str(m.note);
       if (to && to !== 'queue' && to === state.me) {
@@ -890,6 +895,7 @@
       this.state = 'connecting';
       this.openedAt = Date.now();
       this.setEnabled(true);
+      fillCanned(this.p.canned);
       this.p.reconnect.hidden = true;
       this.p.closeTab.hidden = true;
       this.panel.classList.remove('closed');
@@ -910,7 +916,10 @@
       showError(this.p.error, '');
       const id = this.list.addPending(text, state.me || 'You');
       this.typingOut.stop();
-      this.sock.send({ type: 'chat', text, id }); // if closed, it goes out after the next hello
+      // Not connected (or no hello yet on this connection): it goes out after the next hello.
+      if (this.helloGen === this.sock.gen && this.sock.send({ type: 'chat', text, id })) {
+        this.list.pending.get(id).gen = this.sock.gen;
+      }
       this.p.input.value = '';
       this.p.input.focus();
     }
@@ -1053,7 +1062,11 @@
       s.sock.start();
     } else {
       s.mergeInfo(info);
-      if (s.closed && s.closed !== 'ended' && (opts.revive || Date.now() - s.closedAt > 5000)) s.reopen();
+      // Explicit accept revives any tab but an ended one; the queue snapshot revives only a tab
+      // that lost the session (never a replaced one: two windows would take it from each other).
+      const revive = opts.revive ? s.closed !== 'ended' :
+        (s.closed === 'transferred' || s.closed === 'gone') && Date.now() - s.closedAt > 5000;
+      if (s.closed && revive) s.reopen();
     }
     if (opts.select || !state.selected) selectSession(id);
     return s;

@@ -1,0 +1,964 @@
+// Custos customer chat page. Plain ES2020, no dependencies. Everything that comes from the
+// network is inserted with textContent; links get an href only when they start with http:// or
+// https://.
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------------------------------------
+  // Small helpers (agent.js has its own copy: the pages share no script on purpose).
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const API = '/api/v1';
+  const CHAT_MAX = 4000;
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function str(v) {
+    return v === undefined || v === null ? '' : String(v);
+  }
+
+  function pad2(n) {
+    return String(n).padStart(2, '0');
+  }
+
+  function fmtTime(at) {
+    const d = at ? new Date(at) : new Date();
+    if (Number.isNaN(d.getTime())) return '';
+    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  }
+
+  function fmtSize(n) {
+    const b = Number(n);
+    if (!Number.isFinite(b) || b < 0) return '';
+    if (b < 1024) return `${b} B`;
+    const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+    let v = b / 1024;
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+  }
+
+  function fmtWaited(s) {
+    const v = Math.max(0, Math.floor(Number(s) || 0));
+    if (v < 60) return `${v} s`;
+    if (v < 3600) return `${Math.floor(v / 60)} min`;
+    return `${Math.floor(v / 3600)} h ${Math.floor((v % 3600) / 60)} min`;
+  }
+
+  function safeHref(url) {
+    return typeof url === 'string' && /^https?:\/\//i.test(url) ? url : null;
+  }
+
+  function charCount(s) {
+    return [...s].length;
+  }
+
+  function newId() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') return window.crypto.randomUUID();
+    const b = new Uint8Array(16);
+    window.crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
+  function toSeq(v) {
+    const n = Number(v);
+    return v !== undefined && v !== null && v !== '' && Number.isInteger(n) ? n : null;
+  }
+
+  function showError(node, message) {
+    node.textContent = message ? String(message) : '';
+  }
+
+  // Fetch wrapper: same-origin cookies, the (harmless) CSRF header on every non-GET, JSON both
+  // ways, and the contract's error body turned into an ApiError carrying its message.
+  async function api(method, path, body) {
+    const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (method !== 'GET') init.headers['X-Custos-CSRF'] = '1';
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (_) {
+      throw new ApiError(0, 'network', 'Cannot reach the server. Check the connection and try again.');
+    }
+    let data = null;
+    const text = await res.text().catch(() => '');
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!res.ok) {
+      const e = (data && typeof data === 'object' && data.error) || {};
+      const err = new ApiError(res.status, str(e.code) || `http_${res.status}`,
+        str(e.message) || `The request failed (HTTP ${res.status}).`);
+      throw err;
+    }
+    return data || {};
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // One WebSocket per session: reconnects with backoff (1, 2, 4, 8, 10 s…) until stopped, and
+  // pings every 20 s while open.
+
+  class SessionSocket {
+    constructor(sessionId, onMessage, onState) {
+      this.id = sessionId;
+      this.onMessage = onMessage;
+      this.onState = onState;
+      this.ws = null;
+      this.stopped = true;
+      this.attempt = 0;
+      this.failures = 0;
+      this.retryTimer = null;
+      this.pingTimer = null;
+      this.gen = 0; // counts connections, to tell which pending messages went out on this one
+    }
+
+    url() {
+      return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
+        '/api/v1/sessions/' + encodeURIComponent(this.id) + '/ws';
+    }
+
+    start() {
+      this.stopped = false;
+      this.attempt = 0;
+      this.failures = 0;
+      this.connect();
+    }
+
+    connect() {
+      if (this.stopped) return;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.gen += 1;
+      let ws;
+      try {
+        ws = new WebSocket(this.url());
+      } catch (_) {
+        this.scheduleRetry();
+        return;
+      }
+      this.ws = ws;
+      this.onState('connecting');
+      ws.onopen = () => {
+        if (this.ws !== ws) return;
+        this.startPing();
+        this.onState('open');
+      };
+      ws.onmessage = (ev) => {
+        if (this.ws !== ws || typeof ev.data !== 'string') return;
+        let m;
+        try { m = JSON.parse(ev.data); } catch (_) { return; }
+        if (!m || typeof m !== 'object' || typeof m.type !== 'string') return;
+        if (m.type === 'hello') { this.attempt = 0; this.failures = 0; }
+        this.onMessage(m);
+      };
+      ws.onclose = () => {
+        if (this.ws !== ws) return;
+        this.ws = null;
+        this.stopPing();
+        if (this.stopped) return;
+        this.failures += 1;
+        this.scheduleRetry();
+      };
+      ws.onerror = () => { /* a close event follows */ };
+    }
+
+    scheduleRetry() {
+      if (this.stopped) return;
+      const delays = [1000, 2000, 4000, 8000, 10000];
+      const delay = delays[Math.min(this.attempt, delays.length - 1)];
+      this.attempt += 1;
+      this.onState('retry', delay);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    }
+
+    isOpen() {
+      return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+    }
+
+    send(obj) {
+      if (!this.isOpen()) return false;
+      try {
+        this.ws.send(JSON.stringify(obj));
+        return true;
+      } catch (_) {
+        return false;
+      }
+    }
+
+    startPing() {
+      this.stopPing();
+      this.pingTimer = setInterval(() => this.send({ type: 'ping' }), 20000);
+    }
+
+    stopPing() {
+      clearInterval(this.pingTimer);
+      this.pingTimer = null;
+    }
+
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.stopPing();
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) {
+        try { ws.close(1000); } catch (_) { /* already closing */ }
+      }
+    }
+  }
+
+  // Outgoing typing indicator: "on" at most once per 2 s while typing, "off" after 3 s idle or
+  // when the message is sent.
+  class TypingSender {
+    constructor(send) {
+      this.send = send;
+      this.on = false;
+      this.lastOn = 0;
+      this.idle = null;
+    }
+
+    input() {
+      const now = Date.now();
+      if (!this.on || now - this.lastOn >= 2000) {
+        if (this.send({ type: 'typing', on: true })) {
+          this.on = true;
+          this.lastOn = now;
+        }
+      }
+      clearTimeout(this.idle);
+      this.idle = setTimeout(() => this.stop(), 3000);
+    }
+
+    stop() {
+      clearTimeout(this.idle);
+      this.idle = null;
+      if (this.on) {
+        this.on = false;
+        this.send({ type: 'typing', on: false });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The message list of one conversation: ordered by seq, deduplicated by seq (history after a
+  // reconnect), with pending own messages reconciled by client id (chat) or content (url, note).
+
+  class MessageList {
+    constructor(ol, opts) {
+      this.ol = ol;
+      this.opts = opts; // { who(m, kind) → string, mine(m) → bool, onFile(m) }
+      this.bySeq = new Map();
+      this.pending = new Map(); // client id → { li, text, sent }
+      this.pendingOther = []; // { kind, key, li }
+      this.fileIds = new Set();
+    }
+
+    nearBottom() {
+      const o = this.ol;
+      return o.scrollHeight - o.scrollTop - o.clientHeight < 48;
+    }
+
+    scroll(wasNear) {
+      if (wasNear) this.ol.scrollTop = this.ol.scrollHeight;
+    }
+
+    build(from, who, at) {
+      const li = el('li', 'msg');
+      li.dataset.from = from;
+      const head = el('div', 'meta');
+      head.append(el('span', 'who', who));
+      const t = el('time', 'time', fmtTime(at));
+      if (at) t.dateTime = str(at);
+      head.append(t);
+      head.append(el('span', 'state'));
+      li.append(head);
+      li.append(el('div', 'text'));
+      return li;
+    }
+
+    setMeta(li, who, at) {
+      $('.who', li).textContent = who;
+      const t = $('.time', li);
+      t.textContent = fmtTime(at);
+      if (at) t.dateTime = str(at);
+    }
+
+    setState(li, text, title) {
+      const s = $('.state', li);
+      s.textContent = text;
+      if (title) s.title = title; else s.removeAttribute('title');
+    }
+
+    // Puts li at its seq position: before the first later message or pending message.
+    place(li, seq) {
+      if (seq !== null) {
+        li.dataset.seq = String(seq);
+        this.bySeq.set(seq, li);
+      }
+      const kids = Array.from(this.ol.children);
+      let before = null;
+      if (seq !== null) {
+        before = kids.find((k) => k !== li && (
+          (k.dataset.seq !== undefined && Number(k.dataset.seq) > seq) ||
+          (k.dataset.seq === undefined && k.classList.contains('pending'))));
+      }
+      const near = this.nearBottom();
+      if (li.parentNode === this.ol) {
+        // Already in the list: move only when out of order.
+        const prev = li.previousElementSibling;
+        const okPrev = !prev || prev.dataset.seq === undefined || Number(prev.dataset.seq) < seq;
+        const okNext = before === null ? true : before === li.nextElementSibling;
+        if (seq === null || (okPrev && okNext)) return;
+      }
+      this.ol.insertBefore(li, before);
+      this.scroll(near);
+    }
+
+    system(text, at) {
+      const li = this.build('system', 'Notice', at);
+      $('.text', li).textContent = text;
+      this.place(li, null);
+      return li;
+    }
+
+    // Own chat message shown before the server has it.
+    addPending(text, who) {
+      const id = newId();
+      const li = this.build(this.opts.ownFrom, who, null);
+      li.classList.add('pending');
+      li.dataset.clientId = id;
+      $('.text', li).textContent = text;
+      this.setState(li, 'sending…');
+      this.place(li, null);
+      this.pending.set(id, { li, text, gen: -1 });
+      return id;
+    }
+
+    addPendingOther(kind, key, who, fill) {
+      const li = this.build(kind, who, null);
+      li.classList.add('pending');
+      fill($('.text', li));
+      this.setState(li, 'sending…');
+      this.place(li, null);
+      this.pendingOther.push({ kind, key, li });
+      return li;
+    }
+
+    takePendingOther(kind, key) {
+      const i = this.pendingOther.findIndex((p) => p.kind === kind && p.key === key);
+      if (i < 0) return null;
+      const p = this.pendingOther[i];
+      this.pendingOther.splice(i, 1);
+      return p.li;
+    }
+
+    settle(li) {
+      li.classList.remove('pending');
+      if ($('.state', li).textContent === 'sending…') this.setState(li, '');
+    }
+
+    // Returns true when something new was shown.
+    ingest(m) {
+      switch (m.type) {
+        case 'chat': return this.chat(m);
+        case 'url': return this.url(m);
+        case 'note': return this.note(m);
+        case 'file': return this.file(m);
+        default: return false;
+      }
+    }
+
+    chat(m) {
+      const seq = toSeq(m.seq);
+      const cid = typeof m.id === 'string' && m.id ? m.id : null;
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      let fresh = false;
+      if (!li && cid && this.pending.has(cid)) li = this.pending.get(cid).li;
+      if (!li) {
+        li = this.build(m.from === 'agent' ? 'agent' : 'customer', '', m.at);
+        fresh = true;
+      }
+      li.dataset.from = m.from === 'agent' ? 'agent' : 'customer';
+      this.setMeta(li, this.opts.who(m, 'chat'), m.at);
+      $('.text', li).textContent = str(m.text);
+      if (cid && this.pending.has(cid)) {
+        this.pending.delete(cid);
+        this.settle(li);
+      }
+      this.place(li, seq);
+      return fresh;
+    }
+
+    ack(m) {
+      const cid = typeof m.id === 'string' ? m.id : null;
+      const seq = toSeq(m.seq);
+      let li = null;
+      if (cid) li = this.ol.querySelector(`li[data-client-id="${CSS.escape(cid)}"]`);
+      if (!li && seq !== null) li = this.bySeq.get(seq) || null;
+      if (!li) return;
+      if (cid) this.pending.delete(cid);
+      li.classList.add('acked');
+      this.settle(li);
+      this.setState(li, '✓', 'Saved in the session record');
+      if (seq !== null && li.dataset.seq === undefined) this.place(li, seq);
+    }
+
+    fillLink(node, url, title) {
+      node.textContent = '';
+      const href = safeHref(url);
+      const label = str(title) || str(url);
+      if (href) {
+        const a = el('a', 'pushed-link', label);
+        a.href = href;
+        a.rel = 'noopener noreferrer';
+        a.target = '_blank';
+        node.append(a);
+      } else {
+        node.textContent = label;
+      }
+    }
+
+    url(m) {
+      const seq = toSeq(m.seq);
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      let fresh = false;
+      if (!li) li = this.takePendingOther('url', str(m.url));
+      if (!li) { li = this.build('url', '', m.at); fresh = true; }
+      li.dataset.from = 'url';
+      this.setMeta(li, this.opts.who(m, 'url'), m.at);
+      this.fillLink($('.text', li), m.url, m.title);
+      this.settle(li);
+      this.place(li, seq);
+      return fresh;
+    }
+
+    note(m) {
+      const seq = toSeq(m.seq);
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      let fresh = false;
+      if (!li) li = this.takePendingOther('note', str(m.text));
+      if (!li) { li = this.build('note', '', m.at); fresh = true; }
+      li.dataset.from = 'note';
+      this.setMeta(li, this.opts.who(m, 'note'), m.at);
+      $('.text', li).textContent = str(m.text);
+      this.settle(li);
+      this.place(li, seq);
+      return fresh;
+    }
+
+    file(m) {
+      const fid = str(m.file_id);
+      const seq = toSeq(m.seq);
+      if (this.opts.onFile) this.opts.onFile(m);
+      let li = seq !== null ? this.bySeq.get(seq) : null;
+      if (!li && fid) li = this.ol.querySelector(`li[data-file-id="${CSS.escape(fid)}"]`);
+      const fresh = !li;
+      if (!li) li = this.build('file', '', m.at);
+      li.dataset.fileId = fid;
+      this.setMeta(li, this.opts.who(m, 'file'), m.at);
+      const size = fmtSize(m.size);
+      $('.text', li).textContent = `sent a file: ${str(m.name)}${size ? ` (${size})` : ''}`;
+      if (fresh || seq !== null) this.place(li, seq);
+      return fresh;
+    }
+
+    // After a reconnect: pending chat messages not in the history are sent again.
+    unsent(gen) {
+      return Array.from(this.pending.entries()).filter(([, p]) => p.gen !== gen).map(([id, p]) => ({ id, text: p.text, entry: p }));
+    }
+
+    clearPendingOther() {
+      for (const p of this.pendingOther) {
+        p.li.classList.remove('pending');
+        p.li.classList.add('failed');
+        this.setState(p.li, 'not sent');
+      }
+      this.pendingOther = [];
+    }
+  }
+
+  function fileItem(sessionId, f) {
+    const fid = str(f.file_id);
+    const li = el('li', 'file');
+    li.dataset.fileId = fid;
+    const top = el('div', 'file-top');
+    top.append(el('span', 'file-name', str(f.name) || 'file'));
+    const size = fmtSize(f.size);
+    if (size) top.append(el('span', 'file-size', size));
+    const a = el('a', 'download', 'Download');
+    a.href = `${API}/sessions/${encodeURIComponent(sessionId)}/files/${encodeURIComponent(fid)}`;
+    a.setAttribute('aria-label', `Download ${str(f.name) || 'file'}`);
+    top.append(a);
+    li.append(top);
+    const sum = el('p', 'file-sum');
+    sum.append(el('span', 'hint', 'SHA-256 '));
+    sum.append(el('code', 'sha256', str(f.sha256)));
+    li.append(sum);
+    return li;
+  }
+
+  function addFile(ul, sessionId, f) {
+    const fid = str(f.file_id);
+    if (!fid || ul.querySelector(`li[data-file-id="${CSS.escape(fid)}"]`)) return;
+    ul.append(fileItem(sessionId, f));
+  }
+
+  // XHR upload with progress; resolves with the JSON answer or rejects with an ApiError.
+  function uploadFile(sessionId, file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', `${API}/sessions/${encodeURIComponent(sessionId)}/files?name=${encodeURIComponent(file.name)}`);
+      xhr.setRequestHeader('X-Custos-CSRF', '1');
+      xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
+      xhr.onload = () => {
+        let data = null;
+        try { data = JSON.parse(xhr.responseText); } catch (_) { data = null; }
+        if (xhr.status >= 200 && xhr.status < 300) {
+          resolve(data || {});
+          return;
+        }
+        const e = (data && data.error) || {};
+        reject(new ApiError(xhr.status, str(e.code) || `http_${xhr.status}`,
+          str(e.message) || (xhr.status === 413 ? 'The file is too large.' : `The upload failed (HTTP ${xhr.status}).`)));
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload failed: the server could not be reached.'));
+      xhr.send(file);
+    });
+  }
+
+
+  // ---------------------------------------------------------------------------------------------
+  // The page
+
+  const sessionId = (() => {
+    const parts = location.pathname.split('/').filter(Boolean);
+    const last = parts[parts.length - 1] || '';
+    try { return decodeURIComponent(last); } catch (_) { return last; }
+  })();
+  const base = `${API}/sessions/${encodeURIComponent(sessionId)}`;
+
+  const ui = {};
+  const st = {
+    phase: 'loading', // waiting | active | ended | cancelled | replaced | error
+    agent: '',
+    helloGen: -1,
+    theirTypingTimer: null,
+    surveyDone: false,
+    lastCheck: 0,
+  };
+  let list = null;
+  let sock = null;
+  let typingOut = null;
+
+  function agentName(a) {
+    if (a && typeof a === 'object') return str(a.name);
+    return str(a);
+  }
+
+  function humanWait(s) {
+    const v = Number(s);
+    if (s === undefined || s === null || s === '' || !Number.isFinite(v) || v < 0) return '–';
+    if (v < 60) return 'less than a minute';
+    const m = Math.round(v / 60);
+    if (m < 2) return 'about 1 minute';
+    if (m < 60) return `about ${m} minutes`;
+    const h = Math.round(v / 3600);
+    return h <= 1 ? 'about 1 hour' : `about ${h} hours`;
+  }
+
+  function setStatus(text) {
+    ui.status.textContent = text;
+  }
+
+  function updateQueue(position, wait) {
+    if (position !== undefined && position !== null) {
+      const p = Number(position);
+      ui.queuePosition.textContent = Number.isInteger(p) && p > 0 ? String(p) : '–';
+    }
+    if (wait !== undefined && wait !== null) ui.queueWait.textContent = humanWait(wait);
+  }
+
+  function showWaiting(position, wait) {
+    st.phase = 'waiting';
+    setStatus('Waiting for an agent');
+    ui.waiting.hidden = false;
+    ui.cancel.disabled = false;
+    ui.chat.hidden = false;
+    ui.end.hidden = true;
+    updateQueue(position, wait);
+  }
+
+  function showActive(agent) {
+    st.phase = 'active';
+    if (agent) st.agent = agent;
+    setStatus(`Chatting with ${st.agent || 'an agent'}`);
+    ui.waiting.hidden = true;
+    ui.chat.hidden = false;
+    ui.end.hidden = false;
+    ui.end.disabled = false;
+  }
+
+  function failPending() {
+    for (const p of list.pending.values()) {
+      p.li.classList.remove('pending');
+      p.li.classList.add('failed');
+      list.setState(p.li, 'not sent');
+    }
+    list.pending.clear();
+  }
+
+  // The conversation is over (ended or cancelled): no more sending, no more reconnecting.
+  function finish(kind) {
+    const focusWasInside = ui.chat.contains(document.activeElement) || ui.waiting.contains(document.activeElement);
+    st.phase = kind;
+    sock.stop();
+    clearTimeout(typingOut.idle);
+    typingOut.on = false;
+    theirTyping(false);
+    failPending();
+    ui.connection.textContent = '';
+    ui.waiting.hidden = true;
+    ui.chatForm.hidden = true;
+    ui.fileTools.hidden = true;
+    ui.end.hidden = true;
+    ui.chat.hidden = ui.messages.children.length === 0 && ui.files.children.length === 0;
+    if (kind === 'ended') {
+      setStatus('Session ended');
+      ui.survey.hidden = st.surveyDone;
+      ui.surveyThanks.hidden = !st.surveyDone;
+      if (focusWasInside && !st.surveyDone) document.getElementById('rating-1').focus();
+    } else {
+      setStatus('Cancelled');
+      ui.survey.hidden = true;
+    }
+  }
+
+  function fatal(message) {
+    st.phase = 'error';
+    if (sock) sock.stop();
+    setStatus('Unavailable');
+    ui.connection.textContent = '';
+    ui.waiting.hidden = true;
+    ui.chat.hidden = true;
+    ui.survey.hidden = true;
+    showError(ui.error, message);
+  }
+
+  function theirTyping(on) {
+    clearTimeout(st.theirTypingTimer);
+    ui.typing.hidden = !on;
+    if (on) {
+      ui.typing.textContent = `${st.agent || 'The agent'} is typing…`;
+      st.theirTypingTimer = setTimeout(() => { ui.typing.hidden = true; }, 6000);
+    }
+  }
+
+  function onMessage(m) {
+    if (st.phase === 'ended' || st.phase === 'cancelled' || st.phase === 'error') return;
+    switch (m.type) {
+      case 'hello': onHello(m); break;
+      case 'queue':
+        if (st.phase !== 'active') showWaiting(m.position, m.estimated_wait_s);
+        break;
+      case 'accepted': {
+        const was = st.phase;
+        showActive(agentName(m.agent));
+        if (was !== 'active') list.system(`${st.agent || 'An agent'} joined the chat.`);
+        break;
+      }
+      case 'chat':
+        list.chat(m);
+        if (m.from === 'agent') theirTyping(false);
+        break;
+      case 'ack': list.ack(m); break;
+      case 'url': list.url(m); break;
+      case 'file': list.file(m); break;
+      case 'typing': if (m.from !== 'customer') theirTyping(!!m.on); break;
+      case 'transferred': {
+        const to = str(m.to);
+        theirTyping(false);
+        if (to === 'queue') {
+          showWaiting();
+          list.system('You are back in the queue: the next available agent will continue with you.');
+        } else {
+          showActive(to);
+          list.system(`You have been transferred to ${to || 'another agent'}.`);
+        }
+        break;
+      }
+      case 'ended':
+        list.system('The chat has ended.');
+        finish('ended');
+        break;
+      case 'error':
+        showError(ui.error, str(m.message) || str(m.code) || 'The server refused a message.');
+        break;
+      case 'replaced':
+        st.phase = 'replaced';
+        sock.stop();
+        ui.connection.textContent = '';
+        setControls(false);
+        showError(ui.error, 'This chat is now open in another window or tab. Continue there, or reload this page to continue here.');
+        break;
+      default: break; // pong, participant, and anything newer
+    }
+  }
+
+  function onHello(m) {
+    st.helloGen = sock.gen;
+    const s = m.session && typeof m.session === 'object' ? m.session : {};
+    if (agentName(s.agent)) st.agent = agentName(s.agent);
+    const history = Array.isArray(m.history) ? m.history : [];
+    for (const h of history) {
+      if (h && typeof h === 'object') list.ingest(h);
+    }
+    ui.connection.textContent = '';
+    if (s.status === 'ended') {
+      finish('ended');
+      return;
+    }
+    if (s.status === 'cancelled') {
+      finish('cancelled');
+      return;
+    }
+    if (s.status === 'active') showActive();
+    else if (s.status === 'waiting') showWaiting(s.position, s.estimated_wait_s);
+    // Pending messages whose id came back in the history were settled; the others go again.
+    for (const p of list.unsent(sock.gen)) {
+      if (sock.send({ type: 'chat', text: p.text, id: p.id })) p.entry.gen = sock.gen;
+    }
+  }
+
+  function onSocketState(s, delay) {
+    if (s === 'retry') {
+      ui.connection.textContent = `Connection lost, reconnecting in ${Math.round(delay / 1000)} s…`;
+      if (sock.failures >= 3 && Date.now() - st.lastCheck > 30000) {
+        st.lastCheck = Date.now();
+        checkSession();
+      }
+    } else if (s === 'connecting' && st.helloGen < 0) {
+      ui.connection.textContent = 'Connecting…';
+    }
+  }
+
+  // When the socket keeps failing, ask the server why: the session may have ended, or the link
+  // may no longer be valid in this browser.
+  async function checkSession() {
+    try {
+      const s = await api('GET', `${base}/customer`);
+      if (s.status === 'ended') finish('ended');
+      else if (s.status === 'cancelled') finish('cancelled');
+    } catch (e) {
+      if (e.status === 401 || e.status === 404) fatal(e.status === 401 ? MSG_401 : MSG_404);
+    }
+  }
+
+  const MSG_401 = 'This chat cannot be opened here: the link has expired or was opened in another browser.';
+  const MSG_404 = 'This support session does not exist or is no longer available.';
+
+  function setControls(on) {
+    ui.chat.querySelectorAll('textarea, input, button').forEach((c) => { c.disabled = !on; });
+    ui.cancel.disabled = !on;
+  }
+
+  function sendChat() {
+    if (st.phase !== 'waiting' && st.phase !== 'active') return;
+    const text = ui.input.value.trim();
+    if (!text) return;
+    if (charCount(text) > CHAT_MAX) {
+      showError(ui.error, `A message can have at most ${CHAT_MAX} characters.`);
+      return;
+    }
+    showError(ui.error, '');
+    const id = list.addPending(text, 'You');
+    typingOut.stop();
+    // Not connected (or no hello yet on this connection): it goes out after the next hello.
+    if (st.helloGen === sock.gen && sock.send({ type: 'chat', text, id })) list.pending.get(id).gen = sock.gen;
+    ui.input.value = '';
+    ui.input.focus();
+  }
+
+  async function upload() {
+    const file = ui.fileInput.files && ui.fileInput.files[0];
+    if (!file) {
+      showError(ui.error, 'Choose a file first.');
+      ui.fileInput.focus();
+      return;
+    }
+    showError(ui.error, '');
+    ui.fileSend.disabled = true;
+    ui.progress.max = file.size || 1;
+    ui.progress.value = 0;
+    ui.progress.hidden = false;
+    ui.fileStatus.textContent = `Uploading ${file.name}…`;
+    try {
+      const r = await uploadFile(sessionId, file, (loaded, total) => {
+        ui.progress.max = total || 1;
+        ui.progress.value = loaded;
+      });
+      addFile(ui.files, sessionId, { name: file.name, size: file.size, ...r });
+      ui.fileStatus.textContent = `Sent ${str(r.name) || file.name}.`;
+      ui.fileInput.value = '';
+    } catch (e) {
+      ui.fileStatus.textContent = '';
+      showError(ui.error, e.message);
+    } finally {
+      ui.progress.hidden = true;
+      ui.fileSend.disabled = false;
+    }
+  }
+
+  async function cancelRequest() {
+    ui.cancel.disabled = true;
+    showError(ui.error, '');
+    try {
+      await api('POST', `${API}/requests/${encodeURIComponent(sessionId)}/cancel`);
+      list.system('You cancelled your request.');
+      finish('cancelled');
+    } catch (e) {
+      showError(ui.error, e.message);
+      ui.cancel.disabled = false;
+    }
+  }
+
+  async function endChat() {
+    ui.end.disabled = true;
+    showError(ui.error, '');
+    try {
+      await api('POST', `${base}/end`);
+      if (st.phase !== 'ended') {
+        list.system('You ended the chat.');
+        finish('ended');
+      }
+    } catch (e) {
+      showError(ui.error, e.message);
+      ui.end.disabled = false;
+    }
+  }
+
+  async function submitSurvey(e) {
+    e.preventDefault();
+    const checked = ui.survey.querySelector('input[name="rating"]:checked');
+    if (!checked) {
+      showError(ui.surveyError, 'Please choose a rating from 1 to 5.');
+      ui.rating.setAttribute('aria-invalid', 'true');
+      document.getElementById('rating-1').focus();
+      return;
+    }
+    ui.rating.removeAttribute('aria-invalid');
+    const comment = ui.surveyComment.value.trim();
+    if (charCount(comment) > CHAT_MAX) {
+      showError(ui.surveyError, `Comments can have at most ${CHAT_MAX} characters.`);
+      ui.surveyComment.focus();
+      return;
+    }
+    showError(ui.surveyError, '');
+    ui.surveySubmit.disabled = true;
+    try {
+      await api('POST', `${base}/survey`, { rating: Number(checked.value), comment });
+      st.surveyDone = true;
+      ui.survey.hidden = true;
+      ui.surveyThanks.hidden = false;
+      ui.surveyThanks.focus();
+    } catch (err) {
+      showError(ui.surveyError, err.message);
+    } finally {
+      ui.surveySubmit.disabled = false;
+    }
+  }
+
+  async function load() {
+    const ids = {
+      title: 'portal-title', status: 'status', connection: 'connection', error: 'error',
+      waiting: 'waiting', queuePosition: 'queue-position', queueWait: 'queue-wait', cancel: 'cancel',
+      chat: 'chat', messages: 'messages', typing: 'typing', chatForm: 'chat-form', input: 'chat-input',
+      send: 'send', fileTools: 'file-tools', fileInput: 'file-input', fileSend: 'file-send',
+      progress: 'file-progress', fileStatus: 'file-status', files: 'files', end: 'end',
+      survey: 'survey', surveyComment: 'survey-comment', surveyError: 'survey-error',
+      surveySubmit: 'survey-submit', surveyThanks: 'survey-thanks',
+    };
+    for (const [k, id] of Object.entries(ids)) ui[k] = document.getElementById(id);
+    ui.rating = ui.survey.querySelector('fieldset.rating');
+    ui.rating.setAttribute('aria-describedby', 'survey-error');
+
+    list = new MessageList(ui.messages, {
+      ownFrom: 'customer',
+      who: (m, kind) => {
+        if (kind !== 'url' && m.from === 'customer') return 'You';
+        return str(m.name) || st.agent || 'Agent';
+      },
+      onFile: (m) => addFile(ui.files, sessionId, m),
+    });
+    sock = new SessionSocket(sessionId, onMessage, onSocketState);
+    typingOut = new TypingSender((o) => sock.send(o));
+
+    ui.chatForm.addEventListener('submit', (e) => { e.preventDefault(); sendChat(); });
+    ui.input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+        e.preventDefault();
+        sendChat();
+      }
+    });
+    ui.input.addEventListener('input', () => { if (ui.input.value) typingOut.input(); else typingOut.stop(); });
+    ui.input.addEventListener('blur', () => typingOut.stop());
+    ui.fileSend.addEventListener('click', upload);
+    ui.cancel.addEventListener('click', cancelRequest);
+    ui.end.addEventListener('click', endChat);
+    ui.survey.addEventListener('submit', submitSurvey);
+    ui.survey.addEventListener('change', () => {
+      if (ui.survey.querySelector('input[name="rating"]:checked')) {
+        showError(ui.surveyError, '');
+        ui.rating.removeAttribute('aria-invalid');
+      }
+    });
+
+    if (!sessionId) {
+      fatal(MSG_404);
+      return;
+    }
+    let s;
+    try {
+      s = await api('GET', `${base}/customer`);
+    } catch (e) {
+      if (e.status === 401) fatal(MSG_401);
+      else if (e.status === 404) fatal(MSG_404);
+      else fatal(e.message);
+      return;
+    }
+    const title = str(s.portal_title);
+    if (title) {
+      ui.title.textContent = title;
+      document.title = `${title} · Support chat`;
+    }
+    st.agent = agentName(s.agent);
+    st.surveyDone = s.survey_submitted === true;
+    switch (s.status) {
+      case 'ended': finish('ended'); return;
+      case 'cancelled': finish('cancelled'); return;
+      case 'active': showActive(); break;
+      default: showWaiting(s.position, s.estimated_wait_s); break;
+    }
+    sock.start();
+  }
+
+  load();
+})();

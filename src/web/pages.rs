@@ -1,0 +1,444 @@
+//! The web pages: the portal list, each portal's request form and the code form (server-side
+//! HTML that works without JavaScript), and the static customer page and agent console.
+//! Everything from outside is escaped; no inline script or style (the CSP forbids both).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+
+use super::ApiError;
+use super::sessions::{
+    CUSTOMER_COOKIE, FieldError, RequestInput, form_urlencoded, redeem, url_decode_pairs, validate,
+};
+use crate::app::{App, Source};
+use crate::config::{FieldKind, Portal};
+use crate::session::Sessions;
+
+const AGENT_HTML: &str = include_str!("assets/agent.html");
+const AGENT_JS: &str = include_str!("assets/agent.js");
+const CUSTOMER_HTML: &str = include_str!("assets/customer.html");
+const CUSTOMER_JS: &str = include_str!("assets/customer.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(index))
+        .route("/p/{portal}", get(portal_form).post(portal_submit))
+        .route("/p/{portal}/brand.css", get(brand_css))
+        .route("/code", get(code_form).post(code_submit))
+        .route("/s/{id}", get(|| async { Html(CUSTOMER_HTML) }))
+        .route("/agent", get(|| async { Html(AGENT_HTML) }))
+        .route(
+            "/static/agent.js",
+            get(|| async { asset("text/javascript; charset=utf-8", AGENT_JS) }),
+        )
+        .route(
+            "/static/customer.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CUSTOMER_JS) }),
+        )
+        .route(
+            "/static/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, brand_css: Option<&str>, body: &str) -> String {
+    let brand = brand_css
+        .map(|href| format!(r#"<link rel="stylesheet" href="{}">"#, esc(href)))
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="/static/style.css">
+{brand}
+</head>
+<body>
+<header class="brand"><h1>{title}</h1></header>
+<main class="container">
+{body}
+</main>
+</body>
+</html>
+"#,
+        title = esc(title),
+    )
+}
+
+async fn index(State(app): State<Arc<App>>) -> Html<String> {
+    let items: String = app
+        .config
+        .portals
+        .iter()
+        .filter(|p| p.public)
+        .map(|p| {
+            format!(
+                r#"<li><a href="/p/{}">{}</a></li>"#,
+                esc(&p.name),
+                esc(&p.title)
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<p>Choose where you need help, or enter the code an agent gave you.</p>
+<ul class="portals">{items}</ul>
+<p><a href="/code">I have a connection code</a></p>"#
+    );
+    Html(page("Remote support", None, &body))
+}
+
+async fn brand_css(
+    State(app): State<Arc<App>>,
+    Path(portal): Path<String>,
+) -> Result<Response, ApiError> {
+    let p = app
+        .config
+        .portal(&portal)
+        .ok_or_else(|| ApiError::not_found("no such portal"))?;
+    // The colour was validated as #rrggbb when the configuration was loaded.
+    let css = format!(
+        "header.brand {{ background: {c}; }}\nbutton.primary {{ background: {c}; border-color: {c}; }}\n",
+        c = p.color
+    );
+    let mut r = css.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+/// The values to show in the form: from the query string (prefill) or a rejected post.
+fn form_values(pairs: &[(String, String)]) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for (k, v) in pairs {
+        m.insert(k.clone(), v.clone());
+    }
+    m
+}
+
+fn render_form(p: &Portal, values: &HashMap<String, String>, errors: &[FieldError]) -> String {
+    let err_for = |field: &str| -> String {
+        errors
+            .iter()
+            .filter(|e| e.field == field)
+            .map(|e| {
+                format!(
+                    r#"<p class="error" id="err-{}">{}</p>"#,
+                    esc(&field.replace('.', "-")),
+                    esc(&e.message)
+                )
+            })
+            .collect()
+    };
+    let val = |k: &str| values.get(k).cloned().unwrap_or_default();
+    let fval = |name: &str| {
+        values
+            .get(&format!("field.{name}"))
+            .or_else(|| values.get(name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut html = String::new();
+    if !p.welcome.is_empty() {
+        html.push_str(&format!("<p>{}</p>\n", esc(&p.welcome)));
+    }
+    if !errors.is_empty() {
+        html.push_str(r#"<div class="error" role="alert"><p>Please correct the fields marked below.</p></div>"#);
+    }
+    html.push_str(&format!(
+        r#"<form class="request-form" method="post" action="/p/{}" novalidate>"#,
+        esc(&p.name)
+    ));
+    let text_field = |id: &str,
+                      label: &str,
+                      kind: &str,
+                      value: &str,
+                      required: bool,
+                      multiline: bool|
+     -> String {
+        let req = if required {
+            " required aria-required=\"true\""
+        } else {
+            ""
+        };
+        let mark = if required {
+            " <span aria-hidden=\"true\">*</span>"
+        } else {
+            ""
+        };
+        let input = if multiline {
+            format!(
+                r#"<textarea id="{id}" name="{id}" rows="5"{req}>{}</textarea>"#,
+                esc(value)
+            )
+        } else {
+            format!(
+                r#"<input id="{id}" name="{id}" type="{kind}" value="{}"{req}>"#,
+                esc(value)
+            )
+        };
+        format!(
+            r#"<div class="field"><label for="{id}">{}{mark}</label>{input}{}</div>"#,
+            esc(label),
+            err_for(id)
+        )
+    };
+    if p.skills.len() > 1 {
+        let current = val("skill");
+        let opts: String = p
+            .skills
+            .iter()
+            .map(|s| {
+                format!(
+                    r#"<option value="{0}"{1}>{0}</option>"#,
+                    esc(s),
+                    if *s == current { " selected" } else { "" }
+                )
+            })
+            .collect();
+        html.push_str(&format!(r#"<div class="field"><label for="skill">Topic</label><select id="skill" name="skill">{opts}</select>{}</div>"#, err_for("skill")));
+    } else {
+        html.push_str(&format!(
+            r#"<input type="hidden" name="skill" value="{}">"#,
+            esc(&p.skills[0])
+        ));
+    }
+    html.push_str(&text_field(
+        "name",
+        "Your name",
+        "text",
+        &val("name"),
+        true,
+        false,
+    ));
+    html.push_str(&text_field(
+        "email",
+        "E-mail (optional)",
+        "email",
+        &val("email"),
+        false,
+        false,
+    ));
+    html.push_str(&text_field(
+        "question",
+        "How can we help?",
+        "text",
+        &val("question"),
+        true,
+        true,
+    ));
+    for f in &p.fields {
+        let id = format!("field.{}", f.name);
+        let v = fval(&f.name);
+        if f.hidden {
+            html.push_str(&format!(
+                r#"<input type="hidden" name="{}" value="{}">"#,
+                esc(&id),
+                esc(&v)
+            ));
+            continue;
+        }
+        match f.kind {
+            FieldKind::Select => {
+                let opts: String =
+                    std::iter::once(r#"<option value="">Choose…</option>"#.to_string())
+                        .chain(f.options.iter().map(|o| {
+                            format!(
+                                r#"<option value="{0}"{1}>{0}</option>"#,
+                                esc(o),
+                                if *o == v { " selected" } else { "" }
+                            )
+                        }))
+                        .collect();
+                let req = if f.required { " required" } else { "" };
+                html.push_str(&format!(
+                    r#"<div class="field"><label for="{0}">{1}</label><select id="{0}" name="{0}"{req}>{opts}</select>{2}</div>"#,
+                    esc(&id),
+                    esc(&f.label),
+                    err_for(&id)
+                ));
+            }
+            kind => {
+                let t = match kind {
+                    FieldKind::Email => "email",
+                    FieldKind::Number => "number",
+                    FieldKind::Tel => "tel",
+                    _ => "text",
+                };
+                html.push_str(&text_field(&id, &f.label, t, &v, f.required, false));
+            }
+        }
+    }
+    if let Some(r) = values.get("ref").filter(|r| !r.is_empty()) {
+        html.push_str(&format!(
+            r#"<input type="hidden" name="ref" value="{}">"#,
+            esc(r)
+        ));
+    }
+    html.push_str(
+        r#"<button type="submit" class="primary" id="submit">Ask for help</button></form>"#,
+    );
+    html
+}
+
+async fn portal_form(
+    State(app): State<Arc<App>>,
+    Path(portal): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Html<String>, ApiError> {
+    let p = app
+        .config
+        .portal(&portal)
+        .ok_or_else(|| ApiError::not_found(format!("there is no portal {portal:?}")))?;
+    let values = form_values(&url_decode_pairs(q.as_deref().unwrap_or("")));
+    Ok(Html(page(
+        &p.title,
+        Some(&format!("/p/{}/brand.css", p.name)),
+        &render_form(p, &values, &[]),
+    )))
+}
+
+fn customer_redirect(id: &str, token: &str) -> Response {
+    let mut r = Response::new(axum::body::Body::empty());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/s/{id}")).expect("session ids are header-safe"),
+    );
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{CUSTOMER_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=86400"
+        ))
+        .expect("token is header-safe"),
+    );
+    r
+}
+
+async fn portal_submit(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Path(portal): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = app
+        .config
+        .portal(&portal)
+        .ok_or_else(|| ApiError::not_found(format!("there is no portal {portal:?}")))?
+        .clone();
+    let pairs = form_urlencoded(&body);
+    let input = RequestInput::from_form(&portal, &pairs);
+    match validate(&app, input, "portal") {
+        Ok(req) => {
+            let created = Sessions::create(&app, req, None, &src).await?;
+            Ok(customer_redirect(&created.id, &created.customer_token))
+        }
+        Err(errors) => {
+            let html = page(
+                &p.title,
+                Some(&format!("/p/{}/brand.css", p.name)),
+                &render_form(&p, &form_values(&pairs), &errors),
+            );
+            Ok((StatusCode::BAD_REQUEST, Html(html)).into_response())
+        }
+    }
+}
+
+fn code_page(error: Option<&str>, name: &str) -> String {
+    let err = error
+        .map(|e| {
+            format!(
+                r#"<div class="error" role="alert" id="code-error"><p>{}</p></div>"#,
+                esc(e)
+            )
+        })
+        .unwrap_or_default();
+    page(
+        "Join with a code",
+        None,
+        &format!(
+            r#"<p>Enter the nine-digit code your support agent read to you.</p>{err}
+<form class="request-form" method="post" action="/code">
+<div class="field"><label for="code">Code</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required aria-required="true"></div>
+<div class="field"><label for="name">Your name (optional)</label><input id="name" name="name" value="{}"></div>
+<button type="submit" class="primary" id="submit">Join</button>
+</form>"#,
+            esc(name)
+        ),
+    )
+}
+
+async fn code_form() -> Html<String> {
+    Html(code_page(None, ""))
+}
+
+async fn code_submit(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    body: Bytes,
+) -> Response {
+    let pairs = form_urlencoded(&body);
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (code, name) = (get("code"), get("name"));
+    match redeem(&app, &src, &code, Some(name.clone())).await {
+        Ok(created) => customer_redirect(&created.id, &created.customer_token),
+        Err(e) => {
+            let status = e.status;
+            (status, Html(code_page(Some(&e.message), &name))).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            esc(r#"<script>"x" & 'y'</script>"#),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+}

@@ -1,0 +1,691 @@
+//! Support sessions through the API and the relay socket, as a customer's program and an
+//! agent's console speak them: request, queue, accept, chat, files, transfer, end, survey; and
+//! every kind of bad input.
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const AGENT_PW: &str = "agent password 123";
+
+/// A running appliance with an admin token and agents alice and bob in support/general and
+/// carl in another portal.
+struct Desk {
+    dir: Dir,
+    s: Server,
+    admin: String,
+}
+
+fn desk() -> Desk {
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let cfg = dir.path().join("custos.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        r#"
+[[portal]]
+name = "billing"
+title = "Billing"
+skills = ["invoices", "refunds"]
+
+[[portal.field]]
+name = "account"
+label = "Account number"
+kind = "number"
+required = true
+
+[[portal.field]]
+name = "serial"
+label = "Device serial"
+hidden = true
+"#,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let pw = dir.secret("agentpw", AGENT_PW);
+    for (name, skills) in [
+        ("alice", "support:general"),
+        ("bob", "support:general,billing:invoices"),
+        ("carl", "billing:refunds"),
+    ] {
+        dir.run(&[
+            "user",
+            "add",
+            name,
+            "--role",
+            "agent",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--skills",
+            skills,
+        ])
+        .ok();
+    }
+    let s = dir.serve();
+    let admin = s.admin(&one_time, "admin password long");
+    Desk { dir, s, admin }
+}
+
+fn request(s: &Server, body: Value) -> Value {
+    let r = s.post("/api/v1/requests", None, body);
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    r.json().unwrap()
+}
+
+fn agent(s: &Server, name: &str) -> String {
+    s.login(name, AGENT_PW).0
+}
+
+#[test]
+fn a_request_goes_through_queue_chat_files_transfer_end_and_survey() {
+    let d = desk();
+    let s = &d.s;
+    let req = request(
+        s,
+        json!({ "portal": "support", "name": "Dana Patient", "email": "dana@example.org", "question": "My screen is blank", "ref": "TICKET-7" }),
+    );
+    let id = req["request_id"].as_str().unwrap().to_string();
+    let ctoken = req["customer_token"].as_str().unwrap().to_string();
+    assert_eq!(req["queue_position"], 1);
+    let mut cust = s.ws(&id, &format!("Customer {ctoken}"));
+    let hello = cust.expect("hello");
+    assert_eq!(hello["role"], "customer");
+    assert_eq!(hello["session"]["status"], "waiting");
+    assert_eq!(cust.expect("queue")["position"], 1);
+
+    let alice = agent(s, "alice");
+    let q = s.get("/api/v1/queue", Some(&alice)).json().unwrap();
+    assert_eq!(q["waiting"][0]["request_id"], id.as_str());
+    assert_eq!(q["waiting"][0]["ref"], "TICKET-7");
+    // carl works another portal and may not take it.
+    let carl = agent(s, "carl");
+    assert_eq!(
+        s.get("/api/v1/queue", Some(&carl)).json().unwrap()["waiting"],
+        json!([])
+    );
+    assert_eq!(
+        s.post(
+            &format!("/api/v1/requests/{id}/accept"),
+            Some(&carl),
+            json!({})
+        )
+        .status,
+        403
+    );
+    // Chat before an agent is there is refused, without harm.
+    cust.send(&json!({ "type": "chat", "text": "hello?" }));
+    assert_eq!(cust.expect("error")["code"], "not_active");
+
+    let r = s.post(
+        &format!("/api/v1/requests/{id}/accept"),
+        Some(&alice),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.json().unwrap()["session_id"], id.as_str());
+    assert_eq!(cust.expect("accepted")["agent"], "alice");
+    assert_eq!(
+        s.post(
+            &format!("/api/v1/requests/{id}/accept"),
+            Some(&alice),
+            json!({})
+        )
+        .status,
+        409
+    );
+
+    let mut al = s.ws(&id, &format!("Bearer {alice}"));
+    assert_eq!(al.expect("hello")["role"], "agent");
+    cust.send(&json!({ "type": "chat", "text": "Hello, my screen is blank", "id": "c1" }));
+    let got = al.expect("chat");
+    assert_eq!(
+        (got["text"].as_str(), got["from"].as_str()),
+        (Some("Hello, my screen is blank"), Some("customer"))
+    );
+    assert_eq!(cust.expect("ack")["id"], "c1");
+    al.send(&json!({ "type": "chat", "text": "Let me look — ünïcödé ok", "id": "a1" }));
+    assert_eq!(cust.expect("chat")["text"], "Let me look — ünïcödé ok");
+    al.send(&json!({ "type": "note", "text": "customer sounds stressed" }));
+    assert_eq!(al.expect("note")["text"], "customer sounds stressed");
+    al.send(&json!({ "type": "url", "url": "https://kb.example.org/blank-screen" }));
+    assert_eq!(
+        cust.expect("url")["url"],
+        "https://kb.example.org/blank-screen"
+    );
+    // Bad messages get errors; the session goes on.
+    cust.send(&json!({ "type": "url", "url": "https://evil.example" }));
+    assert_eq!(cust.expect("error")["code"], "forbidden");
+    assert!(cust.send_raw("{not json".into()));
+    assert_eq!(cust.expect("error")["code"], "bad_message");
+
+    // Files both ways.
+    let cfile: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let r = upload(
+        s,
+        &id,
+        &format!("Customer {ctoken}"),
+        "log.bin",
+        cfile.clone(),
+    );
+    assert_eq!(r["size"], 200_000);
+    assert_eq!(al.expect("file")["file_id"], r["file_id"]);
+    let afile = b"#!/bin/sh\necho fixed\n".to_vec();
+    let r2 = upload(s, &id, &format!("Bearer {alice}"), "fix.sh", afile.clone());
+    // Each side also hears of its own files; the customer's own came first.
+    assert_eq!(cust.expect("file")["name"], "log.bin");
+    assert_eq!(cust.expect("file")["name"], "fix.sh");
+    assert_eq!(
+        download(
+            s,
+            &id,
+            r["file_id"].as_str().unwrap(),
+            &format!("Bearer {alice}")
+        ),
+        cfile
+    );
+    assert_eq!(
+        download(
+            s,
+            &id,
+            r2["file_id"].as_str().unwrap(),
+            &format!("Customer {ctoken}")
+        ),
+        afile
+    );
+
+    // Transfer to bob, who takes over.
+    let r = s.post(
+        &format!("/api/v1/sessions/{id}/transfer"),
+        Some(&alice),
+        json!({ "to_agent": "bob", "note": "needs a driver expert" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(al.expect("transferred")["to"], "bob");
+    assert_eq!(cust.expect("transferred")["to"], "bob");
+    let bob = agent(s, "bob");
+    let mut b = s.ws(&id, &format!("Bearer {bob}"));
+    let hello = b.expect("hello");
+    assert!(
+        hello["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "Hello, my screen is blank"),
+        "bob sees the history"
+    );
+    b.send(&json!({ "type": "chat", "text": "Bob here, try the new driver", "id": "b1" }));
+    assert_eq!(cust.expect("chat")["name"], "bob");
+    assert_eq!(b.expect("ack")["id"], "b1");
+    // alice no longer may act on it.
+    assert_eq!(
+        s.post(
+            &format!("/api/v1/sessions/{id}/end"),
+            Some(&alice),
+            json!({})
+        )
+        .status,
+        403
+    );
+
+    // A survey before the end is refused; after it, accepted once.
+    let survey = json!({ "rating": 5, "comment": "Bob fixed it" });
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/api/v1/sessions/{id}/survey"),
+            None,
+            Some(survey.clone())
+        )
+        .status,
+        401
+    );
+    let r = s.post(&format!("/api/v1/sessions/{id}/end"), Some(&bob), json!({}));
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(cust.expect("ended")["by"], "bob");
+    let r = customer_post(
+        s,
+        &format!("/api/v1/sessions/{id}/survey"),
+        &ctoken,
+        survey.clone(),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    assert_eq!(
+        customer_post(s, &format!("/api/v1/sessions/{id}/survey"), &ctoken, survey).status,
+        409
+    );
+
+    // Everything reads back from the archive exactly.
+    let detail = s.get(
+        &format!("/api/v1/sessions/{id}?reason=test"),
+        Some(&d.admin),
+    );
+    assert_eq!(detail.status, 200, "{}", detail.error_message());
+    let v = detail.json().unwrap();
+    let texts: Vec<&str> = v["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Hello, my screen is blank",
+            "Let me look — ünïcödé ok",
+            "customer sounds stressed",
+            "Bob here, try the new driver"
+        ]
+    );
+    assert!(
+        v["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["url"] == "https://kb.example.org/blank-screen")
+    );
+    assert_eq!(v["ref"], "TICKET-7");
+    assert_eq!(v["survey"]["rating"], 5);
+    assert_eq!(v["files"].as_array().unwrap().len(), 2);
+    let agents: Vec<&str> = v["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "agent")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["alice", "bob"]);
+    assert!(v["timings"]["handle_s"].is_number());
+    // carl never handled it and may not read it.
+    assert_eq!(
+        s.get(&format!("/api/v1/sessions/{id}"), Some(&carl)).status,
+        403
+    );
+
+    let audit = d
+        .dir
+        .run(&["audit", "show", "--last", "200", "--json"])
+        .stdout();
+    for action in [
+        "request.created",
+        "request.accepted",
+        "session.transferred",
+        "session.ended",
+        "session.file.sent",
+        "session.file.read",
+        "survey.submitted",
+        "session.read",
+    ] {
+        assert!(
+            audit.contains(&format!("\"{action}\"")),
+            "no {action} in the audit log"
+        );
+    }
+    drop((cust, al, b));
+    d.dir.run(&["audit", "verify"]).ok();
+}
+
+fn upload(s: &Server, id: &str, auth: &str, name: &str, data: Vec<u8>) -> Value {
+    let r = raw(
+        s,
+        Method::POST,
+        &format!("/api/v1/sessions/{id}/files?name={name}"),
+        auth,
+        data,
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    r.json().unwrap()
+}
+
+fn download(s: &Server, id: &str, file_id: &str, auth: &str) -> Vec<u8> {
+    let r = raw(
+        s,
+        Method::GET,
+        &format!("/api/v1/sessions/{id}/files/{file_id}"),
+        auth,
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    r.body
+}
+
+fn customer_post(s: &Server, path: &str, token: &str, body: Value) -> custos::client::Response {
+    raw(
+        s,
+        Method::POST,
+        path,
+        &format!("Customer {token}"),
+        serde_json::to_vec(&body).unwrap(),
+    )
+}
+
+/// A request with an arbitrary Authorization header and body.
+fn raw(
+    s: &Server,
+    method: Method,
+    path: &str,
+    auth: &str,
+    body: Vec<u8>,
+) -> custos::client::Response {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fp = custos::tls::parse_fingerprint(&s.fingerprint).unwrap();
+    let cfg = custos::tls::pinned_client_config(fp).unwrap();
+    let addr = s.addr.clone();
+    let (auth, path) = (auth.to_string(), path.to_string());
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", auth)
+            .header("content-type", "application/octet-stream")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        custos::client::Response {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+#[test]
+fn request_validation_names_every_problem_and_changes_nothing() {
+    let d = desk();
+    let s = &d.s;
+    let before = raw_db(&d.dir)
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    for (body, needle) in [
+        (
+            json!({ "portal": "nope", "name": "x", "question": "q" }),
+            "no portal",
+        ),
+        (
+            json!({ "portal": "support", "question": "q" }),
+            "missing field `name`",
+        ),
+        (
+            json!({ "portal": "support", "name": "", "question": "q" }),
+            "Your name is required",
+        ),
+        (
+            json!({ "portal": "support", "name": "x", "question": "q", "skill": "billing" }),
+            "no skill",
+        ),
+        (
+            json!({ "portal": "support", "name": "x", "question": "q", "email": "not-an-address" }),
+            "E-mail is not a valid address",
+        ),
+        (
+            json!({ "portal": "billing", "name": "x", "question": "q" }),
+            "Account number is required",
+        ),
+        (
+            json!({ "portal": "billing", "name": "x", "question": "q", "fields": { "account": "abc" } }),
+            "account number is not a valid",
+        ),
+        (
+            json!({ "portal": "billing", "name": "x", "question": "q", "fields": { "account": "12", "color": "red" } }),
+            "no field \"color\"",
+        ),
+        (
+            json!({ "portal": "support", "name": "x", "question": "q".repeat(2001) }),
+            "too long",
+        ),
+    ] {
+        let r = s.post("/api/v1/requests", None, body.clone());
+        assert_eq!(r.status, 400, "{body}");
+        assert!(
+            r.error_message().contains(needle),
+            "{body}: {}",
+            r.error_message()
+        );
+    }
+    let after = raw_db(&d.dir)
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(before, after);
+    // Hidden fields and an external ref ride along, with no browser at all.
+    let v = request(
+        s,
+        json!({ "portal": "billing", "skill": "invoices", "name": "Eve", "question": "Invoice 42", "fields": { "account": "1234", "serial": "SN-9" }, "ref": "CRM-1" }),
+    );
+    let id = v["request_id"].as_str().unwrap();
+    let detail = s
+        .get(&format!("/api/v1/sessions/{id}"), Some(&d.admin))
+        .json()
+        .unwrap();
+    assert_eq!(
+        detail["fields"],
+        json!({ "account": "1234", "serial": "SN-9" })
+    );
+    assert_eq!(detail["ref"], "CRM-1");
+}
+
+#[test]
+fn tokens_never_cross_sessions() {
+    let d = desk();
+    let s = &d.s;
+    let a = request(
+        s,
+        json!({ "portal": "support", "name": "A", "question": "a" }),
+    );
+    let b = request(
+        s,
+        json!({ "portal": "support", "name": "B", "question": "b" }),
+    );
+    let (aid, atok) = (
+        a["request_id"].as_str().unwrap(),
+        a["customer_token"].as_str().unwrap(),
+    );
+    let bid = b["request_id"].as_str().unwrap();
+    let r = customer_post(
+        s,
+        &format!("/api/v1/requests/{bid}/cancel"),
+        atok,
+        json!({}),
+    );
+    assert_eq!(r.status, 403, "{}", r.error_message());
+    let r = raw(
+        s,
+        Method::GET,
+        &format!("/api/v1/sessions/{bid}/customer"),
+        &format!("Customer {atok}"),
+        vec![],
+    );
+    assert_eq!(r.status, 403);
+    // A's own view works; cancelling takes it out of the queue.
+    let r = raw(
+        s,
+        Method::GET,
+        &format!("/api/v1/sessions/{aid}/customer"),
+        &format!("Customer {atok}"),
+        vec![],
+    );
+    assert_eq!(r.json().unwrap()["position"], 1);
+    assert_eq!(
+        customer_post(
+            s,
+            &format!("/api/v1/requests/{aid}/cancel"),
+            atok,
+            json!({})
+        )
+        .status,
+        200
+    );
+    let alice = agent(s, "alice");
+    let q = s.get("/api/v1/queue", Some(&alice)).json().unwrap();
+    assert_eq!(q["waiting"].as_array().unwrap().len(), 1);
+    assert_eq!(q["waiting"][0]["request_id"], bid);
+}
+
+#[test]
+fn connection_codes_join_the_agent_directly_and_resist_guessing() {
+    let d = desk();
+    let s = &d.s;
+    let alice = agent(s, "alice");
+    let r = s.post(
+        "/api/v1/codes",
+        Some(&alice),
+        json!({ "ref": "CASE-55", "ttl_s": 300 }),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let code = r.json().unwrap()["code"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 11, "nine digits in groups of three: {code}");
+    let r = s.post(
+        &format!("/api/v1/codes/{}/redeem", code.replace(' ', "")),
+        None,
+        json!({ "name": "Frank" }),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let v = r.json().unwrap();
+    let id = v["session_id"].as_str().unwrap();
+    let q = s.get("/api/v1/queue", Some(&alice)).json().unwrap();
+    assert_eq!(q["sessions"][0]["session_id"], id);
+    let mut al = s.ws(id, &format!("Bearer {alice}"));
+    assert_eq!(al.expect("hello")["session"]["ref"], "CASE-55");
+    // Used codes, cancelled codes and nonsense are refused.
+    assert_eq!(
+        s.post(
+            &format!("/api/v1/codes/{}/redeem", code.replace(' ', "")),
+            None,
+            json!({})
+        )
+        .status,
+        404
+    );
+    let r2 = s.post("/api/v1/codes", Some(&alice), json!({}));
+    let c2 = r2.json().unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .replace(' ', "");
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            &format!("/api/v1/codes/{c2}"),
+            Some(&alice),
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        s.post(&format!("/api/v1/codes/{c2}/redeem"), None, json!({}))
+            .status,
+        404
+    );
+    assert_eq!(
+        s.post("/api/v1/codes/12ab/redeem", None, json!({})).status,
+        400
+    );
+    // The CLI issues codes too.
+    let out = d
+        .dir
+        .run(&["code", "new", "--agent", "bob", "--ref", "T-1"]);
+    let cli_code = out.ok().stdout().trim().replace(' ', "");
+    assert_eq!(cli_code.len(), 9);
+    // Guessing: after a few misses from one address, everything is refused for a while, even a
+    // valid code.
+    let mut statuses = Vec::new();
+    for i in 0..14 {
+        statuses.push(
+            s.post(
+                &format!("/api/v1/codes/{:09}/redeem", 100_000_000 + i),
+                None,
+                json!({}),
+            )
+            .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        s.post(&format!("/api/v1/codes/{cli_code}/redeem"), None, json!({}))
+            .status,
+        429
+    );
+    let audit = d
+        .dir
+        .run(&["audit", "show", "--last", "100", "--json"])
+        .stdout();
+    assert!(
+        audit
+            .lines()
+            .filter(|l| l.contains("\"code.rejected\""))
+            .count()
+            >= 10,
+        "{audit}"
+    );
+    assert!(audit.contains("\"code.redeemed\""));
+    drop(al);
+}
+
+#[test]
+fn oversized_frames_and_floods_hurt_only_their_sender() {
+    let d = desk();
+    let s = &d.s;
+    let alice = agent(s, "alice");
+    let mut ids = Vec::new();
+    let mut custs = Vec::new();
+    for n in ["One", "Two"] {
+        let v = request(
+            s,
+            json!({ "portal": "support", "name": n, "question": "q" }),
+        );
+        let id = v["request_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            s.post(
+                &format!("/api/v1/requests/{id}/accept"),
+                Some(&alice),
+                json!({})
+            )
+            .status,
+            200
+        );
+        let mut c = s.ws(
+            &id,
+            &format!("Customer {}", v["customer_token"].as_str().unwrap()),
+        );
+        c.expect("hello");
+        custs.push(c);
+        ids.push(id);
+    }
+    let mut a1 = s.ws(&ids[0], &format!("Bearer {alice}"));
+    a1.expect("hello");
+    let mut a2 = s.ws(&ids[1], &format!("Bearer {alice}"));
+    a2.expect("hello");
+    // A frame over 64 KiB closes that one connection.
+    let huge = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(70_000));
+    custs[0].send_raw(huge);
+    assert!(
+        custs[0].recv().is_none_or(|v| v["type"] == "participant"),
+        "the oversized sender is cut off"
+    );
+    // The other session is unaffected.
+    custs[1].send(&json!({ "type": "chat", "text": "still here" }));
+    assert_eq!(a2.expect("chat")["text"], "still here");
+    // A flood gets rate-limited errors, not a crash.
+    for _ in 0..80 {
+        custs[1].send(&json!({ "type": "typing", "on": true }));
+    }
+    assert_eq!(custs[1].expect("error")["code"], "rate_limited");
+    drop(a1);
+}
