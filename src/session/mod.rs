@@ -31,6 +31,9 @@ use crate::store::{NewSession, SessionRow, StoreError};
 use protocol::{ClientMsg, Side};
 pub use recorder::{Record, Recorder};
 
+/// A waiting room with the time it joined its queue.
+type Queued = (Instant, Arc<Room>);
+
 /// Outgoing messages waiting for one connection; a peer that lets it fill is disconnected.
 pub const CONN_QUEUE: usize = 256;
 /// Recent chat kept in memory per session for participants who reconnect.
@@ -320,7 +323,7 @@ impl Sessions {
             .values()
             .cloned()
             .collect();
-        let mut queues: HashMap<(String, String), Vec<(Instant, Arc<Room>)>> = HashMap::new();
+        let mut queues: HashMap<(String, String), Vec<Queued>> = HashMap::new();
         for r in rooms {
             let st = r.state.lock().expect("room");
             if st.status == Status::Waiting {

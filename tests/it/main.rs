@@ -3,7 +3,9 @@
 
 mod archive;
 mod audit;
+mod browser;
 mod cli;
 mod https;
 mod sessions;
 mod util;
+mod webdriver;

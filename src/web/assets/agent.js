@@ -698,9 +698,9 @@
     who(m, kind) {
       if (kind === 'note') return `${str(m.name) || 'Agent'} · private note`;
       if (kind === 'url') return 'Link pushed';
-      const from = m.from === 'agent' ? 'agent' : 'customer';
-      if (from === 'customer') return str(m.name) || this.info.customer || 'Customer';
-      const name = str(m.name);
+      // A file message's name is the file's name, not the sender's.
+      const name = kind === 'file' ? '' : str(m.name);
+      if (m.from !== 'agent') return name || this.info.customer || 'Customer';
       return name || (kind === 'file' ? 'Agent' : state.me || 'Agent');
     }
 
@@ -1012,9 +1012,11 @@
       buttons.forEach((b) => { b.disabled = true; });
       try {
         await api('POST', `${API}/sessions/${encodeURIComponent(this.id)}/transfer`, body);
-        this.transferredTo = to;
-        this.list.system(`Transferred to ${to}.${note ? ` Note: ${note}` : ''}`);
-        this.close('transferred');
+        if (this.closed !== 'transferred') { // the socket's `transferred` may have come first
+          this.transferredTo = to;
+          this.list.system(`Transferred to ${to}.${note ? ` Note: ${note}` : ''}`);
+          this.close('transferred');
+        }
       } catch (e) {
         showError(p.error, e.message);
         if (!this.closed) buttons.forEach((b) => { b.disabled = false; });

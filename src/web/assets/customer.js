@@ -904,7 +904,8 @@
       ownFrom: 'customer',
       who: (m, kind) => {
         if (kind !== 'url' && m.from === 'customer') return 'You';
-        return str(m.name) || st.agent || 'Agent';
+        // A file message's name is the file's name, not the sender's.
+        return (kind === 'file' ? '' : str(m.name)) || st.agent || 'Agent';
       },
       onFile: (m) => addFile(ui.files, sessionId, m),
     });
