@@ -6,6 +6,7 @@ mod audit;
 mod browser;
 mod cli;
 mod https;
+mod integration_docs;
 mod sessions;
 mod util;
 mod webdriver;
