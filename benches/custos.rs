@@ -24,6 +24,7 @@ struct Sizes {
     archive_bytes: usize,
     audit_entries: u64,
     proof_entries: u64,
+    sessions: usize,
 }
 
 struct Report {
@@ -292,12 +293,14 @@ fn main() {
             archive_bytes: 16 << 20,
             audit_entries: 20_000,
             proof_entries: 50_000,
+            sessions: 100,
         }
     } else {
         Sizes {
             archive_bytes: 512 << 20,
             audit_entries: 200_000,
             proof_entries: 1_000_000,
+            sessions: 1000,
         }
     };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -311,6 +314,7 @@ fn main() {
     );
     bench_archive(tmp.path(), &sizes, &mut r);
     bench_audit(tmp.path(), &sizes, &mut r);
+    sessions::run(tmp.path(), sizes.sessions, &mut r);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let commit = Command::new("git")
@@ -371,4 +375,402 @@ fn main() {
     std::fs::write(root.join("docs/benchmarks.json"), json_text).unwrap();
     std::io::stdout().flush().unwrap();
     println!("wrote docs/benchmarks.md and docs/benchmarks.json");
+}
+
+mod sessions {
+    //! Sessions through a real server over TLS: queue notification latency, chat round trips
+    //! with many concurrent sessions, memory per connected session, file relay throughput.
+
+    use std::io::{BufRead, BufReader};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use custos::client::Endpoint;
+    use futures_util::{SinkExt, StreamExt};
+    use hyper::Method;
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub struct Server {
+        child: Child,
+        pub addr: String,
+        pub tls: Arc<rustls::ClientConfig>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn start(data: &Path) -> (Server, Option<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("CUSTOS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut pw, mut fp) = (None, String::new());
+        let addr = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(p) = line.split("one-time password: ").nth(1) {
+                pw = Some(p.trim().to_string());
+            }
+            if let Some(f) = line.strip_prefix("TLS certificate SHA-256 fingerprint: ") {
+                fp = f.to_string();
+            }
+            if let Some(a) = line.strip_prefix("custos ready https://") {
+                break a.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let tls = custos::tls::pinned_client_config(custos::tls::parse_fingerprint(&fp).unwrap())
+            .unwrap();
+        (Server { child, addr, tls }, pw)
+    }
+
+    impl Server {
+        fn ep(&self) -> Endpoint {
+            Endpoint::Https {
+                addr: self.addr.clone(),
+                tls: self.tls.clone(),
+            }
+        }
+
+        async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+            let r = self
+                .ep()
+                .request(Method::POST, path, token, Some(&body))
+                .await
+                .unwrap();
+            assert!(r.status < 300, "{path}: {} {}", r.status, r.error_message());
+            r.json().unwrap_or(Value::Null)
+        }
+
+        fn rss_kib(&self) -> u64 {
+            let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+                .unwrap_or_default();
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        }
+    }
+
+    type Socket =
+        tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+    async fn ws(s: &Server, session: &str, auth: String) -> Socket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut cfg = (*s.tls).clone();
+        cfg.alpn_protocols.clear();
+        let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let mut req = format!("wss://{}/api/v1/sessions/{session}/ws", s.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", auth.parse().unwrap());
+        tokio_tungstenite::client_async(req, tls).await.unwrap().0
+    }
+
+    async fn next_of(sock: &mut Socket, kind: &str) -> Value {
+        loop {
+            match sock.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == kind {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended waiting for {kind}: {other:?}"),
+            }
+        }
+    }
+
+    fn pct(v: &mut [f64], p: f64) -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    pub fn run(dir: &Path, sessions: usize, r: &mut super::Report) {
+        let data = dir.join("sessions-bench");
+        let (s, pw) = start(&data);
+        drop(s);
+        // One more agent than needed, for the file relay session.
+        let agents = sessions.div_ceil(50) + 1;
+        let cfg = data.join("custos.toml");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("max_per_agent = 4", "max_per_agent = 50");
+        std::fs::write(&cfg, text).unwrap();
+        let pwfile = dir.join("agentpw");
+        std::fs::write(&pwfile, "bench agent password\n").unwrap();
+        for i in 0..agents {
+            let ok = Command::new(env!("CARGO_BIN_EXE_custos"))
+                .args([
+                    "--data",
+                    data.to_str().unwrap(),
+                    "user",
+                    "add",
+                    &format!("agent{i}"),
+                    "--role",
+                    "agent",
+                ])
+                .args([
+                    "--password-file",
+                    pwfile.to_str().unwrap(),
+                    "--skills",
+                    "support:general",
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        let _ = pw;
+        let (s, _) = start(&data);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut tokens = Vec::new();
+            for i in 0..agents {
+                let v = s.post("/api/v1/auth/login", None, json!({ "name": format!("agent{i}"), "password": "bench agent password" })).await;
+                tokens.push(v["token"].as_str().unwrap().to_string());
+            }
+            // Queue `sessions` requests, then time how fast a new one reaches an agent's console.
+            let mut reqs = Vec::new();
+            for i in 0..sessions {
+                let v = s.post("/api/v1/requests", None, json!({ "portal": "support", "name": format!("c{i}"), "question": "bench" })).await;
+                reqs.push((v["request_id"].as_str().unwrap().to_string(), v["customer_token"].as_str().unwrap().to_string()));
+            }
+            let mut sse = sse_stream(&s, &tokens[0]).await;
+            let mut notify = Vec::new();
+            for i in 0..50 {
+                let t = Instant::now();
+                let v = s.post("/api/v1/requests", None, json!({ "portal": "support", "name": format!("late{i}"), "question": "bench" })).await;
+                let id = v["request_id"].as_str().unwrap().to_string();
+                while !sse.next_event().await.contains(&id) {}
+                notify.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            drop(sse);
+            let (p50, p99) = (pct(&mut notify, 0.5), pct(&mut notify, 0.99));
+            r.add(
+                "queue_notify",
+                &format!("request to agent console (SSE), {sessions} to {} queued", sessions + 50),
+                format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+                String::new(),
+                String::new(),
+                json!({ "queued": sessions, "p50_ms": p50, "p99_ms": p99 }),
+            );
+
+            // Every agent accepts their share, both sides connect.
+            for (i, (id, _)) in reqs.iter().enumerate() {
+                s.post(&format!("/api/v1/requests/{id}/accept"), Some(&tokens[i / 50]), json!({})).await;
+            }
+            let rss0 = s.rss_kib();
+            let mut pairs = Vec::new();
+            for (i, (id, ctok)) in reqs.iter().enumerate() {
+                let mut c = ws(&s, id, format!("Customer {ctok}")).await;
+                let mut a = ws(&s, id, format!("Bearer {}", tokens[i / 50])).await;
+                next_of(&mut c, "hello").await;
+                next_of(&mut a, "hello").await;
+                pairs.push((c, a));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let rss1 = s.rss_kib();
+            let per = (rss1.saturating_sub(rss0)) as f64 / sessions as f64;
+            r.add(
+                "memory_per_session",
+                &format!("server memory per connected session ({sessions}, two sockets each)"),
+                format!("{per:.0} KiB"),
+                String::new(),
+                String::new(),
+                json!({ "sessions": sessions, "kib_per_session": per, "rss_before_kib": rss0, "rss_after_kib": rss1 }),
+            );
+
+            // Chat round trips, all sessions at once: customer → agent → reply → customer.
+            let rounds = 5;
+            let mut tasks = Vec::new();
+            for (mut c, mut a) in pairs {
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    for k in 0..rounds {
+                        let t = Instant::now();
+                        c.send(Message::Text(json!({ "type": "chat", "text": format!("ping {k}") }).to_string().into())).await.unwrap();
+                        next_of(&mut a, "chat").await;
+                        a.send(Message::Text(json!({ "type": "chat", "text": format!("pong {k}") }).to_string().into())).await.unwrap();
+                        loop {
+                            let v = next_of(&mut c, "chat").await;
+                            if v["from"] == "agent" {
+                                break;
+                            }
+                        }
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    lat
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            let (p50, p99) = (pct(&mut all, 0.5), pct(&mut all, 0.99));
+            r.add(
+                "chat_rtt",
+                &format!("chat round trip through the relay, {sessions} concurrent sessions"),
+                format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+                String::new(),
+                String::new(),
+                json!({ "sessions": sessions, "messages": all.len(), "p50_ms": p50, "p99_ms": p99 }),
+            );
+
+            // File relay into the archive against raw loopback TCP on the same bytes.
+            let size = 64 << 20;
+            let payload = vec![7u8; size];
+            let (id, ctok) = {
+                let v = s.post("/api/v1/requests", None, json!({ "portal": "support", "name": "f", "question": "bench" })).await;
+                (v["request_id"].as_str().unwrap().to_string(), v["customer_token"].as_str().unwrap().to_string())
+            };
+            s.post(&format!("/api/v1/requests/{id}/accept"), Some(&tokens[agents - 1]), json!({})).await;
+            let t = Instant::now();
+            upload(&s, &id, &ctok, payload.clone()).await;
+            let up = t.elapsed();
+            let raw = raw_tcp(&payload).await;
+            let (a, b) = (size as f64 / up.as_secs_f64() / 1e6, size as f64 / raw.as_secs_f64() / 1e6);
+            r.add(
+                "file_relay",
+                &format!("file into a session ({} MiB, TLS, encrypted, durable)", size >> 20),
+                format!("{a:.0} MB/s"),
+                format!("{b:.0} MB/s raw loopback TCP"),
+                format!("{:.0}% of raw", 100.0 * a / b),
+                json!({ "bytes": size, "mb_s": a, "raw_tcp_mb_s": b }),
+            );
+        });
+        drop(s);
+    }
+
+    async fn upload(s: &Server, id: &str, token: &str, body: Vec<u8>) {
+        use http_body_util::{BodyExt, Full};
+        let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(s.tls.clone())
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("/api/v1/sessions/{id}/files?name=bench.bin"))
+            .header("host", "localhost")
+            .header("authorization", format!("Customer {token}"))
+            .body(Full::new(hyper::body::Bytes::from(body)))
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 201);
+        let _ = res.into_body().collect().await;
+    }
+
+    async fn raw_tcp(data: &[u8]) -> Duration {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = data.len();
+        let sink = tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0;
+            while got < n {
+                got += c.read(&mut buf).await.unwrap();
+            }
+        });
+        let t = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for chunk in data.chunks(64 * 1024) {
+            c.write_all(chunk).await.unwrap();
+        }
+        sink.await.unwrap();
+        t.elapsed()
+    }
+
+    struct Sse {
+        body: hyper::body::Incoming,
+        buf: String,
+    }
+
+    async fn sse_stream(s: &Server, token: &str) -> Sse {
+        let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(s.tls.clone())
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri("/api/v1/queue/stream")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        Sse {
+            body: res.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    impl Sse {
+        /// The data of the next event.
+        async fn next_event(&mut self) -> String {
+            use http_body_util::BodyExt;
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let ev: String = self.buf.drain(..end + 2).collect();
+                    return ev;
+                }
+                let frame = self.body.frame().await.unwrap().unwrap();
+                if let Ok(d) = frame.into_data() {
+                    self.buf.push_str(&String::from_utf8_lossy(&d));
+                }
+            }
+        }
+    }
 }

@@ -549,8 +549,8 @@ async fn queue_stream(
             if !first {
                 // A change, or 15 s, whichever comes first (waited times keep moving).
                 let _ = tokio::time::timeout(Duration::from_secs(15), rx.changed()).await;
-                // Coalesce bursts of changes into one update.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Coalesce a burst of changes into one update.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             rx.borrow_and_update();
             let view = app.sessions.queue_view(uid, &skills);
@@ -1442,7 +1442,11 @@ async fn ws(
             Party::Customer => (Side::Customer, None),
             Party::User(p) => (Side::Agent, Some(p)),
         };
+    // Small buffers: most sessions are idle most of the time, and memory per connected session
+    // is what limits how many one appliance holds.
     Ok(upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
         .max_message_size(protocol::MAX_FRAME)
         .max_frame_size(protocol::MAX_FRAME)
         .on_upgrade(move |socket| run_socket(app, socket, id, side, principal)))
