@@ -546,6 +546,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
     let mut signals = Signals::install()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpoints = tokio::spawn(checkpoint_loop(app.clone(), stop_rx.clone()));
+    let sweeper = tokio::spawn(sweep_loop(app.clone(), stop_rx.clone()));
     let server = tokio::spawn(web::run(
         app.clone(),
         tcp,
@@ -571,6 +572,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         Err(_) => tracing::warn!("connections still open after 15 s; closing them"),
     }
     let _ = checkpoints.await;
+    let _ = sweeper.await;
     // Seal what the live sessions have recorded; they continue in new objects after a restart.
     let sealed = app.sessions.seal_all().await;
     app.audit(Event::system(
@@ -613,6 +615,21 @@ impl Signals {
     }
 }
 
+/// Every five seconds, returns to the queue the sessions whose agent stayed away longer than the
+/// grace period.
+async fn sweep_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if !app.is_sealed() {
+            crate::session::Sessions::sweep(&app).await;
+        }
+    }
+}
+
 /// Writes a checkpoint every interval while entries arrive; purges expired tokens hourly.
 async fn checkpoint_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(app.config.checkpoint_interval_s));
@@ -623,9 +640,6 @@ async fn checkpoint_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         app.write_checkpoint().await;
-        if !app.is_sealed() {
-            crate::session::Sessions::sweep(&app).await;
-        }
         ticks += 1;
         if ticks.is_multiple_of((3600 / app.config.checkpoint_interval_s).max(1)) {
             let _ = app

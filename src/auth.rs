@@ -27,6 +27,8 @@ pub enum Permission {
     ReadAudit,
     /// Appliance status: seal state, storage, certificate.
     ReadSystem,
+    /// Live agent and queue monitors.
+    ReadMonitors,
 }
 
 /// The permission matrix.
@@ -37,6 +39,7 @@ pub fn allowed(role: Role, p: Permission) -> bool {
         ManageUsers => role == Admin,
         ReadAudit => matches!(role, Admin | Compliance | Auditor),
         ReadSystem => matches!(role, Admin | Compliance),
+        ReadMonitors => matches!(role, Admin | Compliance),
     }
 }
 

@@ -100,7 +100,7 @@ pub enum UserCmd {
     },
     /// List users.
     List,
-    /// Disable a user and end their sessions.
+    /// Disable a user and revoke their login tokens.
     Disable { name: String },
 }
 
@@ -361,6 +361,12 @@ fn code_new(
 ) -> Result<i32> {
     let config = crate::config::Config::load(dir.root())?;
     let ttl = ttl.unwrap_or(config.code_ttl_s);
+    if external_ref
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.chars().count() > 100 || r.chars().any(char::is_control))
+    {
+        bail!("--ref must be 1-100 printable characters");
+    }
     if !(60..=3600).contains(&ttl) {
         bail!("--ttl must be between 60 and 3600 seconds");
     }

@@ -121,7 +121,7 @@ struct RawPortal {
     public: bool,
     #[serde(default)]
     welcome: String,
-    logo: Option<String>,
+    logo: Option<Spanned<String>>,
     color: Option<Spanned<String>>,
     #[serde(default = "yes")]
     recording: bool,
@@ -471,7 +471,18 @@ impl Config {
                     required: f.required,
                     hidden: f.hidden,
                     options: f.options.clone(),
-                    max_len: f.max_len.unwrap_or(500).min(4000),
+                    max_len: match f.max_len {
+                        None => 500,
+                        Some(n @ 1..=4000) => n,
+                        Some(n) => {
+                            return Err(err(
+                                f.name.span(),
+                                format!(
+                                    "field {fname:?}: max_len = {n} is out of range (1 to 4000)"
+                                ),
+                            ));
+                        }
+                    },
                 });
             }
             portals.push(Portal {
@@ -479,7 +490,18 @@ impl Config {
                 title: p.title.get_ref().clone(),
                 public: p.public,
                 welcome: p.welcome.clone(),
-                logo: p.logo.clone(),
+                logo: match &p.logo {
+                    None => None,
+                    Some(l) => {
+                        let path = Path::new(l.get_ref());
+                        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                        let size = std::fs::metadata(path).map(|m| m.len()).ok();
+                        if !matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "svg") || size.is_none_or(|s| s > 512 * 1024) {
+                            return Err(err(l.span(), format!("logo {:?} must be an existing PNG, JPEG or SVG file of at most 512 KiB", l.get_ref())));
+                        }
+                        Some(l.get_ref().clone())
+                    }
+                },
                 color,
                 recording: p.recording,
                 skills,

@@ -130,6 +130,10 @@ struct RoomState {
     agent_absent_since: Option<Instant>,
     /// Recorded messages as sent, for participants who reconnect: (message, agent only).
     history: VecDeque<(Arc<str>, bool)>,
+    /// The note left by the last transfer, for the agent who takes the session over.
+    transfer_note: Option<String>,
+    /// When the request first entered the queue: a session put back keeps its place.
+    first_queued: Instant,
 }
 
 /// A waiting or active session.
@@ -309,6 +313,8 @@ impl Sessions {
                 queued_at: Instant::now(),
                 agent_absent_since: (status == Status::Active).then(Instant::now),
                 history: VecDeque::new(),
+                transfer_note: None,
+                first_queued: Instant::now(),
             }),
         })
     }
@@ -638,9 +644,14 @@ impl Sessions {
             }
             (st.portal.clone(), st.skill.clone())
         };
-        let note = note
-            .filter(|n| !n.trim().is_empty())
-            .map(|n| n.chars().take(1000).collect::<String>());
+        let note = note.filter(|n| !n.trim().is_empty());
+        if note.as_ref().is_some_and(|n| {
+            n.chars().count() > 4000 || n.chars().any(|c| c.is_control() && c != '\n')
+        }) {
+            return Err(SessionError::BadInput(
+                "the transfer note must be at most 4000 characters of text".into(),
+            ));
+        }
         let now = now_rfc3339();
         let (label, new_agent, new_skill) = match &target {
             Target::Agent(name) => {
@@ -711,14 +722,15 @@ impl Sessions {
             st.skill = new_skill;
             st.agent = new_agent.clone();
             st.agent_absent_since = Some(Instant::now());
+            st.transfer_note = note.clone();
             if new_agent.is_none() {
                 st.status = Status::Waiting;
-                st.queued_at = Instant::now();
+                st.queued_at = st.first_queued;
             }
             st.agent_conn.take()
         };
-        let msg: Arc<str> =
-            protocol::simple("transferred", json!({ "to": label, "note": note })).into();
+        // The note is for the agent who takes over (it arrives in their hello), not the customer.
+        let msg: Arc<str> = protocol::simple("transferred", json!({ "to": label })).into();
         if let Some(c) = old_conn {
             let _ = c.tx.try_send(Out::Text(msg.clone()));
         }
@@ -857,6 +869,32 @@ impl Sessions {
         json!({ "waiting": waiting.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), "sessions": mine })
     }
 
+    /// Every queue (portal and skill) with how many wait and the longest wait, for monitors.
+    pub fn queues_view(&self, portals: &[crate::config::Portal]) -> Vec<Value> {
+        let rooms: Vec<Arc<Room>> = self
+            .rooms
+            .lock()
+            .expect("rooms")
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for p in portals {
+            for skill in &p.skills {
+                let waits: Vec<u64> = rooms
+                    .iter()
+                    .filter_map(|r| {
+                        let st = r.state.lock().expect("room");
+                        (st.status == Status::Waiting && st.portal == p.name && &st.skill == skill)
+                            .then(|| st.queued_at.elapsed().as_secs())
+                    })
+                    .collect();
+                out.push(json!({ "portal": p.name, "skill": skill, "waiting": waits.len(), "longest_wait_s": waits.iter().max().copied().unwrap_or(0) }));
+            }
+        }
+        out
+    }
+
     /// Agents and their presence, for monitors.
     pub fn agents_view(&self) -> Vec<Value> {
         self.agents
@@ -905,7 +943,7 @@ impl Sessions {
                 let mut st = room.state.lock().expect("room");
                 st.status = Status::Waiting;
                 st.agent = None;
-                st.queued_at = Instant::now();
+                st.queued_at = st.first_queued;
                 st.agent_absent_since = None;
             }
             room.send_to(
@@ -958,6 +996,7 @@ impl Sessions {
                     "id": room.id, "status": st.status.as_str(), "portal": st.portal, "skill": st.skill,
                     "customer": st.customer_name, "question": st.question, "ref": st.external_ref,
                     "agent": st.agent.as_ref().map(|a| &a.1),
+                    "transfer_note": if side == Side::Agent { st.transfer_note.clone() } else { None },
                 },
                 "history": history,
             })
@@ -992,6 +1031,7 @@ impl Sessions {
             )
             .into(),
         );
+        room.record_event_soon(json!({ "event": "join", "who": side.as_str(), "name": name }));
         if side == Side::Customer {
             self.announce();
         }
@@ -1025,13 +1065,22 @@ impl Sessions {
                 )
                 .into(),
             );
+            room.record_event_soon(json!({ "event": "leave", "who": side.as_str() }));
         }
     }
 
     /// Adds a sent file to the session: tells both sides and records the event.
     pub async fn file_sent(&self, id: &str, msg: Value) {
         if let Some(room) = self.room(id) {
-            room.broadcast(&protocol::simple("file", msg.clone()), false);
+            let text = protocol::simple("file", msg.clone());
+            {
+                let mut st = room.state.lock().expect("room");
+                st.history.push_back((text.clone().into(), false));
+                if st.history.len() > HISTORY {
+                    st.history.pop_front();
+                }
+            }
+            room.broadcast(&text, false);
             let mut ev = msg;
             ev["event"] = json!("file");
             room.record_event(ev).await;
@@ -1074,9 +1123,14 @@ impl Sessions {
         rooms.len()
     }
 
-    /// Whether session `id` is live (waiting or active).
-    pub fn is_live(&self, id: &str) -> bool {
-        self.room(id).is_some()
+    /// Whether session `id` is active (an agent has it).
+    pub fn is_active(&self, id: &str) -> bool {
+        self.room(id).is_some_and(|r| r.is_active())
+    }
+
+    /// Sessions an agent handles now.
+    pub fn load_of(&self, uid: i64) -> usize {
+        self.agent_load(uid)
     }
 }
 
@@ -1132,6 +1186,24 @@ impl Room {
                 line: ev.to_string(),
             })
             .await;
+    }
+
+    /// Records an event from a place that cannot wait (connect and disconnect).
+    fn record_event_soon(&self, mut ev: Value) {
+        ev["at"] = json!(now_rfc3339());
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            recorder
+                .send(Record::Event {
+                    line: ev.to_string(),
+                })
+                .await
+        });
+    }
+
+    /// Whether the session is active (an agent has it).
+    pub fn is_active(&self) -> bool {
+        self.state.lock().expect("room").status == Status::Active
     }
 
     /// Handles one parsed message from a participant: relays it, records it, and (for chat)

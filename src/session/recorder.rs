@@ -115,8 +115,13 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
                 .await
                 .expect("recorder append panicked");
         }
+        // An ack says whether the message is durable in the archive; it is not when the portal
+        // does not record, or when writing failed (which the log reports).
+        let recorded = recording && w.transcript.is_some();
         for (tx, line) in acks {
-            let _ = tx.try_send(super::Out::Text(line.into()));
+            let mut v: serde_json::Value = serde_json::from_str(&line).expect("acks are JSON");
+            v["recorded"] = serde_json::json!(recorded);
+            let _ = tx.try_send(super::Out::Text(v.to_string().into()));
         }
         if let Some(done) = finish {
             for writer in [w.transcript.take(), w.events.take()].into_iter().flatten() {

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/", get(index))
         .route("/p/{portal}", get(portal_form).post(portal_submit))
         .route("/p/{portal}/brand.css", get(brand_css))
+        .route("/p/{portal}/logo", get(logo))
         .route("/code", get(code_form).post(code_submit))
         .route("/s/{id}", get(|| async { Html(CUSTOMER_HTML) }))
         .route("/agent", get(|| async { Html(AGENT_HTML) }))
@@ -73,9 +74,31 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn page(title: &str, brand_css: Option<&str>, body: &str) -> String {
-    let brand = brand_css
-        .map(|href| format!(r#"<link rel="stylesheet" href="{}">"#, esc(href)))
+/// Branding for a portal's pages: its stylesheet and, if it has one, its logo.
+struct Brand {
+    css: String,
+    logo: Option<String>,
+}
+
+fn brand(p: &Portal) -> Brand {
+    Brand {
+        css: format!("/p/{}/brand.css", p.name),
+        logo: p.logo.as_ref().map(|_| format!("/p/{}/logo", p.name)),
+    }
+}
+
+fn page(title: &str, brand: Option<&Brand>, body: &str) -> String {
+    let css = brand
+        .map(|b| format!(r#"<link rel="stylesheet" href="{}">"#, esc(&b.css)))
+        .unwrap_or_default();
+    let logo = brand
+        .and_then(|b| b.logo.as_ref())
+        .map(|src| {
+            format!(
+                r#"<img class="logo" src="{}" alt="" height="48">"#,
+                esc(src)
+            )
+        })
         .unwrap_or_default();
     format!(
         r#"<!doctype html>
@@ -85,10 +108,10 @@ fn page(title: &str, brand_css: Option<&str>, body: &str) -> String {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <link rel="stylesheet" href="/static/style.css">
-{brand}
+{css}
 </head>
 <body>
-<header class="brand"><h1>{title}</h1></header>
+<header class="brand">{logo}<h1>{title}</h1></header>
 <main class="container">
 {body}
 </main>
@@ -121,6 +144,37 @@ async fn index(State(app): State<Arc<App>>) -> Html<String> {
     Html(page("Remote support", None, &body))
 }
 
+async fn logo(
+    State(app): State<Arc<App>>,
+    Path(portal): Path<String>,
+) -> Result<Response, ApiError> {
+    let path = app
+        .config
+        .portal(&portal)
+        .and_then(|p| p.logo.clone())
+        .ok_or_else(|| ApiError::not_found("this portal has no logo"))?;
+    let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+    let ct = match path
+        .rsplit('.')
+        .next()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        _ => "image/jpeg",
+    };
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    // An SVG opened directly must not run script in the appliance's origin.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+    );
+    Ok(r)
+}
+
 async fn brand_css(
     State(app): State<Arc<App>>,
     Path(portal): Path<String>,
@@ -129,9 +183,20 @@ async fn brand_css(
         .config
         .portal(&portal)
         .ok_or_else(|| ApiError::not_found("no such portal"))?;
-    // The colour was validated as #rrggbb when the configuration was loaded.
+    // The colour was validated as #rrggbb when the configuration was loaded. Text on it is black
+    // or white, whichever contrasts more (WCAG relative luminance).
+    let channel = |i: usize| {
+        let v = f64::from(u8::from_str_radix(&p.color[i..i + 2], 16).unwrap_or(0)) / 255.0;
+        if v <= 0.03928 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let lum = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
+    let text = if lum > 0.179 { "#111111" } else { "#ffffff" };
     let css = format!(
-        "header.brand {{ background: {c}; }}\nbutton.primary {{ background: {c}; border-color: {c}; }}\n",
+        "header.brand {{ background: {c}; color: {text}; }}\nheader.brand h1 {{ color: {text}; }}\nbutton.primary {{ background: {c}; border-color: {c}; color: {text}; }}\n",
         c = p.color
     );
     let mut r = css.into_response();
@@ -178,7 +243,25 @@ fn render_form(p: &Portal, values: &HashMap<String, String>, errors: &[FieldErro
         html.push_str(&format!("<p>{}</p>\n", esc(&p.welcome)));
     }
     if !errors.is_empty() {
-        html.push_str(r#"<div class="error" role="alert"><p>Please correct the fields marked below.</p></div>"#);
+        // Problems with fields the customer cannot see (hidden ones, the reference) are listed
+        // here, since nothing below could mark them.
+        let visible = |f: &str| {
+            matches!(f, "name" | "email" | "question" | "skill")
+                || p.fields
+                    .iter()
+                    .any(|x| !x.hidden && format!("field.{}", x.name) == f)
+        };
+        let unseen: String = errors
+            .iter()
+            .filter(|e| !visible(&e.field))
+            .map(|e| format!("<li>{}</li>", esc(&e.message)))
+            .collect();
+        let list = if unseen.is_empty() {
+            String::new()
+        } else {
+            format!("<ul>{unseen}</ul><p>Please contact the site that sent you here.</p>")
+        };
+        html.push_str(&format!(r#"<div class="error" role="alert"><p>Please correct the fields marked below.</p>{list}</div>"#));
     }
     html.push_str(&format!(
         r#"<form class="request-form" method="post" action="/p/{}" novalidate>"#,
@@ -201,14 +284,22 @@ fn render_form(p: &Portal, values: &HashMap<String, String>, errors: &[FieldErro
         } else {
             ""
         };
+        let described = if errors.iter().any(|e| e.field == id) {
+            format!(
+                r#" aria-invalid="true" aria-describedby="err-{}""#,
+                esc(&id.replace('.', "-"))
+            )
+        } else {
+            String::new()
+        };
         let input = if multiline {
             format!(
-                r#"<textarea id="{id}" name="{id}" rows="5"{req}>{}</textarea>"#,
+                r#"<textarea id="{id}" name="{id}" rows="5"{req}{described}>{}</textarea>"#,
                 esc(value)
             )
         } else {
             format!(
-                r#"<input id="{id}" name="{id}" type="{kind}" value="{}"{req}>"#,
+                r#"<input id="{id}" name="{id}" type="{kind}" value="{}"{req}{described}>"#,
                 esc(value)
             )
         };
@@ -285,9 +376,16 @@ fn render_form(p: &Portal, values: &HashMap<String, String>, errors: &[FieldErro
                             )
                         }))
                         .collect();
-                let req = if f.required { " required" } else { "" };
+                let (req, mark) = if f.required {
+                    (
+                        " required aria-required=\"true\"",
+                        " <span aria-hidden=\"true\">*</span>",
+                    )
+                } else {
+                    ("", "")
+                };
                 html.push_str(&format!(
-                    r#"<div class="field"><label for="{0}">{1}</label><select id="{0}" name="{0}"{req}>{opts}</select>{2}</div>"#,
+                    r#"<div class="field"><label for="{0}">{1}{mark}</label><select id="{0}" name="{0}"{req}>{opts}</select>{2}</div>"#,
                     esc(&id),
                     esc(&f.label),
                     err_for(&id)
@@ -328,7 +426,7 @@ async fn portal_form(
     let values = form_values(&url_decode_pairs(q.as_deref().unwrap_or("")));
     Ok(Html(page(
         &p.title,
-        Some(&format!("/p/{}/brand.css", p.name)),
+        Some(&brand(p)),
         &render_form(p, &values, &[]),
     )))
 }
@@ -371,7 +469,7 @@ async fn portal_submit(
         Err(errors) => {
             let html = page(
                 &p.title,
-                Some(&format!("/p/{}/brand.css", p.name)),
+                Some(&brand(&p)),
                 &render_form(&p, &form_values(&pairs), &errors),
             );
             Ok((StatusCode::BAD_REQUEST, Html(html)).into_response())

@@ -43,6 +43,8 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/api/v1/queue/stream", get(queue_stream))
         .route("/api/v1/agent/presence", post(presence))
         .route("/api/v1/agent/canned", get(canned))
+        .route("/api/v1/monitors/agents", get(monitor_agents))
+        .route("/api/v1/monitors/queues", get(monitor_queues))
         .route(
             "/api/v1/users/{name}/skills",
             put(set_skills).get(get_skills),
@@ -167,7 +169,6 @@ impl RequestInput {
         };
         for (k, v) in form {
             match k.as_str() {
-                "portal" => r.portal = v.clone(),
                 "skill" if !v.is_empty() => r.skill = Some(v.clone()),
                 "name" => r.name = v.clone(),
                 "email" => r.email = v.clone(),
@@ -541,25 +542,25 @@ async fn queue_stream(
             p.role
         )));
     }
-    let skills = my_skills(&app, &p).await?;
     let rx = app.sessions.subscribe();
-    let state = (app, rx, p.user_id, skills, true);
-    let stream =
-        futures_util::stream::unfold(state, |(app, mut rx, uid, skills, first)| async move {
-            if !first {
-                // A change, or 15 s, whichever comes first (waited times keep moving).
-                let _ = tokio::time::timeout(Duration::from_secs(15), rx.changed()).await;
-                // Coalesce a burst of changes into one update.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            rx.borrow_and_update();
-            let view = app.sessions.queue_view(uid, &skills);
-            let ev = SseEvent::default().event("queue").data(view.to_string());
-            Some((
-                Ok::<_, std::convert::Infallible>(ev),
-                (app, rx, uid, skills, false),
-            ))
-        });
+    let state = (app, rx, p.user_id, true);
+    let stream = futures_util::stream::unfold(state, |(app, mut rx, uid, first)| async move {
+        if !first {
+            // A change, or 15 s, whichever comes first (waited times keep moving).
+            let _ = tokio::time::timeout(Duration::from_secs(15), rx.changed()).await;
+            // Coalesce a burst of changes into one update.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        rx.borrow_and_update();
+        // Skills are read for every update, so a change by an admin shows without a reload.
+        let skills = app
+            .db(move |s| s.read(|tx| tx.agent_skills(uid)))
+            .await
+            .unwrap_or_default();
+        let view = app.sessions.queue_view(uid, &skills);
+        let ev = SseEvent::default().event("queue").data(view.to_string());
+        Some((Ok::<_, std::convert::Infallible>(ev), (app, rx, uid, false)))
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -596,6 +597,34 @@ async fn presence(
     ))
     .await?;
     Ok(Json(json!({ "status": req.status })))
+}
+
+async fn monitor_agents(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
+    if !crate::auth::allowed(p.role, crate::auth::Permission::ReadMonitors) {
+        return Err(ApiError::forbidden(format!(
+            "the {} role may not read monitors",
+            p.role
+        )));
+    }
+    Ok(Json(json!({ "agents": app.sessions.agents_view() })))
+}
+
+async fn monitor_queues(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
+    if !crate::auth::allowed(p.role, crate::auth::Permission::ReadMonitors) {
+        return Err(ApiError::forbidden(format!(
+            "the {} role may not read monitors",
+            p.role
+        )));
+    }
+    Ok(Json(
+        json!({ "queues": app.sessions.queues_view(&app.config.portals) }),
+    ))
 }
 
 async fn canned(State(app): State<Arc<App>>, Authed(_p): Authed) -> Json<Value> {
@@ -869,6 +898,11 @@ pub async fn redeem(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::conflict("the agent of this code is no longer available"))?;
+    if app.sessions.load_of(uid) >= app.config.max_per_agent {
+        return Err(ApiError::conflict(
+            "the agent of this code is busy with the most sessions allowed; call them back",
+        ));
+    }
     let skills = app.db(move |s| s.read(|tx| tx.agent_skills(uid))).await?;
     let (portal, skill) = skills
         .first()
@@ -1115,7 +1149,7 @@ async fn customer_view(
         "agent": row.agent_name,
         "position": position.map(|p| p.0),
         "estimated_wait_s": position.map(|p| p.1),
-        "survey_done": row.survey_at.is_some(),
+        "survey_submitted": row.survey_at.is_some(),
     })))
 }
 
@@ -1280,8 +1314,10 @@ async fn upload(
             )
         }
     };
-    if !app.sessions.is_live(&id) {
-        return Err(ApiError::conflict("the session is not live"));
+    if !app.sessions.is_active(&id) {
+        return Err(ApiError::conflict(
+            "files can be sent once an agent has the session, until it ends",
+        ));
     }
     let name = q
         .name

@@ -142,7 +142,12 @@ fn a_request_goes_through_queue_chat_files_transfer_end_and_survey() {
         (got["text"].as_str(), got["from"].as_str()),
         (Some("Hello, my screen is blank"), Some("customer"))
     );
-    assert_eq!(cust.expect("ack")["id"], "c1");
+    let ack = cust.expect("ack");
+    assert_eq!(
+        (ack["id"].as_str(), ack["recorded"].as_bool()),
+        (Some("c1"), Some(true)),
+        "acked once durable: {ack}"
+    );
     al.send(&json!({ "type": "chat", "text": "Let me look — ünïcödé ok", "id": "a1" }));
     assert_eq!(cust.expect("chat")["text"], "Let me look — ünïcödé ok");
     al.send(&json!({ "type": "note", "text": "customer sounds stressed" }));
@@ -213,6 +218,22 @@ fn a_request_goes_through_queue_chat_files_transfer_end_and_survey() {
             .any(|m| m["text"] == "Hello, my screen is blank"),
         "bob sees the history"
     );
+    assert_eq!(
+        hello["session"]["transfer_note"], "needs a driver expert",
+        "the note is for the next agent"
+    );
+    let monitors = s
+        .get("/api/v1/monitors/queues", Some(&d.admin))
+        .json()
+        .unwrap();
+    assert!(
+        monitors["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["portal"] == "support" && q["skill"] == "general")
+    );
+    assert_eq!(s.get("/api/v1/monitors/agents", Some(&bob)).status, 403);
     b.send(&json!({ "type": "chat", "text": "Bob here, try the new driver", "id": "b1" }));
     assert_eq!(cust.expect("chat")["name"], "bob");
     assert_eq!(b.expect("ack")["id"], "b1");
@@ -497,6 +518,15 @@ fn tokens_never_cross_sessions() {
         a["request_id"].as_str().unwrap(),
         a["customer_token"].as_str().unwrap(),
     );
+    // Files wait until an agent has the session.
+    let r = raw(
+        s,
+        Method::POST,
+        &format!("/api/v1/sessions/{aid}/files?name=x.txt"),
+        &format!("Customer {atok}"),
+        b"early".to_vec(),
+    );
+    assert_eq!(r.status, 409, "{}", r.error_message());
     let bid = b["request_id"].as_str().unwrap();
     let r = customer_post(
         s,

@@ -82,6 +82,12 @@
     node.textContent = message ? String(message) : '';
   }
 
+  // Writes only on change, so that live regions do not repeat themselves.
+  function setText(node, text) {
+    const t = str(text);
+    if (node.textContent !== t) node.textContent = t;
+  }
+
   // The customer field of a summary may be a name or an object with a name.
   function customerName(s) {
     if (!s || typeof s !== 'object') return '';
@@ -276,11 +282,10 @@
   class MessageList {
     constructor(ol, opts) {
       this.ol = ol;
-      this.opts = opts; // { who(m, kind) → string, mine(m) → bool, onFile(m) }
+      this.opts = opts; // { ownFrom, who(m, kind) → string, onFile(m) }
       this.bySeq = new Map();
-      this.pending = new Map(); // client id → { li, text, sent }
+      this.pending = new Map(); // client id → { li, text, gen: connection it went out on, or -1 }
       this.pendingOther = []; // { kind, key, li }
-      this.fileIds = new Set();
     }
 
     nearBottom() {
@@ -316,32 +321,39 @@
     setState(li, text, title) {
       const s = $('.state', li);
       s.textContent = text;
+      // "sending…" and "✓" would make every message announce twice; a failure is worth hearing.
+      s.setAttribute('aria-hidden', text === 'not sent' ? 'false' : 'true');
       if (title) s.title = title; else s.removeAttribute('title');
     }
 
-    // Puts li at its seq position: before the first later message or pending message.
+    // Puts li at its seq position: before the first later message or pending message. Messages
+    // without seq (notices, files) stay where they arrived.
     place(li, seq) {
       if (seq !== null) {
         li.dataset.seq = String(seq);
         this.bySeq.set(seq, li);
       }
-      const kids = Array.from(this.ol.children);
-      let before = null;
-      if (seq !== null) {
-        before = kids.find((k) => k !== li && (
-          (k.dataset.seq !== undefined && Number(k.dataset.seq) > seq) ||
-          (k.dataset.seq === undefined && k.classList.contains('pending'))));
-      }
       const near = this.nearBottom();
       if (li.parentNode === this.ol) {
-        // Already in the list: move only when out of order.
-        const prev = li.previousElementSibling;
-        const okPrev = !prev || prev.dataset.seq === undefined || Number(prev.dataset.seq) < seq;
-        const okNext = before === null ? true : before === li.nextElementSibling;
-        if (seq === null || (okPrev && okNext)) return;
+        if (seq === null || this.inOrder(li, seq)) return;
+        li.remove();
+      }
+      let before = null;
+      if (seq !== null) {
+        before = Array.from(this.ol.children).find((k) => (k.dataset.seq !== undefined ?
+          Number(k.dataset.seq) > seq : k.classList.contains('pending'))) || null;
       }
       this.ol.insertBefore(li, before);
       this.scroll(near);
+    }
+
+    // Whether li sits between its nearest neighbours that have a seq.
+    inOrder(li, seq) {
+      let p = li.previousElementSibling;
+      while (p && p.dataset.seq === undefined) p = p.previousElementSibling;
+      let n = li.nextElementSibling;
+      while (n && n.dataset.seq === undefined) n = n.nextElementSibling;
+      return (!p || Number(p.dataset.seq) < seq) && (!n || Number(n.dataset.seq) > seq);
     }
 
     system(text, at) {
@@ -383,8 +395,9 @@
     }
 
     settle(li) {
+      if (!li.classList.contains('pending')) return;
       li.classList.remove('pending');
-      if ($('.state', li).textContent === 'sending…') this.setState(li, '');
+      this.setState(li, '');
     }
 
     // Returns true when something new was shown.
@@ -403,7 +416,15 @@
       const cid = typeof m.id === 'string' && m.id ? m.id : null;
       let li = seq !== null ? this.bySeq.get(seq) : null;
       let fresh = false;
-      if (!li && cid && this.pending.has(cid)) li = this.pending.get(cid).li;
+      let mine = cid && this.pending.has(cid) ? cid : null;
+      if (!li && !mine && !cid && m.from === this.opts.ownFrom) {
+        // The history carries no client ids: an own message the server already has (its echo
+        // was lost with the connection) is recognised by its text, so it is not sent twice.
+        for (const [id, p] of this.pending) {
+          if (p.text === str(m.text)) { mine = id; break; }
+        }
+      }
+      if (!li && mine) li = this.pending.get(mine).li;
       if (!li) {
         li = this.build(m.from === 'agent' ? 'agent' : 'customer', '', m.at);
         fresh = true;
@@ -411,8 +432,8 @@
       li.dataset.from = m.from === 'agent' ? 'agent' : 'customer';
       this.setMeta(li, this.opts.who(m, 'chat'), m.at);
       $('.text', li).textContent = str(m.text);
-      if (cid && this.pending.has(cid)) {
-        this.pending.delete(cid);
+      if (mine) {
+        this.pending.delete(mine);
         this.settle(li);
       }
       this.place(li, seq);
@@ -700,7 +721,8 @@
       if (kind === 'url') return 'Link pushed';
       // A file message's name is the file's name, not the sender's.
       const name = kind === 'file' ? '' : str(m.name);
-      if (m.from !== 'agent') return name || this.info.customer || 'Customer';
+      // The server may name the customer just "customer": the summary's name is better.
+      if (m.from !== 'agent') return this.info.customer || name || 'Customer';
       return name || (kind === 'file' ? 'Agent' : state.me || 'Agent');
     }
 
@@ -739,16 +761,16 @@
           text = this.state === 'waiting' ? 'Session waiting' :
             this.state === 'active' ? 'Session active' : 'Session connecting…';
       }
-      this.p.status.textContent = text;
+      setText(this.p.status, text);
       this.p.status.dataset.state = this.closed || this.state;
     }
 
     onSocketState(s, delay) {
       if (this.closed) return;
-      if (s === 'connecting') this.p.conn.textContent = 'Connecting…';
-      else if (s === 'open') this.p.conn.textContent = this.peer;
+      if (s === 'connecting') setText(this.p.conn, 'Connecting…');
+      else if (s === 'open') setText(this.p.conn, this.peer);
       else if (s === 'retry') {
-        this.p.conn.textContent = `Connection lost, reconnecting in ${Math.round(delay / 1000)} s…`;
+        setText(this.p.conn, `Connection lost, reconnecting in ${Math.round(delay / 1000)} s…`);
         // A socket that keeps failing for a session that is no longer ours: stop.
         if (this.sock.failures >= 3 && state.assigned && state.assigned.at > this.openedAt &&
             !state.assigned.ids.has(this.id)) {
@@ -811,7 +833,7 @@
       for (const p of this.list.unsent(this.sock.gen)) {
         if (this.sock.send({ type: 'chat', text: p.text, id: p.id })) p.entry.gen = this.sock.gen;
       }
-      this.p.conn.textContent = this.peer;
+      setText(this.p.conn, this.peer);
       if (s.status === 'ended') {
         this.close('ended');
       } else if (s.status === 'cancelled') {
@@ -824,11 +846,11 @@
     }
 
     onParticipant(m) {
-      const name = str(m.name) || (m.who === 'customer' ? this.info.customer || 'The customer' : 'An agent');
+      const name = m.who === 'customer' ? this.info.customer || 'The customer' : str(m.name) || 'An agent';
       const joined = m.event === 'join';
       if (m.who === 'customer') {
         this.peer = joined ? 'Customer connected' : 'Customer disconnected';
-        if (!this.closed) this.p.conn.textContent = this.peer;
+        if (!this.closed) setText(this.p.conn, this.peer);
         if (!joined) this.theirTyping(false);
       }
       this.list.system(`${name} ${joined ? 'joined' : 'left'}.`);
@@ -881,7 +903,7 @@
       this.theirTyping(false);
       this.list.clearPendingOther();
       this.setEnabled(false);
-      this.p.conn.textContent = '';
+      setText(this.p.conn, '');
       this.p.reconnect.hidden = kind !== 'replaced';
       this.p.closeTab.hidden = false;
       this.panel.classList.add('closed');
@@ -1156,7 +1178,7 @@
   // Queue (Server-Sent Events)
 
   function setQueueStatus(text, reconnecting) {
-    ui.queueStatus.textContent = text;
+    setText(ui.queueStatus, text);
     ui.queueStatus.classList.toggle('reconnecting', !!reconnecting);
   }
 

@@ -82,6 +82,12 @@
     node.textContent = message ? String(message) : '';
   }
 
+  // Writes only on change, so that live regions do not repeat themselves.
+  function setText(node, text) {
+    const t = str(text);
+    if (node.textContent !== t) node.textContent = t;
+  }
+
   // Fetch wrapper: same-origin cookies, the (harmless) CSRF header on every non-GET, JSON both
   // ways, and the contract's error body turned into an ApiError carrying its message.
   async function api(method, path, body) {
@@ -264,11 +270,10 @@
   class MessageList {
     constructor(ol, opts) {
       this.ol = ol;
-      this.opts = opts; // { who(m, kind) → string, mine(m) → bool, onFile(m) }
+      this.opts = opts; // { ownFrom, who(m, kind) → string, onFile(m) }
       this.bySeq = new Map();
-      this.pending = new Map(); // client id → { li, text, sent }
+      this.pending = new Map(); // client id → { li, text, gen: connection it went out on, or -1 }
       this.pendingOther = []; // { kind, key, li }
-      this.fileIds = new Set();
     }
 
     nearBottom() {
@@ -304,32 +309,39 @@
     setState(li, text, title) {
       const s = $('.state', li);
       s.textContent = text;
+      // "sending…" and "✓" would make every message announce twice; a failure is worth hearing.
+      s.setAttribute('aria-hidden', text === 'not sent' ? 'false' : 'true');
       if (title) s.title = title; else s.removeAttribute('title');
     }
 
-    // Puts li at its seq position: before the first later message or pending message.
+    // Puts li at its seq position: before the first later message or pending message. Messages
+    // without seq (notices, files) stay where they arrived.
     place(li, seq) {
       if (seq !== null) {
         li.dataset.seq = String(seq);
         this.bySeq.set(seq, li);
       }
-      const kids = Array.from(this.ol.children);
-      let before = null;
-      if (seq !== null) {
-        before = kids.find((k) => k !== li && (
-          (k.dataset.seq !== undefined && Number(k.dataset.seq) > seq) ||
-          (k.dataset.seq === undefined && k.classList.contains('pending'))));
-      }
       const near = this.nearBottom();
       if (li.parentNode === this.ol) {
-        // Already in the list: move only when out of order.
-        const prev = li.previousElementSibling;
-        const okPrev = !prev || prev.dataset.seq === undefined || Number(prev.dataset.seq) < seq;
-        const okNext = before === null ? true : before === li.nextElementSibling;
-        if (seq === null || (okPrev && okNext)) return;
+        if (seq === null || this.inOrder(li, seq)) return;
+        li.remove();
+      }
+      let before = null;
+      if (seq !== null) {
+        before = Array.from(this.ol.children).find((k) => (k.dataset.seq !== undefined ?
+          Number(k.dataset.seq) > seq : k.classList.contains('pending'))) || null;
       }
       this.ol.insertBefore(li, before);
       this.scroll(near);
+    }
+
+    // Whether li sits between its nearest neighbours that have a seq.
+    inOrder(li, seq) {
+      let p = li.previousElementSibling;
+      while (p && p.dataset.seq === undefined) p = p.previousElementSibling;
+      let n = li.nextElementSibling;
+      while (n && n.dataset.seq === undefined) n = n.nextElementSibling;
+      return (!p || Number(p.dataset.seq) < seq) && (!n || Number(n.dataset.seq) > seq);
     }
 
     system(text, at) {
@@ -371,8 +383,9 @@
     }
 
     settle(li) {
+      if (!li.classList.contains('pending')) return;
       li.classList.remove('pending');
-      if ($('.state', li).textContent === 'sending…') this.setState(li, '');
+      this.setState(li, '');
     }
 
     // Returns true when something new was shown.
@@ -391,7 +404,15 @@
       const cid = typeof m.id === 'string' && m.id ? m.id : null;
       let li = seq !== null ? this.bySeq.get(seq) : null;
       let fresh = false;
-      if (!li && cid && this.pending.has(cid)) li = this.pending.get(cid).li;
+      let mine = cid && this.pending.has(cid) ? cid : null;
+      if (!li && !mine && !cid && m.from === this.opts.ownFrom) {
+        // The history carries no client ids: an own message the server already has (its echo
+        // was lost with the connection) is recognised by its text, so it is not sent twice.
+        for (const [id, p] of this.pending) {
+          if (p.text === str(m.text)) { mine = id; break; }
+        }
+      }
+      if (!li && mine) li = this.pending.get(mine).li;
       if (!li) {
         li = this.build(m.from === 'agent' ? 'agent' : 'customer', '', m.at);
         fresh = true;
@@ -399,8 +420,8 @@
       li.dataset.from = m.from === 'agent' ? 'agent' : 'customer';
       this.setMeta(li, this.opts.who(m, 'chat'), m.at);
       $('.text', li).textContent = str(m.text);
-      if (cid && this.pending.has(cid)) {
-        this.pending.delete(cid);
+      if (mine) {
+        this.pending.delete(mine);
         this.settle(li);
       }
       this.place(li, seq);
@@ -586,7 +607,7 @@
   }
 
   function setStatus(text) {
-    ui.status.textContent = text;
+    setText(ui.status, text);
   }
 
   function updateQueue(position, wait) {
@@ -626,6 +647,18 @@
     list.pending.clear();
   }
 
+  // Sends the pending messages that have not gone out on this connection. The server takes chat
+  // only while the session is active, so messages written in the waiting room wait here.
+  function flushPending() {
+    if (st.phase !== 'active' || st.helloGen !== sock.gen) return;
+    for (const p of list.unsent(sock.gen)) {
+      if (sock.send({ type: 'chat', text: p.text, id: p.id })) {
+        p.entry.gen = sock.gen;
+        if (p.entry.li.classList.contains('pending')) list.setState(p.entry.li, 'sending…');
+      }
+    }
+  }
+
   // The conversation is over (ended or cancelled): no more sending, no more reconnecting.
   function finish(kind) {
     const focusWasInside = ui.chat.contains(document.activeElement) || ui.waiting.contains(document.activeElement);
@@ -635,7 +668,7 @@
     typingOut.on = false;
     theirTyping(false);
     failPending();
-    ui.connection.textContent = '';
+    setText(ui.connection, '');
     ui.waiting.hidden = true;
     ui.chatForm.hidden = true;
     ui.fileTools.hidden = true;
@@ -656,7 +689,7 @@
     st.phase = 'error';
     if (sock) sock.stop();
     setStatus('Unavailable');
-    ui.connection.textContent = '';
+    setText(ui.connection, '');
     ui.waiting.hidden = true;
     ui.chat.hidden = true;
     ui.survey.hidden = true;
@@ -683,6 +716,7 @@
         const was = st.phase;
         showActive(agentName(m.agent));
         if (was !== 'active') list.system(`${st.agent || 'An agent'} joined the chat.`);
+        flushPending();
         break;
       }
       case 'chat':
@@ -702,6 +736,7 @@
         } else {
           showActive(to);
           list.system(`You have been transferred to ${to || 'another agent'}.`);
+          flushPending();
         }
         break;
       }
@@ -715,7 +750,7 @@
       case 'replaced':
         st.phase = 'replaced';
         sock.stop();
-        ui.connection.textContent = '';
+        setText(ui.connection, '');
         setControls(false);
         showError(ui.error, 'This chat is now open in another window or tab. Continue there, or reload this page to continue here.');
         break;
@@ -731,7 +766,7 @@
     for (const h of history) {
       if (h && typeof h === 'object') list.ingest(h);
     }
-    ui.connection.textContent = '';
+    setText(ui.connection, '');
     if (s.status === 'ended') {
       finish('ended');
       return;
@@ -742,21 +777,19 @@
     }
     if (s.status === 'active') showActive();
     else if (s.status === 'waiting') showWaiting(s.position, s.estimated_wait_s);
-    // Pending messages whose id came back in the history were settled; the others go again.
-    for (const p of list.unsent(sock.gen)) {
-      if (sock.send({ type: 'chat', text: p.text, id: p.id })) p.entry.gen = sock.gen;
-    }
+    // Pending messages found in the history were settled by ingest; the others go (again).
+    flushPending();
   }
 
   function onSocketState(s, delay) {
     if (s === 'retry') {
-      ui.connection.textContent = `Connection lost, reconnecting in ${Math.round(delay / 1000)} s…`;
+      setText(ui.connection, `Connection lost, reconnecting in ${Math.round(delay / 1000)} s…`);
       if (sock.failures >= 3 && Date.now() - st.lastCheck > 30000) {
         st.lastCheck = Date.now();
         checkSession();
       }
     } else if (s === 'connecting' && st.helloGen < 0) {
-      ui.connection.textContent = 'Connecting…';
+      setText(ui.connection, 'Connecting…');
     }
   }
 
@@ -791,8 +824,11 @@
     showError(ui.error, '');
     const id = list.addPending(text, 'You');
     typingOut.stop();
-    // Not connected (or no hello yet on this connection): it goes out after the next hello.
-    if (st.helloGen === sock.gen && sock.send({ type: 'chat', text, id })) list.pending.get(id).gen = sock.gen;
+    if (st.phase === 'waiting') {
+      list.setState(list.pending.get(id).li, 'sent when an agent joins');
+    }
+    // Not connected, no hello yet on this connection, or still waiting: it goes out later.
+    flushPending();
     ui.input.value = '';
     ui.input.focus();
   }
