@@ -181,7 +181,7 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
         crate::keys::write_private(&dir.tls_key_path(), g.key_pem.as_bytes())?;
     }
     let master = dir.master_files().create_keyfile()?;
-    let keyring = Keyring::new(master);
+    let keyring = Keyring::new(master).with_recovery(config.recovery_recipient.clone());
     let appliance_id = hex::encode(crate::crypto::random_array::<8>());
     let origin = audit::origin(&appliance_id);
     let password = auth::generate_password();
@@ -387,7 +387,13 @@ impl App {
         .await
         .expect("unseal task panicked");
         let installed = match loaded {
-            Ok(master) => self.install(Keyring::new(master), base.clone()).await,
+            Ok(master) => {
+                self.install(
+                    Keyring::new(master).with_recovery(self.config.recovery_recipient.clone()),
+                    base.clone(),
+                )
+                .await
+            }
             Err(e) => Err(e.into()),
         };
         match installed {
@@ -519,7 +525,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         UnsealMode::KeyFile => {
             let master = dir.master_files().load_keyfile()?;
             app.install(
-                Keyring::new(master),
+                Keyring::new(master).with_recovery(config.recovery_recipient.clone()),
                 Event::system("keys.unseal", "appliance", json!({ "mode": "key file" })),
             )
             .await?;

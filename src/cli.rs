@@ -159,6 +159,18 @@ pub enum KeyCmd {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Read an archive object with the offline recovery identity, without the master key.
+    Recover {
+        /// The age identity file of the recovery key (AGE-SECRET-KEY-1…).
+        #[arg(long)]
+        identity: PathBuf,
+        /// The object to read.
+        #[arg(long)]
+        object: String,
+        /// Where to write its plaintext (created with mode 0600; must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Runs a command; `Ok(code)` is the process exit status.
@@ -180,6 +192,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Key(KeyCmd::Rotate { passphrase_file }) => {
             key_rotate(&dir, passphrase_file.as_deref())
         }
+        Cmd::Key(KeyCmd::Recover {
+            identity,
+            object,
+            out,
+        }) => key_recover(&dir, &identity, &object, &out),
         Cmd::Code(CodeCmd::New {
             agent,
             external_ref,
@@ -217,7 +234,8 @@ fn read_secret(file: Option<&Path>, prompt: &str) -> Result<String> {
 fn keyring(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<Keyring> {
     let files = dir.master_files();
     let master = files.load(|| read_secret(passphrase_file, "Passphrase: ").ok())?;
-    Ok(Keyring::new(master))
+    let config = crate::config::Config::load(dir.root())?;
+    Ok(Keyring::new(master).with_recovery(config.recovery_recipient))
 }
 
 fn audit_cli(
@@ -333,6 +351,50 @@ fn user(dir: &DataDir, c: UserCmd) -> Result<i32> {
             println!("disabled user {name}");
         }
     }
+    Ok(0)
+}
+
+/// Decrypts one object with the recovery identity: for the day the master key is lost. The read
+/// is audited like any other read of session content.
+fn key_recover(dir: &DataDir, identity: &Path, object: &str, out: &Path) -> Result<i32> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let id: crate::model::ObjectId = object.parse()?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(identity)
+            .with_context(|| format!("cannot read {}", identity.display()))?,
+    );
+    let ident = crate::age::Identity::parse(&text)?;
+    let mut store = dir.open_store()?;
+    let blob = store
+        .read(|tx| tx.object_recovery(id))?
+        .ok_or_else(|| anyhow!("object {id} has no recovery wrap (no recovery key was configured when it was written; `custos key rotate` adds it)"))?;
+    let dk = crate::age::decrypt(&ident, &blob)?;
+    let dk = crate::crypto::SecretKey::from_slice(&dk)
+        .ok_or_else(|| anyhow!("the recovered data key has the wrong length"))?;
+    let file = std::fs::File::open(dir.archive().path_of(id))?;
+    let plain = crate::archive::stream::StreamReader::open(file, &dk, id)
+        .and_then(|r| r.without_digests().read_to_end())
+        .map_err(|e| anyhow!("object {id}: {e}"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    f.write_all(&plain)?;
+    f.sync_all()?;
+    audit_cli(
+        &mut store,
+        "archive.object.read_with_recovery_key",
+        &format!("object:{id}"),
+        json!({ "bytes": plain.len() }),
+    )?;
+    println!(
+        "wrote {} bytes of object {id} to {}",
+        plain.len(),
+        out.display()
+    );
     Ok(0)
 }
 

@@ -24,6 +24,13 @@ hostnames = []
 # cert = "/etc/custos/cert.pem"
 # key = "/etc/custos/key.pem"
 
+[keys]
+# An offline recovery key (an age X25519 recipient, from `age-keygen`): every data key is also
+# wrapped to it, so the archive stays readable with its identity if the master key is lost.
+# Keep the identity offline. Objects from before it was set get their wrap at the next
+# `custos key rotate`.
+# recovery_recipient = "age1..."
+
 [archive]
 # How often open archive objects are made durable, in milliseconds (50 to 1000). A crash loses
 # at most this much of a recording.
@@ -98,9 +105,17 @@ struct Raw {
     #[serde(default)]
     sessions: RawSessions,
     #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
     portal: Vec<RawPortal>,
     #[serde(default)]
     canned: Vec<Canned>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    recovery_recipient: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +269,8 @@ pub struct Config {
     pub code_ttl_s: i64,
     pub portals: Vec<Portal>,
     pub canned: Vec<Canned>,
+    /// The offline recovery recipient every data key is also wrapped to.
+    pub recovery_recipient: Option<crate::age::Recipient>,
 }
 
 impl Config {
@@ -508,7 +525,15 @@ impl Config {
                 fields,
             });
         }
+        let recovery_recipient = match &raw.keys.recovery_recipient {
+            None => None,
+            Some(r) => Some(
+                crate::age::Recipient::parse(r.get_ref())
+                    .map_err(|e| err(r.span(), format!("keys.recovery_recipient: {e}")))?,
+            ),
+        };
         Ok(Config {
+            recovery_recipient,
             max_file_bytes: ranged(
                 &raw.sessions.max_file_bytes,
                 "sessions.max_file_bytes",

@@ -257,6 +257,9 @@ pub fn sync_dir(dir: &Path) -> Result<(), KeyError> {
 pub struct Keyring {
     master: SecretKey,
     keks: Mutex<HashMap<u32, SecretKey>>,
+    /// The offline recovery recipient, if one is configured: every data key is also wrapped to
+    /// it, so that the archive can be read with its identity even if the master key is lost.
+    recovery: Option<crate::age::Recipient>,
 }
 
 /// A data key with what is needed to store it.
@@ -278,7 +281,21 @@ impl Keyring {
         Self {
             master,
             keks: Mutex::new(HashMap::new()),
+            recovery: None,
         }
+    }
+
+    /// Also wraps every new data key to this recovery recipient.
+    pub fn with_recovery(mut self, recovery: Option<crate::age::Recipient>) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// A data key wrapped to the recovery recipient (an age file), if one is configured.
+    pub fn recovery_wrap(&self, key: &SecretKey) -> Option<Vec<u8>> {
+        self.recovery
+            .as_ref()
+            .map(|r| crate::age::encrypt(std::slice::from_ref(r), key.expose()))
     }
 
     /// Creates epoch 1 and the checkpoint signing key in a new data directory.
@@ -364,6 +381,12 @@ impl Keyring {
                         .unwrap_data_key(tx, *epoch, wrapped)
                         .map_err(into_store)?;
                     tx.object_key_rewrap(*id, *epoch, new_epoch, &crypto::wrap_key(&new_kek, &dk))?;
+                    // Objects from before a recovery key was configured get their wrap now.
+                    if let Some(rec) = self.recovery_wrap(&dk)
+                        && tx.object_recovery(*id)?.is_none()
+                    {
+                        tx.object_set_recovery(*id, &rec)?;
+                    }
                 }
                 Ok(rows.len() as u64)
             })?;

@@ -22,6 +22,7 @@
 //!
 //! docs/ARCHITECTURE.md has the invariants and which module keeps each.
 
+pub mod age;
 pub mod app;
 pub mod archive;
 pub mod audit;

@@ -176,6 +176,9 @@ CREATE TABLE agent_skills (
     skill   TEXT NOT NULL,
     PRIMARY KEY (user_id, portal, skill)
 ) STRICT;
+
+-- The data key wrapped to the offline recovery recipient (an age file), if one is configured.
+ALTER TABLE object_keys ADD COLUMN recovery BLOB;
 "#,
 ];
 
@@ -561,6 +564,7 @@ impl Tx<'_> {
 
     // --- objects and their data keys -----------------------------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     pub fn object_insert(
         &self,
         id: ObjectId,
@@ -569,14 +573,36 @@ impl Tx<'_> {
         now: &str,
         epoch: u32,
         wrapped: &[u8],
+        recovery: Option<&[u8]>,
     ) -> Result<()> {
         self.0.execute(
             "INSERT INTO objects (id, session_id, class, state, created_at) VALUES (?1, ?2, ?3, 'open', ?4)",
             params![id.to_string(), session_id, class, now],
         )?;
         self.0.execute(
-            "INSERT INTO object_keys (object_id, epoch, wrapped) VALUES (?1, ?2, ?3)",
-            params![id.to_string(), epoch, wrapped],
+            "INSERT INTO object_keys (object_id, epoch, wrapped, recovery) VALUES (?1, ?2, ?3, ?4)",
+            params![id.to_string(), epoch, wrapped, recovery],
+        )?;
+        Ok(())
+    }
+
+    /// The data key of an object wrapped to the recovery recipient, if it was.
+    pub fn object_recovery(&self, id: ObjectId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT recovery FROM object_keys WHERE object_id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn object_set_recovery(&self, id: ObjectId, recovery: &[u8]) -> Result<()> {
+        self.0.execute(
+            "UPDATE object_keys SET recovery = ?2 WHERE object_id = ?1",
+            params![id.to_string(), recovery],
         )?;
         Ok(())
     }
@@ -1239,7 +1265,7 @@ mod tests {
         let id = ObjectId::random();
         s.write(|tx| {
             tx.kek_insert(1, &[0; 40], "t")?;
-            tx.object_insert(id, None, "file", "t", 1, &[1; 40])
+            tx.object_insert(id, None, "file", "t", 1, &[1; 40], None)
         })
         .unwrap();
         assert!(s.write(|tx| tx.kek_delete(1)).is_err());

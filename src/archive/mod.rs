@@ -131,7 +131,16 @@ impl Archive {
             let dk = keys
                 .new_data_key(tx)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.object_insert(id, session, class.as_str(), &now, dk.epoch, &dk.wrapped)?;
+            let recovery = keys.recovery_wrap(&dk.key);
+            tx.object_insert(
+                id,
+                session,
+                class.as_str(),
+                &now,
+                dk.epoch,
+                &dk.wrapped,
+                recovery.as_deref(),
+            )?;
             Ok(dk.key)
         })?;
         let path = self.path_of(id);
@@ -290,7 +299,7 @@ impl Archive {
             let reason = match &problem {
                 None => "the final chunk was durable; only the metadata was not".to_string(),
                 Some(StreamError::Truncated { .. }) => {
-                    "left open by an unclean shutdown: an incomplete chunk was cut".to_string()
+                    "left open by an unclean shutdown".to_string()
                 }
                 Some(StreamError::TrailingData) => "data after the final chunk was cut".to_string(),
                 Some(e) => format!("damaged chunk, cut with everything after it: {e}"),

@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/users/{name}/disable", post(disable_user))
         .route("/api/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/api/v1/audit/entries", get(audit_entries))
+        .route("/api/v1/audit/proof", get(audit_proof))
         .route("/api/v1/system", get(system_status))
 }
 
@@ -554,6 +555,54 @@ async fn audit_entries(
         })
         .collect();
     Ok(Json(json!({ "entries": entries })))
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    /// An inclusion proof for this entry…
+    seq: Option<u64>,
+    /// …or a consistency proof from this tree size…
+    from: Option<u64>,
+    /// …to this one (default: the newest checkpoint's size).
+    size: Option<u64>,
+}
+
+/// Inclusion and consistency proofs against a signed checkpoint, for auditors and exports.
+async fn audit_proof(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Query(q): Query<ProofQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadAudit)?;
+    let v = app
+        .db(move |s| {
+            s.read(|tx| {
+                let size = match q.size {
+                    Some(n) => n,
+                    None => tx.checkpoint_latest()?.map(|c| c.0).ok_or_else(|| crate::store::StoreError::NotFound("a checkpoint".into()))?,
+                };
+                let note = tx.checkpoints()?.into_iter().find(|c| c.0 == size).map(|c| c.1);
+                let b64 = |h: &[u8; 32]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h);
+                match (q.seq, q.from) {
+                    (Some(seq), None) => {
+                        let proof = audit::inclusion_proof(tx, seq, size)?;
+                        let leaf = tx.audit_node(0, seq)?;
+                        Ok(json!({ "seq": seq, "size": size, "leaf_hash": b64(&leaf), "proof": proof.iter().map(b64).collect::<Vec<_>>(), "checkpoint": note }))
+                    }
+                    (None, Some(from)) => {
+                        let proof = audit::consistency_proof(tx, from, size)?;
+                        Ok(json!({ "from": from, "size": size, "proof": proof.iter().map(b64).collect::<Vec<_>>(), "checkpoint": note }))
+                    }
+                    _ => Err(crate::store::StoreError::Conflict("give either seq (inclusion) or from (consistency)".into())),
+                }
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(m) => ApiError::bad_request(m),
+            other => other.into(),
+        })?;
+    Ok(Json(v))
 }
 
 async fn system_status(

@@ -374,3 +374,116 @@ fn a_rotation_cut_short_leaves_every_object_readable() {
     );
     dir.run(&["archive", "verify"]).ok();
 }
+
+#[test]
+fn the_recovery_identity_reads_objects_without_the_master_key() {
+    use custos::keys::Keyring;
+    use custos::model::DataClass;
+    let dir = Dir::new();
+    dir.init();
+    let data = custos::app::DataDir::new(dir.path());
+    // One object from before a recovery key was configured.
+    let mut store = data.open_store().unwrap();
+    let keys = Keyring::new(data.master_files().load_keyfile().unwrap());
+    let mut w = data
+        .archive()
+        .create(&mut store, &keys, None, DataClass::File)
+        .unwrap();
+    w.append(b"written before the recovery key").unwrap();
+    let old = w.id();
+    w.finish(&mut store).unwrap();
+    drop(store);
+
+    let identity = custos::age::Identity::generate();
+    let id_file = dir.secret("recovery.key", &identity.to_secret_string());
+    let cfg = dir.path().join("custos.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        "# recovery_recipient = \"age1...\"",
+        &format!("recovery_recipient = \"{}\"", identity.recipient()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let config = custos::config::Config::load(dir.path().as_path()).unwrap();
+    assert!(config.recovery_recipient.is_some());
+
+    let mut store = data.open_store().unwrap();
+    let keys = Keyring::new(data.master_files().load_keyfile().unwrap())
+        .with_recovery(config.recovery_recipient.clone());
+    let mut w = data
+        .archive()
+        .create(&mut store, &keys, Some("s1"), DataClass::Transcript)
+        .unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 200) as u8).collect();
+    w.append(&body).unwrap();
+    let new = w.id();
+    w.finish(&mut store).unwrap();
+    drop(store);
+
+    let out = dir.tmp.path().join("recovered.bin");
+    let run = |obj: custos::model::ObjectId, out: &std::path::Path| {
+        dir.run(&[
+            "key",
+            "recover",
+            "--identity",
+            id_file.to_str().unwrap(),
+            "--object",
+            &obj.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    run(new, &out).ok();
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    // The older object has no wrap until a rotation adds it.
+    let out2 = dir.tmp.path().join("old.bin");
+    assert!(
+        run(old, &out2)
+            .fails()
+            .stderr()
+            .contains("no recovery wrap")
+    );
+    dir.run(&["key", "rotate"]).ok();
+    run(old, &out2).ok();
+    assert_eq!(
+        std::fs::read(&out2).unwrap(),
+        b"written before the recovery key"
+    );
+    // Another identity reads nothing; the read is audited.
+    let other = dir.secret(
+        "other.key",
+        &custos::age::Identity::generate().to_secret_string(),
+    );
+    let out3 = dir.tmp.path().join("nope.bin");
+    let r = dir.run(&[
+        "key",
+        "recover",
+        "--identity",
+        other.to_str().unwrap(),
+        "--object",
+        &new.to_string(),
+        "--out",
+        out3.to_str().unwrap(),
+    ]);
+    assert!(
+        r.fails().stderr().contains("no identity matches"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!out3.exists());
+    assert!(
+        dir.run(&["audit", "show"])
+            .stdout()
+            .contains("archive.object.read_with_recovery_key")
+    );
+    // A bad recipient in the configuration names its line.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&identity.recipient().to_string(), "age1notakey");
+    std::fs::write(&cfg, text).unwrap();
+    let r = dir.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(
+        r.fails().stderr().contains("keys.recovery_recipient"),
+        "{}",
+        r.stderr()
+    );
+}

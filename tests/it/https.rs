@@ -295,3 +295,57 @@ fn audit_api_serves_entries_and_the_signed_checkpoint() {
     assert_eq!(sys["sealed"], false);
     assert_eq!(sys["tls_fingerprint_sha256"], s.fingerprint.as_str());
 }
+
+#[test]
+fn audit_proofs_verify_against_the_signed_checkpoint() {
+    use base64::Engine;
+    let b = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let dir = Dir::new();
+    let s = dir.serve();
+    let token = s.admin(s.admin_password.as_deref().unwrap(), "admin password long");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let cp = s
+        .get("/api/v1/audit/checkpoint", Some(&token))
+        .json()
+        .unwrap();
+    let verifier =
+        custos::audit::note::NoteVerifier::from_vkey(cp["vkey"].as_str().unwrap()).unwrap();
+    let signed = verifier
+        .open_checkpoint(cp["note"].as_str().unwrap())
+        .unwrap();
+    for seq in 0..signed.size {
+        let p = s
+            .get(
+                &format!("/api/v1/audit/proof?seq={seq}&size={}", signed.size),
+                Some(&token),
+            )
+            .json()
+            .unwrap();
+        let proof: Vec<Vec<u8>> = p["proof"].as_array().unwrap().iter().map(b).collect();
+        custos::audit::merkle::verify_inclusion(
+            seq,
+            signed.size,
+            &b(&p["leaf_hash"]),
+            &proof,
+            &signed.root,
+        )
+        .unwrap();
+    }
+    let p = s
+        .get(
+            &format!("/api/v1/audit/proof?from=1&size={}", signed.size),
+            Some(&token),
+        )
+        .json()
+        .unwrap();
+    assert!(p["proof"].is_array());
+    assert_eq!(
+        s.get("/api/v1/audit/proof?seq=99999", Some(&token)).status,
+        404
+    );
+    assert_eq!(s.get("/api/v1/audit/proof", Some(&token)).status, 400);
+}

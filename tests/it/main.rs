@@ -1,6 +1,7 @@
 //! Integration tests at the boundaries a user touches: the `custos` command line as typed, HTTPS
 //! with a pinned certificate, and the files on disk as an attacker would see them.
 
+mod age_interop;
 mod archive;
 mod audit;
 mod browser;

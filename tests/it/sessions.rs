@@ -719,3 +719,79 @@ fn oversized_frames_and_floods_hurt_only_their_sender() {
     assert_eq!(custs[1].expect("error")["code"], "rate_limited");
     drop(a1);
 }
+
+#[test]
+fn kill_9_of_the_server_mid_session_keeps_every_acknowledged_message() {
+    let mut d = desk();
+    let req = request(
+        &d.s,
+        json!({ "portal": "support", "name": "Ivy", "question": "crash test" }),
+    );
+    let id = req["request_id"].as_str().unwrap().to_string();
+    let ctok = req["customer_token"].as_str().unwrap().to_string();
+    let alice = agent(&d.s, "alice");
+    assert_eq!(
+        d.s.post(
+            &format!("/api/v1/requests/{id}/accept"),
+            Some(&alice),
+            json!({})
+        )
+        .status,
+        200
+    );
+    let mut cust = d.s.ws(&id, &format!("Customer {ctok}"));
+    cust.expect("hello");
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let text = format!("message {i} before the crash");
+        cust.send(&json!({ "type": "chat", "text": text, "id": format!("m{i}") }));
+        let ack = cust.expect("ack");
+        assert_eq!(ack["recorded"], true);
+        acked.push(text);
+    }
+    d.s.kill9();
+    drop(cust);
+    // The restart recovers the open transcript; the session is still there, with every
+    // acknowledged message.
+    d.s = d.dir.serve();
+    let admin = d.s.login("admin", "admin password long").0;
+    let v =
+        d.s.get(&format!("/api/v1/sessions/{id}"), Some(&admin))
+            .json()
+            .unwrap();
+    assert_eq!(v["status"], "active");
+    let texts: Vec<&str> = v["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, acked.iter().map(String::as_str).collect::<Vec<_>>());
+    // The session carries on in new objects after the restart.
+    let alice = agent(&d.s, "alice");
+    let mut al = d.s.ws(&id, &format!("Bearer {alice}"));
+    al.expect("hello");
+    al.send(&json!({ "type": "chat", "text": "back after the crash", "id": "x" }));
+    al.expect("ack");
+    let v =
+        d.s.get(&format!("/api/v1/sessions/{id}"), Some(&admin))
+            .json()
+            .unwrap();
+    assert_eq!(
+        v["transcript"].as_array().unwrap().last().unwrap()["text"],
+        "back after the crash"
+    );
+    let audit = d
+        .dir
+        .run(&["audit", "show", "--last", "100", "--json"])
+        .stdout();
+    assert!(audit.contains("\"archive.object.recovered\""), "{audit}");
+    drop(al);
+    d.s.stop();
+    d.dir.run(&["archive", "verify"]).ok();
+    d.dir.run(&["audit", "verify"]).ok();
+    let integrity: String = raw_db(&d.dir)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+}

@@ -253,6 +253,14 @@ impl Server {
     }
 }
 
+impl Server {
+    /// kill -9: no shutdown at all, as after a power cut.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
