@@ -264,6 +264,10 @@ pub struct App {
     /// Throttles connection-code redemption per address and across the appliance.
     pub code_throttle: Throttle,
     pub sessions: crate::session::Sessions,
+    /// Throttles request creation per address, so an anonymous flood cannot fill the queue.
+    pub request_throttle: Throttle,
+    /// Set when the server begins to shut down; long-lived streams and sockets watch it.
+    pub stop: watch::Sender<bool>,
     store: Arc<Mutex<Store>>,
     unsealed: RwLock<Option<Unsealed>>,
 }
@@ -342,13 +346,13 @@ impl App {
             keys: keyring,
             signer: Arc::new(signer),
         });
-        self.audit(actor).await?;
         let live = crate::session::Sessions::load(self)
             .await
             .map_err(|e| AppError::Refused(e.to_string()))?;
         if live > 0 {
             tracing::info!(sessions = live, "waiting and active sessions restored");
         }
+        self.audit(actor).await?;
         Ok(())
     }
 
@@ -444,6 +448,12 @@ impl App {
             )
         })
         .await?;
+        // Live sessions stop before the keys go: their recordings are sealed with the keys they
+        // were written under, and nothing relays while sealed.
+        let suspended = self.sessions.suspend_all().await;
+        if suspended > 0 {
+            tracing::info!(sessions = suspended, "live sessions suspended by sealing");
+        }
         self.write_checkpoint().await;
         *self.unsealed.write().expect("lock") = None;
         Ok(())
@@ -516,6 +526,8 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         throttle: Throttle::new(5),
         code_throttle: Throttle::new(10),
         sessions: crate::session::Sessions::new(),
+        request_throttle: Throttle::new(120),
+        stop: watch::channel(false).0,
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),
     });
@@ -550,7 +562,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         .map_err(io_at(&sock_path))?;
 
     let mut signals = Signals::install()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = app.stop.subscribe();
     let checkpoints = tokio::spawn(checkpoint_loop(app.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(sweep_loop(app.clone(), stop_rx.clone()));
     let server = tokio::spawn(web::run(
@@ -570,7 +582,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
 
     signals.wait().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    let _ = app.stop.send(true);
     match tokio::time::timeout(Duration::from_secs(15), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),

@@ -977,20 +977,30 @@ impl Tx<'_> {
         Ok(stored.is_some_and(|s| crate::crypto::ct_eq(&s, hash)))
     }
 
+    /// Moves a session from one of the states in `from` to `status`; fails with a conflict if
+    /// it is in no such state any more (another change came first), so that no transition can
+    /// revive an ended session.
     pub fn session_set_status(
         &self,
         id: &str,
+        from: &[&str],
         status: &str,
         agent_id: Option<i64>,
         now: &str,
     ) -> Result<()> {
-        self.0.execute(
+        let (a, b) = (from[0], *from.get(1).unwrap_or(&from[0]));
+        let n = self.0.execute(
             "UPDATE sessions SET status = ?2, agent_id = ?3,
                 accepted_at = CASE WHEN ?2 = 'active' AND accepted_at IS NULL THEN ?4 ELSE accepted_at END,
                 ended_at = CASE WHEN ?2 IN ('ended', 'cancelled') THEN ?4 ELSE ended_at END
-             WHERE id = ?1",
-            params![id, status, agent_id, now],
+             WHERE id = ?1 AND status IN (?5, ?6)",
+            params![id, status, agent_id, now, a, b],
         )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "session {id} changed meanwhile"
+            )));
+        }
         Ok(())
     }
 

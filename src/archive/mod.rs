@@ -304,7 +304,14 @@ impl Archive {
                 Some(StreamError::TrailingData) => "data after the final chunk was cut".to_string(),
                 Some(e) => format!("damaged chunk, cut with everything after it: {e}"),
             };
-            (r.verified_cipher_len(), r.chunks(), r.finished(), reason)
+            // An object that a previous recovery sealed (then crashed before recording it) was cut.
+            let was_cut = r.finished() && r.sealed_by_recovery();
+            (
+                r.verified_cipher_len(),
+                r.chunks(),
+                r.finished() && !was_cut,
+                reason,
+            )
         };
         let cut_bytes = if original_len < stream::HEADER_LEN as u64 {
             original_len

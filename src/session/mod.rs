@@ -279,6 +279,9 @@ impl Sessions {
             .await?;
         let n = rows.len();
         for row in rows {
+            if app.sessions.room(&row.id).is_some() {
+                continue;
+            }
             let room = Self::room_from_row(app, &row);
             app.sessions
                 .rooms
@@ -563,7 +566,7 @@ impl Sessions {
         let written = app
             .db(move |s| {
                 s.write(|tx| {
-                    tx.session_set_status(&sid, "active", Some(uid), &now)?;
+                    tx.session_set_status(&sid, &["waiting"], "active", Some(uid), &now)?;
                     tx.participant_join(&sid, "agent", Some(uid), &uname, &now)?;
                     audit::append_tx(tx, &[ev])
                 })
@@ -707,7 +710,7 @@ impl Sessions {
         let status = if na.is_some() { "active" } else { "waiting" };
         app.db(move |s| {
             s.write(|tx| {
-                tx.session_set_status(&sid, status, na.as_ref().map(|a| a.0), &now)?;
+                tx.session_set_status(&sid, &["active"], status, na.as_ref().map(|a| a.0), &now)?;
                 tx.session_set_skill(&sid, &ns)?;
                 tx.participant_leave(&sid, "agent", Some(from_uid), &now)?;
                 if let Some((uid, uname)) = &na {
@@ -788,18 +791,28 @@ impl Sessions {
         let ev = actor.event(id, &source.to_string(), action, json!({ "by": by }));
         let sid = id.to_string();
         let agent = room.state.lock().expect("room").agent.clone();
-        app.db(move |s| {
-            s.write(|tx| {
-                let current = tx.session_get(&sid)?.map(|r| r.agent_id).unwrap_or(None);
-                tx.session_set_status(&sid, status, current, &now)?;
-                tx.participant_leave(&sid, "customer", None, &now)?;
-                if let Some((uid, _)) = &agent {
-                    tx.participant_leave(&sid, "agent", Some(*uid), &now)?;
-                }
-                audit::append_tx(tx, &[ev])
+        let written = app
+            .db(move |s| {
+                s.write(|tx| {
+                    let current = tx.session_get(&sid)?.map(|r| r.agent_id).unwrap_or(None);
+                    tx.session_set_status(&sid, &["waiting", "active"], status, current, &now)?;
+                    tx.participant_leave(&sid, "customer", None, &now)?;
+                    if let Some((uid, _)) = &agent {
+                        tx.participant_leave(&sid, "agent", Some(*uid), &now)?;
+                    }
+                    audit::append_tx(tx, &[ev])
+                })
             })
-        })
-        .await?;
+            .await;
+        if let Err(e) = written {
+            // Nothing changed after all: the room goes back to how it was.
+            room.state.lock().expect("room").status = if was_waiting {
+                Status::Waiting
+            } else {
+                Status::Active
+            };
+            return Err(e.into());
+        }
         room.broadcast(&protocol::simple("ended", json!({ "by": by })), false);
         room.record_event(json!({ "event": status, "by": by }))
             .await;
@@ -930,7 +943,7 @@ impl Sessions {
             let written = app
                 .db(move |s| {
                     s.write(|tx| {
-                        tx.session_set_status(&sid, "waiting", None, &now)?;
+                        tx.session_set_status(&sid, &["active"], "waiting", None, &now)?;
                         tx.participant_leave(&sid, "agent", Some(uid), &now)?;
                         audit::append_tx(tx, &[ev])
                     })
@@ -1108,6 +1121,34 @@ impl Sessions {
         })
     }
 
+    /// Suspends every live session when the appliance is sealed: participants are disconnected
+    /// and recordings sealed; the sessions stay in SQLite and come back at the next unseal.
+    pub async fn suspend_all(&self) -> usize {
+        let rooms: Vec<Arc<Room>> = self
+            .rooms
+            .lock()
+            .expect("rooms")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in &rooms {
+            let conns: Vec<Conn> = {
+                let mut st = r.state.lock().expect("room");
+                [st.customer.take(), st.agent_conn.take()]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            for c in conns {
+                let _ = c.tx.try_send(Out::Close(1012, "the appliance was sealed"));
+                c.kill.notify_one();
+            }
+            r.recorder.finish().await;
+        }
+        self.announce();
+        rooms.len()
+    }
+
     /// Seals every live session's recording (at shutdown). Returns how many.
     pub async fn seal_all(&self) -> usize {
         let rooms: Vec<Arc<Room>> = self
@@ -1167,6 +1208,9 @@ impl Room {
             };
             if slot.as_ref().is_some_and(|x| x.id == c.id) {
                 *slot = None;
+                if side == Side::Agent {
+                    st.agent_absent_since = Some(Instant::now());
+                }
             }
         }
     }
@@ -1190,6 +1234,12 @@ impl Room {
 
     /// Records an event from a place that cannot wait (connect and disconnect).
     fn record_event_soon(&self, mut ev: Value) {
+        if !matches!(
+            self.state.lock().expect("room").status,
+            Status::Waiting | Status::Active
+        ) {
+            return;
+        }
         ev["at"] = json!(now_rfc3339());
         let recorder = self.recorder.clone();
         tokio::spawn(async move {

@@ -76,10 +76,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     // Rejections produced inside axum (a body over the limit, a malformed query string) come as
     // plain text; every error leaves in the contract's JSON form.
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // Pages that answer with their own HTML (a form shown again with its errors) keep it.
+    let is_json = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
     let upgrade = res.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS;
     if res.status().as_u16() >= 400 && !is_json && !upgrade {
         let status = res.status();

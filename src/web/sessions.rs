@@ -117,7 +117,11 @@ async fn party(
         if crate::session::customer_may(app, id, &t).await? {
             return Ok(Party::Customer);
         }
-        if !t.is_empty() && headers.get(header::AUTHORIZATION).is_some() {
+        let explicit = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Customer "));
+        if explicit {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -411,6 +415,9 @@ async fn create_request(
         }
     };
     let req = validate(&app, input, "api").map_err(errors_to_api)?;
+    if let Err(locked) = app.request_throttle.attempt(&format!("req-ip:{src}")) {
+        return Err(ApiError::throttled(locked.wait));
+    }
     let created = Sessions::create(&app, req, None, &src).await?;
     let body = json!({
         "request_id": created.id,
@@ -545,9 +552,17 @@ async fn queue_stream(
     let rx = app.sessions.subscribe();
     let state = (app, rx, p.user_id, true);
     let stream = futures_util::stream::unfold(state, |(app, mut rx, uid, first)| async move {
+        if *app.stop.borrow() {
+            return None;
+        }
         if !first {
-            // A change, or 15 s, whichever comes first (waited times keep moving).
-            let _ = tokio::time::timeout(Duration::from_secs(15), rx.changed()).await;
+            // A change, or 15 s, whichever comes first (waited times keep moving); the stream
+            // ends when the server shuts down.
+            let mut stop = app.stop.subscribe();
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(15), rx.changed()) => {}
+                _ = stop.wait_for(|s| *s) => return None,
+            }
             // Coalesce a burst of changes into one update.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -1240,7 +1255,7 @@ async fn session_detail(
         &src,
         "session.read",
         &format!("session:{id}"),
-        json!({ "parts": ["transcript", "files", "survey"], "reason": reason }),
+        json!({ "parts": ["transcript", "file list", "survey rating"], "reason": reason }),
     ))
     .await?;
     let transcript = read_transcript(&app, &id).await?;
@@ -1549,7 +1564,18 @@ async fn run_socket(
         }
     });
     let mut bucket = RateBucket::new();
-    while let Some(msg) = stream.next().await {
+    let mut stop = app.stop.subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = stop.wait_for(|s| *s) => {
+                let _ = tx.try_send(crate::session::Out::Close(1001, "the appliance is shutting down"));
+                break;
+            }
+        };
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {

@@ -795,3 +795,163 @@ fn kill_9_of_the_server_mid_session_keeps_every_acknowledged_message() {
         .unwrap();
     assert_eq!(integrity, "ok");
 }
+
+#[test]
+fn the_form_works_without_javascript_and_shows_errors_in_place() {
+    let d = desk();
+    let s = &d.s;
+    let form = |body: &str| raw_form(s, "/p/billing", body);
+    // Missing name and a bad account number: the form comes back as HTML, values kept, errors
+    // next to their fields, nothing created.
+    let r = form("skill=invoices&name=&question=help&field.account=abc&field.serial=SN-1");
+    assert_eq!(r.status, 400);
+    let html = String::from_utf8_lossy(&r.body);
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(
+        html.contains("Your name is required") && html.contains("id=\"err-name\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("aria-describedby=\"err-field-account\""),
+        "{html}"
+    );
+    assert!(html.contains("value=\"SN-1\""), "hidden values are kept");
+    // A good post lands in the waiting room with the customer cookie set.
+    let r = form("skill=invoices&name=Jo&question=help&field.account=42&field.serial=SN-1&ref=T-9");
+    assert_eq!(r.status, 303);
+    let location = r.headers["location"].to_str().unwrap();
+    assert!(location.starts_with("/s/sess_"), "{location}");
+    assert!(
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("custos_customer=ctk_")
+    );
+}
+
+#[test]
+fn cookie_changes_need_the_csrf_header_and_sockets_refuse_other_origins() {
+    let d = desk();
+    let s = &d.s;
+    let alice = agent(s, "alice");
+    let cookie = format!("custos_session={alice}");
+    // With the session cookie but without the header, a change is refused; with it, it works.
+    let r = raw_with(
+        s,
+        Method::POST,
+        "/api/v1/agent/presence",
+        &[("cookie", &cookie)],
+        br#"{"status":"away"}"#.to_vec(),
+    );
+    assert_eq!(r.status, 403, "{}", r.error_message());
+    assert!(r.error_message().contains("X-Custos-CSRF"));
+    let r = raw_with(
+        s,
+        Method::POST,
+        "/api/v1/agent/presence",
+        &[("cookie", &cookie), ("x-custos-csrf", "1")],
+        br#"{"status":"away"}"#.to_vec(),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    // Reads need no header.
+    assert_eq!(
+        raw_with(
+            s,
+            Method::GET,
+            "/api/v1/queue",
+            &[("cookie", &cookie)],
+            vec![]
+        )
+        .status,
+        200
+    );
+    // A WebSocket upgrade from a page of another origin is refused.
+    let v = request(
+        s,
+        json!({ "portal": "support", "name": "K", "question": "q" }),
+    );
+    let id = v["request_id"].as_str().unwrap();
+    let r = raw_with(
+        s,
+        Method::GET,
+        &format!("/api/v1/sessions/{id}/ws"),
+        &[
+            ("cookie", &cookie),
+            ("origin", "https://evil.example"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        vec![],
+    );
+    assert_eq!(r.status, 403, "{}", r.error_message());
+}
+
+fn raw_form(s: &Server, path: &str, body: &str) -> custos::client::Response {
+    raw_with(
+        s,
+        Method::POST,
+        path,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body.as_bytes().to_vec(),
+    )
+}
+
+/// A request with arbitrary headers.
+fn raw_with(
+    s: &Server,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> custos::client::Response {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fp = custos::tls::parse_fingerprint(&s.fingerprint).unwrap();
+    let cfg = custos::tls::pinned_client_config(fp).unwrap();
+    let addr = s.addr.clone();
+    let path = path.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let res = send
+            .send_request(
+                req.body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        custos::client::Response {
+            status,
+            headers,
+            body,
+        }
+    })
+}
