@@ -138,8 +138,38 @@ fn bench_archive(dir: &Path, sizes: &Sizes, r: &mut Report) {
         assert_eq!(n, data.len());
         (t.elapsed(), ())
     });
+    // The disk's own limit: the same bytes written plainly, fdatasync'ed every second.
+    let (disk, _) = best_of(3, || {
+        use std::io::Write as _;
+        let path = dir.join("raw-disk.bin");
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut last = Instant::now();
+        for piece in data.chunks(64 * 1024) {
+            f.write_all(piece).unwrap();
+            if last.elapsed() >= Duration::from_secs(1) {
+                f.sync_data().unwrap();
+                last = Instant::now();
+            }
+        }
+        f.sync_all().unwrap();
+        let d = t.elapsed();
+        let _ = std::fs::remove_file(&path);
+        (d, ())
+    });
     let n = data.len();
     let raw_mb = mbps(n, raw);
+    r.add(
+        "disk_write",
+        &format!("plain file write, {} MiB, fdatasync every second", n >> 20),
+        format!("{:.0} MB/s", mbps(n, disk)),
+        String::new(),
+        format!(
+            "archive write is {:.0}% of it",
+            100.0 * mbps(n, write) / mbps(n, disk)
+        ),
+        json!({ "bytes": n, "mb_s": mbps(n, disk) }),
+    );
     r.add(
         "archive_write",
         &format!("archive write, {} MiB, fdatasync every second", n >> 20),

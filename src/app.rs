@@ -264,8 +264,10 @@ pub struct App {
     /// Throttles connection-code redemption per address and across the appliance.
     pub code_throttle: Throttle,
     pub sessions: crate::session::Sessions,
-    /// Throttles request creation per address, so an anonymous flood cannot fill the queue.
-    pub request_throttle: Throttle,
+    /// Limits request creation per address (10 a second, bursts of 100), so an anonymous flood
+    /// cannot fill the queue. The appliance's own loopback (integrations on the same host) is not
+    /// limited.
+    pub request_limit: crate::auth::RateLimit,
     /// Set when the server begins to shut down; long-lived streams and sockets watch it.
     pub stop: watch::Sender<bool>,
     store: Arc<Mutex<Store>>,
@@ -526,7 +528,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         throttle: Throttle::new(5),
         code_throttle: Throttle::new(10),
         sessions: crate::session::Sessions::new(),
-        request_throttle: Throttle::new(120),
+        request_limit: crate::auth::RateLimit::new(10.0, 100.0),
         stop: watch::channel(false).0,
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),

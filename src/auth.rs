@@ -243,6 +243,45 @@ impl Throttle {
     }
 }
 
+/// A token bucket per key: `rate` requests a second on average, bursts of `burst`. For acts that
+/// are legitimate in volume (submitting support requests) but must not be floodable.
+pub struct RateLimit {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    rate: f64,
+    burst: f64,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            rate,
+            burst,
+        }
+    }
+
+    /// Takes one token for `key`; `false` when its bucket is empty.
+    pub fn take(&self, key: &str) -> bool {
+        let mut map = self.buckets.lock().expect("rate limit lock poisoned");
+        let now = Instant::now();
+        if map.len() > 100_000 {
+            let (rate, burst) = (self.rate, self.burst);
+            map.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, last) = map.entry(key.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

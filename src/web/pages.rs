@@ -463,6 +463,7 @@ async fn portal_submit(
     let input = RequestInput::from_form(&portal, &pairs);
     match validate(&app, input, "portal") {
         Ok(req) => {
+            super::sessions::request_allowed(&app, &src)?;
             let created = Sessions::create(&app, req, None, &src).await?;
             Ok(customer_redirect(&created.id, &created.customer_token))
         }

@@ -346,6 +346,16 @@ pub fn validate(
     })
 }
 
+/// The per-address limit on new requests (the appliance's own loopback is exempt).
+pub fn request_allowed(app: &App, src: &Source) -> Result<(), ApiError> {
+    let loopback =
+        matches!(src, Source::Net(a) if a.ip().is_loopback()) || matches!(src, Source::Local);
+    if !loopback && !app.request_limit.take(&format!("req-ip:{src}")) {
+        return Err(ApiError::throttled(Duration::from_secs(1)));
+    }
+    Ok(())
+}
+
 fn errors_to_api(errors: Vec<FieldError>) -> ApiError {
     let message = errors
         .iter()
@@ -415,9 +425,7 @@ async fn create_request(
         }
     };
     let req = validate(&app, input, "api").map_err(errors_to_api)?;
-    if let Err(locked) = app.request_throttle.attempt(&format!("req-ip:{src}")) {
-        return Err(ApiError::throttled(locked.wait));
-    }
+    request_allowed(&app, &src)?;
     let created = Sessions::create(&app, req, None, &src).await?;
     let body = json!({
         "request_id": created.id,
