@@ -636,16 +636,59 @@ impl Signals {
 }
 
 /// Every five seconds, returns to the queue the sessions whose agent stayed away longer than the
-/// grace period.
+/// grace period; every minute, advances the trusted time (or raises an alert when the clock
+/// jumped); every hour, runs the retention sweeper.
 async fn sweep_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut ticks = 0u64;
+    let mut alerted = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        if !app.is_sealed() {
-            crate::session::Sessions::sweep(&app).await;
+        if app.is_sealed() {
+            continue;
+        }
+        crate::session::Sessions::sweep(&app).await;
+        ticks += 1;
+        if ticks % 12 == 1 {
+            let now = time::OffsetDateTime::now_utc();
+            let plausible = app
+                .db(move |s| crate::retention::touch_clock(s, now))
+                .await
+                .unwrap_or(true);
+            if !plausible && !alerted {
+                alerted = true;
+                tracing::error!(
+                    "the system clock moved suspiciously; retention sweeps are refused until an administrator runs `custos sweep --trust-clock`"
+                );
+                let _ = app
+                    .audit(
+                        Event::system(
+                            "retention.clock_suspicious",
+                            "clock",
+                            json!({ "now": crate::model::format_rfc3339(now) }),
+                        )
+                        .outcome(Outcome::Failure),
+                    )
+                    .await;
+            }
+        }
+        if ticks % 720 == 2 {
+            let archive = app.archive.clone();
+            let result = app
+                .db(move |s| {
+                    crate::retention::sweep(s, &archive, Event::system("", "", json!({})), false)
+                })
+                .await;
+            match result {
+                Ok(r) if r.shredded > 0 => {
+                    tracing::info!(shredded = r.shredded, held = r.held, "retention sweep")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention sweep refused"),
+            }
         }
     }
 }

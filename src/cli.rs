@@ -64,6 +64,18 @@ pub enum Cmd {
     /// Connection codes ("phone mode").
     #[command(subcommand)]
     Code(CodeCmd),
+    /// Retention policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Legal holds.
+    #[command(subcommand)]
+    Hold(HoldCmd),
+    /// Crypto-shred every archive object whose retention has run out (never one under a hold).
+    Sweep {
+        /// Run although the clock moved suspiciously since the last trusted time (audited).
+        #[arg(long)]
+        trust_clock: bool,
+    },
     /// Protect the master key with a passphrase and seal the running server.
     Seal {
         /// File whose first line is the passphrase (else you are prompted).
@@ -102,6 +114,72 @@ pub enum UserCmd {
     List,
     /// Disable a user and revoke their login tokens.
     Disable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Validate the policy files in DIR (default ./policies); errors name file and line.
+    Check { dir: Option<PathBuf> },
+    /// Install the policy set in DIR (default ./policies) into the appliance; its hash is audited.
+    Install {
+        dir: Option<PathBuf>,
+        /// Required when the set shortens or removes a governance-mode policy.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// What will be shredded by DATE (default now), when, under which policy, and what is held.
+    Plan {
+        #[arg(long)]
+        at: Option<String>,
+        /// Also list objects that are not due.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCmd {
+    /// Place a legal hold (as a compliance officer).
+    Add {
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long = "ref")]
+        external_ref: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        portal: Option<String>,
+        /// With --to: sessions requested in this date range.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        case: String,
+        /// The compliance officer placing it.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Release a hold: a second compliance officer, not the one who placed it.
+    Release {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List holds.
+    List {
+        /// Include released holds.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,6 +280,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             external_ref,
             ttl,
         }) => code_new(&dir, &agent, external_ref, ttl),
+        Cmd::Policy(c) => policy_cmd(&dir, c),
+        Cmd::Hold(c) => hold_cmd(&dir, c),
+        Cmd::Sweep { trust_clock } => {
+            let mut store = dir.open_store()?;
+            match crate::retention::sweep(&mut store, &dir.archive(), app::cli_actor(), trust_clock)
+            {
+                Ok(r) => {
+                    println!(
+                        "sweep done: {} objects shredded, {} expired but held, {} awaiting review, {} leftover files removed",
+                        r.shredded, r.held, r.awaiting_review, r.leftover_files_removed
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("sweep refused: {e}");
+                    Ok(1)
+                }
+            }
+        }
         Cmd::Seal { passphrase_file } => seal(&dir, passphrase_file.as_deref()),
         Cmd::Unseal { passphrase_file } => unseal(&dir, passphrase_file.as_deref()),
     }
@@ -395,6 +492,196 @@ fn key_recover(dir: &DataDir, identity: &Path, object: &str, out: &Path) -> Resu
         plain.len(),
         out.display()
     );
+    Ok(0)
+}
+
+fn policy_cmd(dir: &DataDir, c: PolicyCmd) -> Result<i32> {
+    let policies_dir = |d: Option<PathBuf>| d.unwrap_or_else(|| PathBuf::from("policies"));
+    match c {
+        PolicyCmd::Check { dir: d } => {
+            let d = policies_dir(d);
+            match crate::policy::load_dir(&d) {
+                Ok(set) => {
+                    for p in &set.policies {
+                        println!(
+                            "ok  {:<28} {:>6} days  {:<6}  {:<10}  ({})",
+                            p.name,
+                            p.retain_days,
+                            format!("{:?}", p.action).to_lowercase(),
+                            format!("{:?}", p.mode).to_lowercase(),
+                            p.file
+                        );
+                    }
+                    println!(
+                        "{} policies valid; set sha256 {}",
+                        set.policies.len(),
+                        hex::encode(set.hash)
+                    );
+                    Ok(0)
+                }
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    Ok(1)
+                }
+            }
+        }
+        PolicyCmd::Install { dir: d, reason } => {
+            let d = policies_dir(d);
+            let set = match crate::policy::load_dir(&d) {
+                Ok(s) => s,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    bail!(
+                        "the policy set in {} is not valid; nothing was installed",
+                        d.display()
+                    );
+                }
+            };
+            let mut store = dir.open_store()?;
+            crate::retention::install(&mut store, &set, app::cli_actor(), reason.as_deref())?;
+            println!(
+                "installed {} policies; set sha256 {}",
+                set.policies.len(),
+                hex::encode(set.hash)
+            );
+            Ok(0)
+        }
+        PolicyCmd::Plan { at, all } => {
+            let at = match at {
+                Some(a) => crate::model::parse_time(&a)?,
+                None => time::OffsetDateTime::now_utc(),
+            };
+            let mut store = dir.open_store()?;
+            let rows = crate::retention::plan(&mut store, at)?;
+            println!(
+                "{:<32} {:<11} {:<31} {:<24} {:<26} STATUS",
+                "OBJECT", "CLASS", "SESSION", "EXPIRES", "POLICY"
+            );
+            let mut due = 0;
+            for r in &rows {
+                let status = if !r.holds.is_empty() {
+                    format!(
+                        "held ({})",
+                        r.holds
+                            .iter()
+                            .map(|h| format!("hold {h}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else if r.due && r.action == Some(crate::policy::Action::Review) {
+                    "due: review".to_string()
+                } else if r.due {
+                    "due: shred".to_string()
+                } else {
+                    "kept".to_string()
+                };
+                if r.due {
+                    due += 1;
+                }
+                if r.due || !r.holds.is_empty() || all {
+                    println!(
+                        "{:<32} {:<11} {:<31} {:<24} {:<26} {status}",
+                        r.object,
+                        r.class,
+                        r.session.as_deref().unwrap_or("-"),
+                        r.expires_at.as_deref().unwrap_or("-"),
+                        r.policy.as_deref().unwrap_or("(none: kept)")
+                    );
+                }
+            }
+            println!(
+                "{due} of {} objects due by {}",
+                rows.len(),
+                crate::model::format_rfc3339(at)
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// Confirms who a compliance officer is, by their password.
+fn officer(dir: &DataDir, name: &str, password_file: Option<&Path>) -> Result<Event> {
+    let mut store = dir.open_store()?;
+    let user = store.read(|tx| tx.user_by_name(name))?;
+    let password = read_secret(password_file, &format!("Password for {name}: "))?;
+    let user = auth::check_login(user, &password)
+        .map_err(|_| anyhow!("unknown user or wrong password"))?;
+    if user.role != Role::Compliance {
+        bail!("{name} is not a compliance officer");
+    }
+    Ok(Event {
+        actor: user.name,
+        role: "compliance".into(),
+        ..app::cli_actor()
+    })
+}
+
+fn hold_cmd(dir: &DataDir, c: HoldCmd) -> Result<i32> {
+    use crate::retention::HoldScope;
+    match c {
+        HoldCmd::Add {
+            session,
+            external_ref,
+            email,
+            portal,
+            from,
+            to,
+            reason,
+            case,
+            user,
+            password_file,
+        } => {
+            let scope = match (session, external_ref, email, portal, from, to) {
+                (Some(s), None, None, None, None, None) => HoldScope::Session(s),
+                (None, Some(r), None, None, None, None) => HoldScope::Ref(r),
+                (None, None, Some(e), None, None, None) => HoldScope::Email(e),
+                (None, None, None, Some(p), None, None) => HoldScope::Portal(p),
+                (None, None, None, None, Some(f), Some(t)) => {
+                    HoldScope::Range(crate::model::parse_time(&f)?, crate::model::parse_time(&t)?)
+                }
+                _ => bail!(
+                    "give exactly one of --session, --ref, --email, --portal, or --from with --to"
+                ),
+            };
+            let actor = officer(dir, &user, password_file.as_deref())?;
+            let mut store = dir.open_store()?;
+            let id = crate::retention::place_hold(&mut store, scope, &reason, &case, actor)?;
+            println!("hold {id} placed");
+        }
+        HoldCmd::Release {
+            id,
+            reason,
+            user,
+            password_file,
+        } => {
+            let actor = officer(dir, &user, password_file.as_deref())?;
+            let mut store = dir.open_store()?;
+            crate::retention::release_hold(&mut store, id, &reason, actor)?;
+            println!("hold {id} released");
+        }
+        HoldCmd::List { all } => {
+            let mut store = dir.open_store()?;
+            let holds = store.read(|tx| tx.holds(!all))?;
+            println!(
+                "{:<4} {:<8} {:<36} {:<14} {:<14} {:<24} STATUS",
+                "ID", "SCOPE", "VALUE", "CASE", "PLACED BY", "PLACED AT"
+            );
+            for h in holds {
+                let status = match (&h.released_by, &h.released_at) {
+                    (Some(b), Some(t)) => format!("released by {b} at {t}"),
+                    _ => "open".into(),
+                };
+                println!(
+                    "{:<4} {:<8} {:<36} {:<14} {:<14} {:<24} {status}",
+                    h.id, h.scope, h.value, h.case_id, h.placed_by, h.placed_at
+                );
+            }
+        }
+    }
     Ok(0)
 }
 

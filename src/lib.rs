@@ -33,6 +33,8 @@ pub mod config;
 pub mod crypto;
 pub mod keys;
 pub mod model;
+pub mod policy;
+pub mod retention;
 pub mod session;
 pub mod store;
 pub mod tls;

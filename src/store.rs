@@ -180,6 +180,26 @@ CREATE TABLE agent_skills (
 -- The data key wrapped to the offline recovery recipient (an age file), if one is configured.
 ALTER TABLE object_keys ADD COLUMN recovery BLOB;
 "#,
+    r#"
+CREATE TABLE policies (
+    name         TEXT PRIMARY KEY,
+    body         TEXT NOT NULL,
+    installed_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE holds (
+    id             INTEGER PRIMARY KEY,
+    scope          TEXT NOT NULL CHECK (scope IN ('session', 'ref', 'email', 'portal', 'range')),
+    value          TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    case_id        TEXT NOT NULL,
+    placed_by      TEXT NOT NULL,
+    placed_at      TEXT NOT NULL,
+    released_by    TEXT,
+    released_at    TEXT,
+    release_reason TEXT
+) STRICT;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -1197,6 +1217,183 @@ impl Tx<'_> {
                 "INSERT OR IGNORE INTO agent_skills (user_id, portal, skill) VALUES (?1, ?2, ?3)",
                 params![user_id, p, s],
             )?;
+        }
+        Ok(())
+    }
+}
+
+/// An archive object with the session facts retention needs.
+#[derive(Clone, Debug)]
+pub struct RetentionRow {
+    pub object: ObjectId,
+    pub class: String,
+    pub state: ObjectState,
+    pub closed_at: Option<String>,
+    pub session_id: Option<String>,
+    pub portal: Option<String>,
+    pub skill: Option<String>,
+    pub fields: Option<String>,
+    pub external_ref: Option<String>,
+    pub customer_email: Option<String>,
+    pub requested_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HoldRow {
+    pub id: i64,
+    pub scope: String,
+    pub value: String,
+    pub reason: String,
+    pub case_id: String,
+    pub placed_by: String,
+    pub placed_at: String,
+    pub released_by: Option<String>,
+    pub released_at: Option<String>,
+}
+
+impl Tx<'_> {
+    // --- retention -----------------------------------------------------------------------------
+
+    /// Replaces the installed policy set.
+    pub fn policies_replace(&self, policies: &[(String, String)], now: &str) -> Result<()> {
+        self.0.execute("DELETE FROM policies", [])?;
+        for (name, body) in policies {
+            self.0.execute(
+                "INSERT INTO policies (name, body, installed_at) VALUES (?1, ?2, ?3)",
+                params![name, body, now],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The installed policies, as stored JSON.
+    pub fn policies(&self) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare("SELECT body FROM policies ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every object that is not shredded, with its session's facts.
+    pub fn retention_rows(&self) -> Result<Vec<RetentionRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT o.id, o.class, o.state, o.closed_at, o.session_id, s.portal, s.skill, s.fields, s.external_ref,
+                    s.customer_email, s.requested_at, s.ended_at
+             FROM objects o LEFT JOIN sessions s ON s.id = o.session_id
+             WHERE o.state != 'shredded' ORDER BY o.created_at, o.id",
+        )?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    RetentionRow {
+                        object: ObjectId([0; 16]),
+                        class: String::new(),
+                        state: ObjectState::Open,
+                        closed_at: r.get(3)?,
+                        session_id: r.get(4)?,
+                        portal: r.get(5)?,
+                        skill: r.get(6)?,
+                        fields: r.get(7)?,
+                        external_ref: r.get(8)?,
+                        customer_email: r.get(9)?,
+                        requested_at: r.get(10)?,
+                        ended_at: r.get(11)?,
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(id, class, state, mut row)| {
+                let corrupt =
+                    |e: crate::model::ParseError| StoreError::Corrupt(format!("object {id}: {e}"));
+                row.object = id.parse().map_err(corrupt)?;
+                row.state = state.parse().map_err(corrupt)?;
+                row.class = class;
+                Ok(row)
+            })
+            .collect()
+    }
+
+    /// Destroys an object's wrapped data keys (the crypto-shred) and marks it shredded. With
+    /// `secure_delete` on, the deleted key row is overwritten in the database file.
+    pub fn object_shred(&self, id: ObjectId, now: &str) -> Result<bool> {
+        self.0.execute(
+            "DELETE FROM object_keys WHERE object_id = ?1",
+            [id.to_string()],
+        )?;
+        let n = self.0.execute(
+            "UPDATE objects SET state = 'shredded', closed_at = COALESCE(closed_at, ?2) WHERE id = ?1 AND state != 'shredded'",
+            params![id.to_string(), now],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn objects_shredded(&self) -> Result<Vec<ObjectId>> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT id FROM objects WHERE state = 'shredded'")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.into_iter()
+            .map(|i| {
+                i.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("object id: {e}")))
+            })
+            .collect()
+    }
+
+    pub fn hold_insert(
+        &self,
+        scope: &str,
+        value: &str,
+        reason: &str,
+        case_id: &str,
+        by: &str,
+        now: &str,
+    ) -> Result<i64> {
+        self.0.execute(
+            "INSERT INTO holds (scope, value, reason, case_id, placed_by, placed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![scope, value, reason, case_id, by, now],
+        )?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    pub fn holds(&self, open_only: bool) -> Result<Vec<HoldRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT id, scope, value, reason, case_id, placed_by, placed_at, released_by, released_at FROM holds
+             WHERE ?1 = 0 OR released_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([open_only], |r| {
+                Ok(HoldRow {
+                    id: r.get(0)?,
+                    scope: r.get(1)?,
+                    value: r.get(2)?,
+                    reason: r.get(3)?,
+                    case_id: r.get(4)?,
+                    placed_by: r.get(5)?,
+                    placed_at: r.get(6)?,
+                    released_by: r.get(7)?,
+                    released_at: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn hold_release(&self, id: i64, by: &str, reason: &str, now: &str) -> Result<()> {
+        let n = self.0.execute(
+            "UPDATE holds SET released_by = ?2, released_at = ?3, release_reason = ?4 WHERE id = ?1 AND released_at IS NULL",
+            params![id, by, now, reason],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("open hold {id}")));
         }
         Ok(())
     }
