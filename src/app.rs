@@ -658,6 +658,9 @@ async fn sweep_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 .db(move |s| crate::retention::touch_clock(s, now))
                 .await
                 .unwrap_or(true);
+            if plausible {
+                alerted = false;
+            }
             if !plausible && !alerted {
                 alerted = true;
                 tracing::error!(

@@ -29,6 +29,14 @@ pub enum Permission {
     ReadSystem,
     /// Live agent and queue monitors.
     ReadMonitors,
+    /// Place and release legal holds.
+    ManageHolds,
+    /// Read retention plans, holds and a session's access history.
+    ReadCompliance,
+    /// Work the queue: accept, chat, transfer, end, issue codes.
+    HandleSessions,
+    /// Read any session's recorded content (with a stated reason).
+    ReadAnySession,
 }
 
 /// The permission matrix.
@@ -40,6 +48,10 @@ pub fn allowed(role: Role, p: Permission) -> bool {
         ReadAudit => matches!(role, Admin | Compliance | Auditor),
         ReadSystem => matches!(role, Admin | Compliance),
         ReadMonitors => matches!(role, Admin | Compliance),
+        ManageHolds => role == Compliance,
+        ReadCompliance => matches!(role, Admin | Compliance | Auditor),
+        HandleSessions => matches!(role, Admin | Agent),
+        ReadAnySession => matches!(role, Admin | Compliance | Auditor),
     }
 }
 

@@ -288,8 +288,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             {
                 Ok(r) => {
                     println!(
-                        "sweep done: {} objects shredded, {} expired but held, {} awaiting review, {} leftover files removed",
-                        r.shredded, r.held, r.awaiting_review, r.leftover_files_removed
+                        "sweep done: {} objects shredded, {} session records cleared, {} expired but held, {} awaiting review, {} leftover files removed",
+                        r.shredded,
+                        r.records_cleared,
+                        r.held,
+                        r.awaiting_review,
+                        r.leftover_files_removed
                     );
                     Ok(0)
                 }
@@ -640,9 +644,10 @@ fn hold_cmd(dir: &DataDir, c: HoldCmd) -> Result<i32> {
                 (None, Some(r), None, None, None, None) => HoldScope::Ref(r),
                 (None, None, Some(e), None, None, None) => HoldScope::Email(e),
                 (None, None, None, Some(p), None, None) => HoldScope::Portal(p),
-                (None, None, None, None, Some(f), Some(t)) => {
-                    HoldScope::Range(crate::model::parse_time(&f)?, crate::model::parse_time(&t)?)
-                }
+                (None, None, None, None, Some(f), Some(t)) => HoldScope::Range(
+                    crate::model::parse_time(&f)?,
+                    crate::model::parse_range_end(&t)?,
+                ),
                 _ => bail!(
                     "give exactly one of --session, --ref, --email, --portal, or --from with --to"
                 ),

@@ -266,6 +266,17 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, ParseError> {
     Ok(date.midnight().assume_utc())
 }
 
+/// Parses the end of a range: a plain date means the end of that day (UTC), so that
+/// `--to 2026-03-31` includes everything on the 31st.
+pub fn parse_range_end(s: &str) -> Result<OffsetDateTime, ParseError> {
+    let t = parse_time(s)?;
+    if s.len() == 10 {
+        Ok(t + time::Duration::days(1) - time::Duration::milliseconds(1))
+    } else {
+        Ok(t)
+    }
+}
+
 pub fn unix_now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }

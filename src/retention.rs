@@ -221,6 +221,7 @@ pub fn release_hold(
 /// One object's fate.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanRow {
+    /// The object, or "-" for a session record's personal details (class "metadata").
     pub object: String,
     pub class: String,
     pub session: Option<String>,
@@ -276,7 +277,7 @@ fn plan_rows(
             .map(|h| h.id)
             .collect();
         out.push(PlanRow {
-            object: r.object.to_string(),
+            object: r.object.map_or_else(|| "-".to_string(), |o| o.to_string()),
             class: r.class.clone(),
             session: r.session_id.clone(),
             expires_at: expires.map(format_rfc3339),
@@ -294,13 +295,16 @@ fn plan_rows(
 /// What would be shredded by `at`, and what is held.
 pub fn plan(store: &mut Store, at: OffsetDateTime) -> Result<Vec<PlanRow>, RetentionError> {
     let policies = installed(store)?;
-    let (rows, holds) = store.read(|tx| Ok((tx.retention_rows()?, tx.holds(true)?)))?;
+    let (mut rows, holds) = store.read(|tx| Ok((tx.retention_rows()?, tx.holds(true)?)))?;
+    rows.extend(store.read(|tx| tx.retention_session_rows())?);
     Ok(plan_rows(&rows, &policies, &holds, at))
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct SweepReport {
     pub shredded: usize,
+    /// Session records whose personal details were cleared.
+    pub records_cleared: usize,
     pub held: usize,
     pub awaiting_review: usize,
     pub leftover_files_removed: usize,
@@ -400,6 +404,28 @@ pub fn sweep(
             report.awaiting_review += 1;
             continue;
         }
+        let stamp = format_rfc3339(now);
+        if row.object == "-" {
+            // A session record's personal details: cleared, with an audit entry.
+            let sid = row.session.clone().unwrap_or_default();
+            let ev = Event {
+                action: "session.metadata.cleared".into(),
+                target: format!("session:{sid}"),
+                details: json!({ "policy": row.policy, "expired_at": row.expires_at }),
+                ..actor.clone()
+            };
+            let done = store.write(|tx| {
+                let cleared = tx.session_clear(&sid, &stamp)?;
+                if cleared {
+                    audit::append_tx(tx, &[ev])?;
+                }
+                Ok(cleared)
+            })?;
+            if done {
+                report.records_cleared += 1;
+            }
+            continue;
+        }
         let id: crate::model::ObjectId = row
             .object
             .parse()
@@ -410,7 +436,6 @@ pub fn sweep(
             details: json!({ "policy": row.policy, "class": row.class, "session": row.session, "expired_at": row.expires_at }),
             ..actor.clone()
         };
-        let stamp = format_rfc3339(now);
         let done = store.write(|tx| {
             let shredded = tx.object_shred(id, &stamp)?;
             if shredded {

@@ -181,6 +181,9 @@ CREATE TABLE agent_skills (
 ALTER TABLE object_keys ADD COLUMN recovery BLOB;
 "#,
     r#"
+-- When retention cleared the personal details of a session's record (its "metadata" class).
+ALTER TABLE sessions ADD COLUMN cleared_at TEXT;
+
 CREATE TABLE policies (
     name         TEXT PRIMARY KEY,
     body         TEXT NOT NULL,
@@ -823,6 +826,23 @@ impl Tx<'_> {
         Ok(rows)
     }
 
+    /// Audit entries about one target, oldest first.
+    pub fn audit_by_target(&self, target: &str, limit: u32) -> Result<Vec<AuditRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT seq, entry, leaf_hash FROM audit_log WHERE target = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![target, limit], |r| {
+                Ok(AuditRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    entry: r.get(1)?,
+                    leaf_hash: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn checkpoint_insert(&self, size: u64, note: &str, now: &str) -> Result<()> {
         self.0.execute(
             "INSERT INTO checkpoints (size, note, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (size) DO NOTHING",
@@ -1222,10 +1242,11 @@ impl Tx<'_> {
     }
 }
 
-/// An archive object with the session facts retention needs.
+/// An archive object (or, with `object: None`, a session record's personal details) with the
+/// session facts retention needs.
 #[derive(Clone, Debug)]
 pub struct RetentionRow {
-    pub object: ObjectId,
+    pub object: Option<ObjectId>,
     pub class: String,
     pub state: ObjectState,
     pub closed_at: Option<String>,
@@ -1291,7 +1312,7 @@ impl Tx<'_> {
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     RetentionRow {
-                        object: ObjectId([0; 16]),
+                        object: None,
                         class: String::new(),
                         state: ObjectState::Open,
                         closed_at: r.get(3)?,
@@ -1311,12 +1332,55 @@ impl Tx<'_> {
             .map(|(id, class, state, mut row)| {
                 let corrupt =
                     |e: crate::model::ParseError| StoreError::Corrupt(format!("object {id}: {e}"));
-                row.object = id.parse().map_err(corrupt)?;
+                row.object = Some(id.parse().map_err(corrupt)?);
                 row.state = state.parse().map_err(corrupt)?;
                 row.class = class;
                 Ok(row)
             })
             .collect()
+    }
+
+    /// Ended sessions whose record still holds personal details, as retention rows of class
+    /// "metadata".
+    pub fn retention_session_rows(&self) -> Result<Vec<RetentionRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT id, portal, skill, fields, external_ref, customer_email, requested_at, ended_at FROM sessions
+             WHERE status IN ('ended', 'cancelled') AND cleared_at IS NULL ORDER BY requested_at, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RetentionRow {
+                    object: None,
+                    class: "metadata".into(),
+                    state: ObjectState::Sealed,
+                    closed_at: None,
+                    session_id: Some(r.get(0)?),
+                    portal: r.get(1)?,
+                    skill: r.get(2)?,
+                    fields: r.get(3)?,
+                    external_ref: r.get(4)?,
+                    customer_email: r.get(5)?,
+                    requested_at: r.get(6)?,
+                    ended_at: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Clears the personal details of a session record (name, e-mail, question, form fields),
+    /// keeping what reports and the audit trail need (ids, portal, timings, rating, reference).
+    pub fn session_clear(&self, id: &str, now: &str) -> Result<bool> {
+        let n = self.0.execute(
+            "UPDATE sessions SET customer_name = '', customer_email = '', question = '', fields = '{}', cleared_at = ?2
+             WHERE id = ?1 AND cleared_at IS NULL",
+            params![id, now],
+        )?;
+        self.0.execute(
+            "UPDATE participants SET name = '' WHERE session_id = ?1 AND kind = 'customer'",
+            [id],
+        )?;
+        Ok(n == 1)
     }
 
     /// Destroys an object's wrapped data keys (the crypto-shred) and marks it shredded. With

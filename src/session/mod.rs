@@ -504,7 +504,7 @@ impl Sessions {
     }
 
     fn require_agent(p: &Principal) -> Result<(), SessionError> {
-        if matches!(p.role, Role::Agent | Role::Admin) {
+        if crate::auth::allowed(p.role, crate::auth::Permission::HandleSessions) {
             Ok(())
         } else {
             Err(SessionError::Forbidden(format!(

@@ -56,7 +56,7 @@ pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn require(p: &Principal, perm: Permission) -> Result<(), ApiError> {
+pub(super) fn require(p: &Principal, perm: Permission) -> Result<(), ApiError> {
     if auth::allowed(p.role, perm) {
         Ok(())
     } else {

@@ -7,6 +7,7 @@
 //! socket offers the key-custody endpoints (seal, unseal).
 
 mod api;
+mod compliance;
 mod error;
 mod pages;
 mod sessions;
@@ -48,7 +49,8 @@ pub enum Surface {
 pub fn router(app: Arc<App>, surface: Surface) -> Router {
     let mut r = api::routes()
         .merge(sessions::routes(&app))
-        .merge(pages::routes());
+        .merge(pages::routes())
+        .merge(compliance::routes());
     if surface == Surface::Local {
         r = r.merge(api::local_routes());
     }

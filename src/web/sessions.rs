@@ -20,9 +20,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use super::ApiError;
-use super::api::{Authed, authenticate, event, parse};
+use super::api::{Authed, authenticate, event, parse, require};
 use crate::app::{App, Source};
 use crate::audit::{self, Event, Outcome};
+use crate::auth::Permission;
 use crate::auth::Principal;
 use crate::config::{FieldKind, Portal};
 use crate::model::{DataClass, Role, now_rfc3339};
@@ -537,12 +538,7 @@ async fn my_skills(app: &Arc<App>, p: &Principal) -> Result<Vec<(String, String)
 }
 
 async fn queue(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Json<Value>, ApiError> {
-    if !matches!(p.role, Role::Agent | Role::Admin) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role has no queue",
-            p.role
-        )));
-    }
+    require(&p, Permission::HandleSessions)?;
     let skills = my_skills(&app, &p).await?;
     Ok(Json(app.sessions.queue_view(p.user_id, &skills)))
 }
@@ -551,12 +547,7 @@ async fn queue_stream(
     State(app): State<Arc<App>>,
     Authed(p): Authed,
 ) -> Result<Response, ApiError> {
-    if !matches!(p.role, Role::Agent | Role::Admin) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role has no queue",
-            p.role
-        )));
-    }
+    require(&p, Permission::HandleSessions)?;
     let rx = app.sessions.subscribe();
     let state = (app, rx, p.user_id, true);
     let stream = futures_util::stream::unfold(state, |(app, mut rx, uid, first)| async move {
@@ -604,12 +595,7 @@ async fn presence(
     let req: PresenceRequest = parse(&body)?;
     let presence = Presence::parse(&req.status)
         .ok_or_else(|| ApiError::bad_request("status must be available, busy, away or offline"))?;
-    if !matches!(p.role, Role::Agent | Role::Admin) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role has no presence",
-            p.role
-        )));
-    }
+    require(&p, Permission::HandleSessions)?;
     app.sessions.set_presence(&p, presence);
     app.audit(event(
         &p,
@@ -626,12 +612,7 @@ async fn monitor_agents(
     State(app): State<Arc<App>>,
     Authed(p): Authed,
 ) -> Result<Json<Value>, ApiError> {
-    if !crate::auth::allowed(p.role, crate::auth::Permission::ReadMonitors) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role may not read monitors",
-            p.role
-        )));
-    }
+    require(&p, Permission::ReadMonitors)?;
     Ok(Json(json!({ "agents": app.sessions.agents_view() })))
 }
 
@@ -639,12 +620,7 @@ async fn monitor_queues(
     State(app): State<Arc<App>>,
     Authed(p): Authed,
 ) -> Result<Json<Value>, ApiError> {
-    if !crate::auth::allowed(p.role, crate::auth::Permission::ReadMonitors) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role may not read monitors",
-            p.role
-        )));
-    }
+    require(&p, Permission::ReadMonitors)?;
     Ok(Json(
         json!({ "queues": app.sessions.queues_view(&app.config.portals) }),
     ))
@@ -674,11 +650,7 @@ async fn set_skills(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    if p.role != Role::Admin {
-        return Err(ApiError::forbidden(
-            "only an admin assigns portals and skills",
-        ));
-    }
+    require(&p, Permission::ManageUsers)?;
     let req: SkillsRequest = parse(&body)?;
     let mut list = Vec::new();
     for s in req.skills {
@@ -757,12 +729,7 @@ async fn new_code(
     Authed(p): Authed,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !matches!(p.role, Role::Agent | Role::Admin) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role does not issue codes",
-            p.role
-        )));
-    }
+    require(&p, Permission::HandleSessions)?;
     let req: CodeRequest = if body.is_empty() {
         CodeRequest::default()
     } else {
@@ -1212,6 +1179,20 @@ struct DetailQuery {
     reason: Option<String>,
 }
 
+/// Compliance officers and auditors read session content only with a stated reason, which the
+/// audit entry keeps.
+fn stated_reason(p: &Principal, reason: Option<String>) -> Result<Option<String>, ApiError> {
+    let reason = reason
+        .map(|r| r.trim().chars().take(500).collect::<String>())
+        .filter(|r| !r.is_empty());
+    if reason.is_none() && matches!(p.role, Role::Compliance | Role::Auditor) {
+        return Err(ApiError::bad_request(
+            "state why you read this session's content (?reason=...)",
+        ));
+    }
+    Ok(reason)
+}
+
 /// Everything recorded about a session. Reading it is audited, with the stated reason.
 async fn session_detail(
     State(app): State<Arc<App>>,
@@ -1237,10 +1218,7 @@ async fn session_detail(
     let handled = participants
         .iter()
         .any(|x| x.kind == "agent" && x.name == p.name);
-    let allowed = match p.role {
-        Role::Admin | Role::Compliance | Role::Auditor => true,
-        Role::Agent => handled,
-    };
+    let allowed = handled || crate::auth::allowed(p.role, Permission::ReadAnySession);
     if !allowed {
         app.audit(
             event(
@@ -1257,7 +1235,7 @@ async fn session_detail(
             "you may read only the sessions you handled",
         ));
     }
-    let reason = q.reason.map(|r| r.chars().take(500).collect::<String>());
+    let reason = stated_reason(&p, q.reason)?;
     app.audit(event(
         &p,
         &src,
@@ -1401,6 +1379,7 @@ async fn download(
     method: Method,
     headers: HeaderMap,
     Path((id, file_id)): Path<(String, String)>,
+    Query(q): Query<DetailQuery>,
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
     let who = party(&app, &id, &headers, &method, None).await?;
@@ -1414,10 +1393,13 @@ async fn download(
             let handled = participants
                 .iter()
                 .any(|x| x.kind == "agent" && x.name == p.name);
-            if !(handled || matches!(p.role, Role::Admin | Role::Compliance | Role::Auditor)) {
+            if !(handled || crate::auth::allowed(p.role, Permission::ReadAnySession)) {
                 return Err(ApiError::forbidden(
                     "you may read only files of sessions you handled",
                 ));
+            }
+            if !handled {
+                stated_reason(p, q.reason.clone())?;
             }
             Actor::Agent(p.clone())
         }
@@ -1433,7 +1415,7 @@ async fn download(
         &id,
         &src.to_string(),
         "session.file.read",
-        json!({ "file_id": f.id, "name": f.name }),
+        json!({ "file_id": f.id, "name": f.name, "reason": q.reason }),
     ))
     .await?;
     let data = app

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod https;
 mod integration_docs;
+mod permissions;
 mod retention;
 mod sessions;
 mod util;

@@ -13,7 +13,7 @@ fn policy_dir(dir: &Dir, name: &str, body: &str) -> std::path::PathBuf {
     d
 }
 
-const THIRTY_DAYS: &str = "[[policy]]\nname = \"thirty-days\"\nclasses = [\"transcript\", \"events\", \"file\", \"survey\"]\nretain_days = 30\naction = \"shred\"\nmode = \"governance\"\n";
+const THIRTY_DAYS: &str = "[[policy]]\nname = \"thirty-days\"\nclasses = [\"transcript\", \"events\", \"file\", \"survey\", \"metadata\"]\nretain_days = 30\naction = \"shred\"\nmode = \"governance\"\n";
 
 /// An appliance with officers, an agent, and three ended sessions (the second tagged CASE-B),
 /// each with a transcript, events and a file.
@@ -236,6 +236,20 @@ fn sweep_shreds_what_expired_never_what_is_held_and_releasing_takes_four_eyes() 
         }
     }
     assert_eq!(objects_of(&dir, &ids[1]), before_b);
+    // The expired session records lost their personal details; the held one kept them.
+    let names: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            raw_db(&dir)
+                .query_row(
+                    "SELECT customer_name FROM sessions WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["", "c1", ""]);
     // No path reads shredded content any more.
     let data = custos::app::DataDir::new(dir.path());
     let mut store = data.open_store().unwrap();
