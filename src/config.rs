@@ -64,6 +64,8 @@ welcome = "Tell us what you need and an agent will be with you shortly."
 skills = ["general"]
 # color = "#0b5fff"
 # recording = true
+# Masking applied to chat before it is relayed or stored: card, us-ssn, iban.
+redact = ["card", "us-ssn", "iban"]
 
 # [[portal.field]]
 # name = "serial"
@@ -140,6 +142,8 @@ struct RawPortal {
     color: Option<Spanned<String>>,
     #[serde(default = "yes")]
     recording: bool,
+    #[serde(default)]
+    redact: Vec<Spanned<String>>,
     skills: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     field: Vec<RawField>,
@@ -203,6 +207,8 @@ pub struct Portal {
     pub logo: Option<String>,
     pub color: String,
     pub recording: bool,
+    /// Masking applied to chat before it is relayed or stored.
+    pub redact: Vec<crate::redact::Rule>,
     pub skills: Vec<String>,
     pub fields: Vec<FieldSpec>,
 }
@@ -502,7 +508,21 @@ impl Config {
                     },
                 });
             }
+            let mut redact = Vec::new();
+            for r in &p.redact {
+                let rule = crate::redact::Rule::parse(r.get_ref()).ok_or_else(|| {
+                    err(
+                        r.span(),
+                        format!(
+                            "redact rule {:?} is not one of card, us-ssn, iban",
+                            r.get_ref()
+                        ),
+                    )
+                })?;
+                redact.push(rule);
+            }
             portals.push(Portal {
+                redact,
                 name: name.clone(),
                 title: p.title.get_ref().clone(),
                 public: p.public,

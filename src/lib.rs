@@ -34,6 +34,7 @@ pub mod crypto;
 pub mod keys;
 pub mod model;
 pub mod policy;
+pub mod redact;
 pub mod retention;
 pub mod session;
 pub mod store;

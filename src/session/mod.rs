@@ -141,6 +141,8 @@ pub struct Room {
     pub id: String,
     state: Mutex<RoomState>,
     recorder: Recorder,
+    /// The portal's masking rules, applied to chat before it is relayed or stored.
+    redact: Vec<crate::redact::Rule>,
 }
 
 struct AgentState {
@@ -300,6 +302,11 @@ impl Sessions {
             Status::Waiting
         };
         Arc::new(Room {
+            redact: app
+                .config
+                .portal(&row.portal)
+                .map(|p| p.redact.clone())
+                .unwrap_or_default(),
             id: row.id.clone(),
             recorder: Recorder::start(app.clone(), row.id.clone(), row.recording),
             state: Mutex::new(RoomState {
@@ -1300,7 +1307,11 @@ impl Room {
             let seq = st.seq;
             let (record, peer, agent_only, ack) = match msg {
                 ClientMsg::Chat { text, id } => {
-                    let base = json!({ "type": "chat", "seq": seq, "from": side.as_str(), "name": who_name, "text": text, "at": at });
+                    let (text, masked) = crate::redact::apply(&self.redact, &text);
+                    let mut base = json!({ "type": "chat", "seq": seq, "from": side.as_str(), "name": who_name, "text": text, "at": at });
+                    if masked > 0 {
+                        base["masked"] = json!(masked);
+                    }
                     (base.clone(), Some(base), false, id)
                 }
                 ClientMsg::Url { url, title } => {
@@ -1316,8 +1327,39 @@ impl Room {
                         st.seq -= 1;
                         return Err(refuse("forbidden", "only the agent may write notes"));
                     }
+                    let (text, _) = crate::redact::apply(&self.redact, &text);
                     let m = json!({ "type": "note", "seq": seq, "from": "agent", "name": who_name, "text": text, "at": at });
                     (m, None, true, None)
+                }
+                ClientMsg::Sensitive { seq: target } => {
+                    if side != Side::Agent {
+                        st.seq -= 1;
+                        return Err(refuse(
+                            "forbidden",
+                            "only the agent may mark messages as sensitive",
+                        ));
+                    }
+                    let mut found = false;
+                    for (m, _) in st.history.iter_mut() {
+                        if let Ok(mut v) = serde_json::from_str::<Value>(m)
+                            && v["seq"] == json!(target)
+                            && v["type"] == "chat"
+                        {
+                            v["text"] = json!("[marked sensitive]");
+                            v["sensitive"] = json!(true);
+                            *m = v.to_string().into();
+                            found = true;
+                        }
+                    }
+                    if !found {
+                        st.seq -= 1;
+                        return Err(refuse(
+                            "bad_message",
+                            "no chat message with that seq in this session",
+                        ));
+                    }
+                    let m = json!({ "type": "sensitive", "seq": seq, "target": target, "from": "agent", "name": who_name, "at": at });
+                    (m.clone(), Some(m), false, None)
                 }
                 ClientMsg::Ping | ClientMsg::Typing { .. } => unreachable!("handled above"),
             };

@@ -14,10 +14,24 @@ pub const MAX_CLIENT_ID: usize = 64;
 /// A message from a participant, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMsg {
-    Chat { text: String, id: Option<String> },
-    Typing { on: bool },
-    Url { url: String, title: Option<String> },
-    Note { text: String },
+    Chat {
+        text: String,
+        id: Option<String>,
+    },
+    Typing {
+        on: bool,
+    },
+    Url {
+        url: String,
+        title: Option<String>,
+    },
+    Note {
+        text: String,
+    },
+    /// The agent marks an earlier message as sensitive: hidden in reviews unless asked for.
+    Sensitive {
+        seq: u64,
+    },
     Ping,
 }
 
@@ -39,6 +53,9 @@ enum Raw {
     },
     Note {
         text: String,
+    },
+    Sensitive {
+        seq: u64,
     },
     Ping,
 }
@@ -129,6 +146,7 @@ pub fn parse(frame: &str) -> Result<ClientMsg, Refusal> {
             text_ok("note", &text, MAX_CHAT_CHARS)?;
             ClientMsg::Note { text }
         }
+        Raw::Sensitive { seq } => ClientMsg::Sensitive { seq },
         Raw::Ping => ClientMsg::Ping,
     })
 }

@@ -1177,6 +1177,9 @@ async fn read_transcript(app: &Arc<App>, id: &str) -> Result<Vec<Value>, ApiErro
 #[derive(Deserialize)]
 struct DetailQuery {
     reason: Option<String>,
+    /// Show messages an agent marked sensitive (roles that may read any session, with a reason).
+    #[serde(default)]
+    include_sensitive: bool,
 }
 
 /// Compliance officers and auditors read session content only with a stated reason, which the
@@ -1241,10 +1244,31 @@ async fn session_detail(
         &src,
         "session.read",
         &format!("session:{id}"),
-        json!({ "parts": ["transcript", "file list", "survey rating"], "reason": reason }),
+        json!({ "parts": ["transcript", "file list", "survey rating"], "reason": reason, "include_sensitive": q.include_sensitive }),
     ))
     .await?;
-    let transcript = read_transcript(&app, &id).await?;
+    if q.include_sensitive
+        && !(crate::auth::allowed(p.role, Permission::ReadAnySession) && reason.is_some())
+    {
+        return Err(ApiError::forbidden(
+            "messages marked sensitive are shown only to roles that may read any session, with a stated reason",
+        ));
+    }
+    let mut transcript = read_transcript(&app, &id).await?;
+    let marked: std::collections::HashSet<u64> = transcript
+        .iter()
+        .filter(|m| m["type"] == "sensitive")
+        .filter_map(|m| m["target"].as_u64())
+        .collect();
+    for m in transcript
+        .iter_mut()
+        .filter(|m| m["type"] == "chat" && m["seq"].as_u64().is_some_and(|s| marked.contains(&s)))
+    {
+        m["sensitive"] = json!(true);
+        if !q.include_sensitive {
+            m["text"] = json!("[marked sensitive]");
+        }
+    }
     let visible: Vec<Value> = transcript
         .into_iter()
         .filter(|m| p.role != Role::Agent || m["type"] != "note" || handled)

@@ -955,3 +955,105 @@ fn raw_with(
         }
     })
 }
+
+#[test]
+fn card_numbers_are_masked_before_relay_and_storage_and_agents_mark_messages_sensitive() {
+    let d = desk();
+    let s = &d.s;
+    let v = request(
+        s,
+        json!({ "portal": "support", "name": "Lee", "question": "billing" }),
+    );
+    let id = v["request_id"].as_str().unwrap().to_string();
+    let alice = agent(s, "alice");
+    assert_eq!(
+        s.post(
+            &format!("/api/v1/requests/{id}/accept"),
+            Some(&alice),
+            json!({})
+        )
+        .status,
+        200
+    );
+    let mut cust = s.ws(
+        &id,
+        &format!("Customer {}", v["customer_token"].as_str().unwrap()),
+    );
+    cust.expect("hello");
+    let mut al = s.ws(&id, &format!("Bearer {alice}"));
+    al.expect("hello");
+    cust.send(&json!({ "type": "chat", "text": "card 4111 1111 1111 1111 and ssn 078-05-1120", "id": "c" }));
+    let got = al.expect("chat");
+    assert_eq!(
+        got["text"],
+        "card [card number removed] and ssn [national id removed]"
+    );
+    assert_eq!(
+        cust.expect("chat")["text"],
+        got["text"],
+        "the sender sees what was kept"
+    );
+    cust.send(&json!({ "type": "chat", "text": "my diagnosis is private", "id": "d" }));
+    let private = al.expect("chat");
+    al.send(&json!({ "type": "sensitive", "seq": private["seq"] }));
+    assert_eq!(cust.expect("sensitive")["target"], private["seq"]);
+    cust.send(&json!({ "type": "sensitive", "seq": 1 }));
+    assert_eq!(cust.expect("error")["code"], "forbidden");
+    let detail = s
+        .get(&format!("/api/v1/sessions/{id}"), Some(&alice))
+        .json()
+        .unwrap();
+    let texts: Vec<&str> = detail["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "chat")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "card [card number removed] and ssn [national id removed]",
+            "[marked sensitive]"
+        ]
+    );
+    // The number never reached the disk in any form.
+    let mut stack = vec![d.dir.path()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else if let Ok(b) = std::fs::read(&e) {
+                assert!(
+                    !b.windows(19).any(|w| w == b"4111 1111 1111 1111"),
+                    "card number in {}",
+                    e.display()
+                );
+            }
+        }
+    }
+    // With a reason, a role that may read any session sees the marked message.
+    let full = s
+        .get(
+            &format!("/api/v1/sessions/{id}?include_sensitive=true&reason=complaint%20review"),
+            Some(&d.admin),
+        )
+        .json()
+        .unwrap();
+    assert!(
+        full["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "my diagnosis is private" && m["sensitive"] == true)
+    );
+    assert_eq!(
+        s.get(
+            &format!("/api/v1/sessions/{id}?include_sensitive=true"),
+            Some(&alice)
+        )
+        .status,
+        403
+    );
+}
