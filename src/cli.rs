@@ -70,6 +70,35 @@ pub enum Cmd {
     /// Legal holds.
     #[command(subcommand)]
     Hold(HoldCmd),
+    /// Write a signed export bundle of chosen sessions for an auditor (as a compliance officer).
+    Export {
+        #[arg(long = "session")]
+        sessions: Vec<String>,
+        #[arg(long = "ref")]
+        external_ref: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Why the export is made (recorded in the bundle and the audit log).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Verify an export bundle offline; needs no data directory.
+    Verify {
+        bundle: PathBuf,
+        /// The appliance key to trust: a file holding an `ssh-ed25519 …` line.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
     /// Crypto-shred every archive object whose retention has run out (never one under a hold).
     Sweep {
         /// Run although the clock moved suspiciously since the last trusted time (audited).
@@ -281,6 +310,29 @@ pub fn run(cli: Cli) -> Result<i32> {
             ttl,
         }) => code_new(&dir, &agent, external_ref, ttl),
         Cmd::Policy(c) => policy_cmd(&dir, c),
+        Cmd::Export {
+            sessions,
+            external_ref,
+            since,
+            until,
+            out,
+            reason,
+            user,
+            password_file,
+            passphrase_file,
+        } => export_cmd(
+            &dir,
+            sessions,
+            external_ref,
+            since,
+            until,
+            &out,
+            &reason,
+            &user,
+            password_file.as_deref(),
+            passphrase_file.as_deref(),
+        ),
+        Cmd::Verify { bundle, trust } => verify_cmd(&bundle, trust.as_deref()),
         Cmd::Hold(c) => hold_cmd(&dir, c),
         Cmd::Sweep { trust_clock } => {
             let mut store = dir.open_store()?;
@@ -497,6 +549,159 @@ fn key_recover(dir: &DataDir, identity: &Path, object: &str, out: &Path) -> Resu
         out.display()
     );
     Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_cmd(
+    dir: &DataDir,
+    sessions: Vec<String>,
+    external_ref: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    out: &Path,
+    reason: &str,
+    user: &str,
+    password_file: Option<&Path>,
+    passphrase_file: Option<&Path>,
+) -> Result<i32> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    if reason.trim().is_empty() {
+        bail!("an export needs a stated reason (--reason)");
+    }
+    let actor = officer(dir, user, password_file)?;
+    let mut store = dir.open_store()?;
+    let ids = match (sessions.is_empty(), external_ref, since, until) {
+        (false, None, None, None) => sessions,
+        (true, Some(r), None, None) => store.read(|tx| tx.session_ids_by(Some(&r), None, None))?,
+        (true, None, Some(a), Some(b)) => {
+            let (a, b) = (
+                crate::model::format_rfc3339(crate::model::parse_time(&a)?),
+                crate::model::format_rfc3339(crate::model::parse_range_end(&b)?),
+            );
+            store.read(|tx| tx.session_ids_by(None, Some(&a), Some(&b)))?
+        }
+        _ => bail!("choose sessions with --session (repeatable), --ref, or --since with --until"),
+    };
+    let mut ids = ids;
+    ids.sort();
+    ids.dedup();
+    let selection = format!("{} session(s): {}", ids.len(), ids.join(" "));
+    let keys = keyring(dir, passphrase_file)?;
+    store.read(|tx| {
+        keys.check(tx)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
+    })?;
+    let signing = store.read(|tx| {
+        keys.signing_key(tx)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
+    })?;
+    let appliance_id = store
+        .read(|tx| tx.meta_get("appliance_id"))?
+        .unwrap_or_default();
+    let req = crate::export::Request {
+        sessions: ids.clone(),
+        exported_by: actor.actor.clone(),
+        reason: reason.to_string(),
+        selection,
+    };
+    let built = crate::export::build(
+        &mut store,
+        &dir.archive(),
+        &keys,
+        &signing,
+        &appliance_id,
+        &req,
+    )?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    f.write_all(&built.tar)?;
+    f.sync_all()?;
+    // Every export is audited, and counts as a read of each session it holds.
+    let mut events = vec![Event {
+        action: "export.created".into(),
+        target: format!("export:{}", built.export_id),
+        details: json!({ "sessions": ids, "reason": reason, "manifest_sha256": built.manifest_sha256, "bundle_sha256": hex::encode(crate::crypto::sha256(&built.tar)) }),
+        ..actor.clone()
+    }];
+    for id in &ids {
+        events.push(Event {
+            action: "session.read".into(),
+            target: format!("session:{id}"),
+            details: json!({ "parts": ["export"], "export": built.export_id, "reason": reason }),
+            ..actor.clone()
+        });
+    }
+    audit::append(&mut store, &events)?;
+    println!(
+        "wrote export {} ({} sessions, {} files, {} bytes) to {}",
+        built.export_id,
+        ids.len(),
+        built.files,
+        built.tar.len(),
+        out.display()
+    );
+    Ok(0)
+}
+
+fn verify_cmd(bundle: &Path, trust: Option<&Path>) -> Result<i32> {
+    let trust = match trust {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            Some(
+                crate::export::parse_openssh(text.trim())
+                    .ok_or_else(|| anyhow!("{} holds no ssh-ed25519 key", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let f =
+        std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
+    let total = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let tty = std::io::stderr().is_terminal();
+    let result = crate::export::verify(std::io::BufReader::new(f), trust.as_ref(), |done| {
+        if tty && total > 0 && done % (8 << 20) < 65536 {
+            eprint!("\rverifying {}%", done * 100 / total);
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    match result {
+        Ok(r) => {
+            println!(
+                "bundle verified: export {} from appliance {}",
+                r.export_id, r.appliance_id
+            );
+            println!(
+                "{} payload files match manifest-sha256.txt; both signatures verify",
+                r.files
+            );
+            println!(
+                "{} audit entries over {} sessions proven in the checkpoint of size {}",
+                r.audit_entries, r.sessions, r.checkpoint_size
+            );
+            println!(
+                "signing key SHA-256 {}{}",
+                r.key_fingerprint,
+                if trust.is_some() {
+                    " (the trusted key)"
+                } else {
+                    " (from the bundle itself: pass --trust to pin it)"
+                }
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            println!("bundle verification FAILED: {e}");
+            Ok(1)
+        }
+    }
 }
 
 fn policy_cmd(dir: &DataDir, c: PolicyCmd) -> Result<i32> {

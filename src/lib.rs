@@ -31,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod export;
 pub mod keys;
 pub mod model;
 pub mod policy;

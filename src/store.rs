@@ -1005,6 +1005,23 @@ impl Tx<'_> {
         Ok(rows)
     }
 
+    /// Ids of sessions with this external reference, or requested in `[from, to]`.
+    pub fn session_ids_by(
+        &self,
+        external_ref: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare(
+            "SELECT id FROM sessions WHERE (?1 IS NULL OR external_ref = ?1) AND (?2 IS NULL OR requested_at >= ?2)
+               AND (?3 IS NULL OR requested_at <= ?3) ORDER BY requested_at, id",
+        )?;
+        let ids = stmt
+            .query_map(params![external_ref, from, to], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
     pub fn session_token_matches(&self, id: &str, hash: &[u8; 32]) -> Result<bool> {
         let stored: Option<Vec<u8>> = self
             .0

@@ -6,6 +6,7 @@ mod archive;
 mod audit;
 mod browser;
 mod cli;
+mod export;
 mod https;
 mod integration_docs;
 mod permissions;

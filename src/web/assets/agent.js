@@ -282,8 +282,9 @@
   class MessageList {
     constructor(ol, opts) {
       this.ol = ol;
-      this.opts = opts; // { ownFrom, who(m, kind) → string, onFile(m) }
+      this.opts = opts; // { ownFrom, who(m, kind) → string, onFile(m), onSensitive(seq, button) }
       this.bySeq = new Map();
+      this.sensitive = new Set(); // seqs of chat messages marked sensitive
       this.pending = new Map(); // client id → { li, text, gen: connection it went out on, or -1 }
       this.pendingOther = []; // { kind, key, li }
     }
@@ -407,6 +408,7 @@
         case 'url': return this.url(m);
         case 'note': return this.note(m);
         case 'file': return this.file(m);
+        case 'sensitive': return this.markSensitive(m);
         default: return false;
       }
     }
@@ -437,7 +439,55 @@
         this.settle(li);
       }
       this.place(li, seq);
+      this.decorate(li, seq, m);
       return fresh;
+    }
+
+    // Chat extras: the note on items the server masked, the sensitive state, and (agent) the
+    // button that marks the message as sensitive.
+    // m is null when only the seq became known (an ack before the echo).
+    decorate(li, seq, m) {
+      if ((m && m.sensitive === true) || (seq !== null && this.sensitive.has(seq))) {
+        if (seq !== null) this.sensitive.add(seq);
+        this.showSensitive(li);
+        return;
+      }
+      if (m) {
+        const old = $('.masked-note', li);
+        if (old) old.remove();
+        const k = Number(m.masked);
+        if (Number.isInteger(k) && k > 0) $('.text', li).after(el('p', 'masked-note', `(${k} item(s) masked)`));
+      }
+      if (this.opts.onSensitive && seq !== null && !li.classList.contains('sensitive') && !$('.mark-sensitive', li)) {
+        const b = el('button', 'mark-sensitive', 'Mark sensitive');
+        b.type = 'button';
+        b.setAttribute('aria-label', 'Mark this message as sensitive');
+        b.addEventListener('click', () => {
+          const n = toSeq(li.dataset.seq);
+          if (n !== null) this.opts.onSensitive(n, b);
+        });
+        li.append(b);
+      }
+    }
+
+    showSensitive(li) {
+      $('.text', li).textContent = '[marked sensitive]';
+      li.classList.add('sensitive');
+      const note = $('.masked-note', li);
+      if (note) note.remove();
+      const b = $('.mark-sensitive', li);
+      if (b) b.remove();
+    }
+
+    // A `sensitive` record (live or in the history): idempotent, and remembered for a chat that
+    // is shown later.
+    markSensitive(m) {
+      const target = toSeq(m.target);
+      if (target === null) return false;
+      this.sensitive.add(target);
+      const li = this.bySeq.get(target);
+      if (li && (li.dataset.from === 'agent' || li.dataset.from === 'customer')) this.showSensitive(li);
+      return false;
     }
 
     ack(m) {
@@ -451,7 +501,10 @@
       li.classList.add('acked');
       this.settle(li);
       this.setState(li, '✓', 'Saved in the session record');
-      if (seq !== null && li.dataset.seq === undefined) this.place(li, seq);
+      if (seq !== null && li.dataset.seq === undefined) {
+        this.place(li, seq);
+        if (li.dataset.from === 'agent' || li.dataset.from === 'customer') this.decorate(li, seq, null);
+      }
     }
 
     fillLink(node, url, title) {
@@ -618,6 +671,7 @@
         ownFrom: 'agent',
         who: (m, kind) => this.who(m, kind),
         onFile: (m) => addFile(this.p.files, this.id, m),
+        onSensitive: (seq, button) => this.markSensitive(seq, button),
       });
       this.typingOut = new TypingSender((o) => this.sock.send(o));
       this.sock = new SessionSocket(id, (m) => this.onMessage(m), (s, x) => this.onSocketState(s, x));
@@ -790,6 +844,15 @@
         case 'url': if (this.list.url(m)) this.activity(); break;
         case 'note': if (this.list.note(m)) this.activity(); break;
         case 'file': if (this.list.file(m)) this.activity(); break;
+        case 'sensitive':
+          this.list.markSensitive(m);
+          // The button that had the focus went away with the marking: give it to the composer.
+          if (this.refocusAfterMark !== undefined && toSeq(m.target) === this.refocusAfterMark) {
+            this.refocusAfterMark = undefined;
+            const f = document.activeElement;
+            if (!this.closed && (!f || f === document.body || !f.isConnected)) this.p.input.focus();
+          }
+          break;
         case 'typing': if (m.from !== 'agent') this.theirTyping(!!m.on); break;
         case 'participant': this.onParticipant(m); break;
         case 'accepted':
@@ -807,6 +870,7 @@
           break;
         case 'error':
           showError(this.p.error, str(m.message) || str(m.code) || 'The server refused a message.');
+          this.releaseMarkButtons();
           break;
         case 'replaced':
           this.list.system('This session was opened in another window; this one stopped.');
@@ -828,6 +892,7 @@
       for (const h of history) {
         if (h && typeof h === 'object') this.list.ingest(h);
       }
+      this.releaseMarkButtons(); // a marking sent on an earlier connection may have been lost
       // Pending chats that the archive has (their id came back in the history) were settled by
       // ingest; the others are sent again with the same id.
       for (const p of this.list.unsent(this.sock.gen)) {
@@ -885,7 +950,7 @@
     }
 
     controls() {
-      return Array.from(this.panel.querySelectorAll('.composer *, .tools input, .tools button, .tools select, .tools textarea'))
+      return Array.from(this.panel.querySelectorAll('.composer *, .tools input, .tools button, .tools select, .tools textarea, .messages .mark-sensitive'))
         .filter((c) => 'disabled' in c && !c.classList.contains('close-tab') && !c.classList.contains('reconnect'));
     }
 
@@ -944,6 +1009,24 @@
       }
       this.p.input.value = '';
       this.p.input.focus();
+    }
+
+    // Asks the server to mark chat message `seq` as sensitive; the button stays disabled until the
+    // server's `sensitive` record removes it (or an error or a new connection releases it).
+    markSensitive(seq, button) {
+      if (this.closed) return;
+      if (!this.sock.send({ type: 'sensitive', seq })) {
+        showError(this.p.error, 'Not connected: the message was not marked. Try again in a moment.');
+        return;
+      }
+      showError(this.p.error, '');
+      this.refocusAfterMark = document.activeElement === button ? seq : undefined;
+      button.disabled = true;
+    }
+
+    releaseMarkButtons() {
+      if (this.closed) return;
+      this.p.messages.querySelectorAll('.mark-sensitive:disabled').forEach((b) => { b.disabled = false; });
     }
 
     pushUrl() {

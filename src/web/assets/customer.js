@@ -270,8 +270,9 @@
   class MessageList {
     constructor(ol, opts) {
       this.ol = ol;
-      this.opts = opts; // { ownFrom, who(m, kind) → string, onFile(m) }
+      this.opts = opts; // { ownFrom, who(m, kind) → string, onFile(m), onSensitive(seq, button) }
       this.bySeq = new Map();
+      this.sensitive = new Set(); // seqs of chat messages marked sensitive
       this.pending = new Map(); // client id → { li, text, gen: connection it went out on, or -1 }
       this.pendingOther = []; // { kind, key, li }
     }
@@ -395,6 +396,7 @@
         case 'url': return this.url(m);
         case 'note': return this.note(m);
         case 'file': return this.file(m);
+        case 'sensitive': return this.markSensitive(m);
         default: return false;
       }
     }
@@ -425,7 +427,55 @@
         this.settle(li);
       }
       this.place(li, seq);
+      this.decorate(li, seq, m);
       return fresh;
+    }
+
+    // Chat extras: the note on items the server masked, the sensitive state, and (agent) the
+    // button that marks the message as sensitive.
+    // m is null when only the seq became known (an ack before the echo).
+    decorate(li, seq, m) {
+      if ((m && m.sensitive === true) || (seq !== null && this.sensitive.has(seq))) {
+        if (seq !== null) this.sensitive.add(seq);
+        this.showSensitive(li);
+        return;
+      }
+      if (m) {
+        const old = $('.masked-note', li);
+        if (old) old.remove();
+        const k = Number(m.masked);
+        if (Number.isInteger(k) && k > 0) $('.text', li).after(el('p', 'masked-note', `(${k} item(s) masked)`));
+      }
+      if (this.opts.onSensitive && seq !== null && !li.classList.contains('sensitive') && !$('.mark-sensitive', li)) {
+        const b = el('button', 'mark-sensitive', 'Mark sensitive');
+        b.type = 'button';
+        b.setAttribute('aria-label', 'Mark this message as sensitive');
+        b.addEventListener('click', () => {
+          const n = toSeq(li.dataset.seq);
+          if (n !== null) this.opts.onSensitive(n, b);
+        });
+        li.append(b);
+      }
+    }
+
+    showSensitive(li) {
+      $('.text', li).textContent = '[marked sensitive]';
+      li.classList.add('sensitive');
+      const note = $('.masked-note', li);
+      if (note) note.remove();
+      const b = $('.mark-sensitive', li);
+      if (b) b.remove();
+    }
+
+    // A `sensitive` record (live or in the history): idempotent, and remembered for a chat that
+    // is shown later.
+    markSensitive(m) {
+      const target = toSeq(m.target);
+      if (target === null) return false;
+      this.sensitive.add(target);
+      const li = this.bySeq.get(target);
+      if (li && (li.dataset.from === 'agent' || li.dataset.from === 'customer')) this.showSensitive(li);
+      return false;
     }
 
     ack(m) {
@@ -439,7 +489,10 @@
       li.classList.add('acked');
       this.settle(li);
       this.setState(li, '✓', 'Saved in the session record');
-      if (seq !== null && li.dataset.seq === undefined) this.place(li, seq);
+      if (seq !== null && li.dataset.seq === undefined) {
+        this.place(li, seq);
+        if (li.dataset.from === 'agent' || li.dataset.from === 'customer') this.decorate(li, seq, null);
+      }
     }
 
     fillLink(node, url, title) {
@@ -726,6 +779,7 @@
       case 'ack': list.ack(m); break;
       case 'url': list.url(m); break;
       case 'file': list.file(m); break;
+      case 'sensitive': list.markSensitive(m); break;
       case 'typing': if (m.from !== 'customer') theirTyping(!!m.on); break;
       case 'transferred': {
         const to = str(m.to);

@@ -1,0 +1,398 @@
+//! Export bundles: a round trip, the standard-tool checks from the auditor guide, and every kind
+//! of tampering named by `custos verify`.
+
+use std::io::Read;
+use std::process::Command;
+
+use custos::export::tar::{Member, Reader, Writer};
+use serde_json::json;
+
+use crate::util::*;
+
+const PW: &str = "officer password 1";
+
+/// Two ended sessions with chat, a file and a survey; the server stopped, so the newest
+/// checkpoint stays put and exports are reproducible.
+fn world() -> (Dir, Vec<String>) {
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let pw = dir.secret("pw", PW);
+    dir.run(&[
+        "user",
+        "add",
+        "officer1",
+        "--role",
+        "compliance",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .ok();
+    dir.run(&[
+        "user",
+        "add",
+        "alice",
+        "--role",
+        "agent",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--skills",
+        "support:general",
+    ])
+    .ok();
+    let mut s = dir.serve();
+    s.admin(&one_time, "admin password long");
+    let (alice, _) = s.login("alice", PW);
+    let mut ids = Vec::new();
+    for (i, r) in ["T-100", "T-200"].iter().enumerate() {
+        let v = s.post("/api/v1/requests", None, json!({ "portal": "support", "name": format!("Cust {i}"), "question": "help", "ref": r })).json().unwrap();
+        let id = v["request_id"].as_str().unwrap().to_string();
+        let token = v["customer_token"].as_str().unwrap().to_string();
+        assert_eq!(
+            s.post(
+                &format!("/api/v1/requests/{id}/accept"),
+                Some(&alice),
+                json!({})
+            )
+            .status,
+            200
+        );
+        let mut ws = s.ws(&id, &format!("Bearer {alice}"));
+        ws.expect("hello");
+        ws.send(&json!({ "type": "chat", "text": format!("hello number {i}"), "id": "a" }));
+        ws.expect("ack");
+        assert_eq!(
+            s.post(
+                &format!("/api/v1/sessions/{id}/end"),
+                Some(&alice),
+                json!({})
+            )
+            .status,
+            200
+        );
+        let r = s.call(
+            hyper::Method::POST,
+            &format!("/api/v1/sessions/{id}/survey"),
+            Some(&alice),
+            Some(json!({ "rating": 4, "comment": "ok" })),
+        );
+        assert_eq!(r.status, 201, "{}", r.error_message());
+        drop(token);
+        ids.push(id);
+    }
+    s.stop();
+    (dir, ids)
+}
+
+fn export(dir: &Dir, args: &[&str], out: &std::path::Path) -> Out {
+    let pw = dir.secret("pw2", PW);
+    let mut all = vec!["export"];
+    all.extend_from_slice(args);
+    all.extend([
+        "--out",
+        out.to_str().unwrap(),
+        "--reason",
+        "audit 2026-Q4",
+        "--user",
+        "officer1",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    dir.run(&all)
+}
+
+/// Rewrites a bundle member by member.
+fn rewrite(
+    tar: &[u8],
+    mut f: impl FnMut(&str, Vec<u8>) -> Option<(String, Vec<u8>)>,
+    extra: &[(&str, &[u8])],
+) -> Vec<u8> {
+    let mut r = Reader::new(tar);
+    let mut w = Writer::new(Vec::new(), 0);
+    while let Some(m) = r.next_member().unwrap() {
+        match m {
+            Member::Dir(d) => w.dir(&d).unwrap(),
+            Member::File { name, mut data, .. } => {
+                let mut v = Vec::new();
+                data.read_to_end(&mut v).unwrap();
+                if let Some((n, d)) = f(&name, v) {
+                    w.file(&n, &d).unwrap();
+                }
+            }
+        }
+    }
+    for (n, d) in extra {
+        w.file(n, d).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn verify(dir: &Dir, bundle: &[u8], name: &str, trust: Option<&std::path::Path>) -> Out {
+    let p = dir.tmp.path().join(name);
+    std::fs::write(&p, bundle).unwrap();
+    let mut c = Command::new(bin());
+    c.arg("verify").arg(&p).env("CUSTOS_DATA", "/nonexistent");
+    if let Some(t) = trust {
+        c.arg("--trust").arg(t);
+    }
+    Out(c.output().unwrap())
+}
+
+#[test]
+fn an_export_round_trips_is_deterministic_and_verifies_with_standard_tools() {
+    let (dir, ids) = world();
+    let a = dir.tmp.path().join("a.tar");
+    let out = export(&dir, &["--session", &ids[0], "--session", &ids[1]], &a);
+    assert!(out.ok().stdout().contains("2 sessions"), "{}", out.stdout());
+    let b = dir.tmp.path().join("b.tar");
+    export(&dir, &["--ref", "T-100", "--session", &ids[1]], &b).fails();
+    export(&dir, &["--session", &ids[1], "--session", &ids[0]], &b).ok();
+    let digest =
+        |p: &std::path::Path| hex::encode(custos::crypto::sha256(&std::fs::read(p).unwrap()));
+    assert_eq!(
+        digest(&a),
+        digest(&b),
+        "same selection and state, same bytes"
+    );
+    let v = Command::new(bin())
+        .args(["verify", a.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && text.contains("bundle verified"),
+        "{text}"
+    );
+    let audit = dir
+        .run(&["audit", "show", "--last", "20", "--json"])
+        .stdout();
+    assert!(audit.contains("\"export.created\"") && audit.contains("manifest_sha256"));
+
+    // The auditor guide's commands, with standard tools alone.
+    let x = dir.tmp.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&a)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bag = std::fs::read_dir(&x)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let sh = |cmd: &str| {
+        let o = Command::new("bash")
+            .arg("-ec")
+            .arg(cmd)
+            .current_dir(&bag)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    sh("sha256sum -c --quiet manifest-sha256.txt");
+    sh("sha256sum -c --quiet tagmanifest-sha256.txt");
+    let id = sh("sed -n 's/^Appliance-Id: //p' bag-info.txt")
+        .trim()
+        .to_string();
+    sh(&format!(
+        "ssh-keygen -Y verify -f allowed_signers -I custos-export@{id} -n custos-export -s signature.sshsig < tagmanifest-sha256.txt"
+    ));
+    sh(
+        "openssl pkeyutl -verify -pubin -inkey appliance.pem -rawin -in tagmanifest-sha256.txt -sigfile signature.ed25519",
+    );
+    let transcript =
+        std::fs::read_to_string(bag.join(format!("data/sessions/{}/transcript.txt", ids[0])))
+            .unwrap();
+    assert!(transcript.contains("hello number 0"), "{transcript}");
+}
+
+#[test]
+fn every_kind_of_tampering_is_named() {
+    let (dir, ids) = world();
+    let a = dir.tmp.path().join("a.tar");
+    export(&dir, &["--session", &ids[0]], &a).ok();
+    let good = std::fs::read(&a).unwrap();
+    let transcript = format!("data/sessions/{}/transcript.jsonl", ids[0]);
+    let check = |name: &str, bundle: Vec<u8>, needle: &str| {
+        let out = verify(&dir, &bundle, name, None);
+        assert_eq!(out.code(), 1, "{name}: {}", out.all());
+        assert!(
+            out.stdout().contains(needle),
+            "{name}: expected {needle:?} in {}",
+            out.stdout()
+        );
+    };
+    check(
+        "payload",
+        rewrite(
+            &good,
+            |n, mut d| {
+                if n.ends_with(&transcript) {
+                    d[5] ^= 1;
+                }
+                Some((n.to_string(), d))
+            },
+            &[],
+        ),
+        "does not match the manifest",
+    );
+    check(
+        "manifest",
+        rewrite(
+            &good,
+            |n, mut d| {
+                if n.ends_with("/manifest-sha256.txt") {
+                    d[0] ^= 1;
+                }
+                Some((n.to_string(), d))
+            },
+            &[],
+        ),
+        "manifest-sha256.txt does not match its hash",
+    );
+    check(
+        "signature",
+        rewrite(
+            &good,
+            |n, mut d| {
+                if n.ends_with("/signature.ed25519") {
+                    d[3] ^= 1;
+                }
+                Some((n.to_string(), d))
+            },
+            &[],
+        ),
+        "signature.ed25519 does not verify",
+    );
+    let root = {
+        let mut r = Reader::new(&good[..]);
+        match r.next_member().unwrap().unwrap() {
+            Member::Dir(d) => d,
+            _ => unreachable!(),
+        }
+    };
+    check(
+        "added",
+        rewrite(
+            &good,
+            |n, d| Some((n.to_string(), d)),
+            &[(&format!("{root}/data/extra.txt"), b"x")],
+        ),
+        "data/extra.txt: not in manifest",
+    );
+    check(
+        "removed",
+        rewrite(
+            &good,
+            |n, d| {
+                if n.ends_with(&transcript) {
+                    None
+                } else {
+                    Some((n.to_string(), d))
+                }
+            },
+            &[],
+        ),
+        "missing from the bundle",
+    );
+    check(
+        "renamed",
+        rewrite(
+            &good,
+            |n, d| Some((n.replace("transcript.jsonl", "transcript2.jsonl"), d)),
+            &[],
+        ),
+        "not in manifest",
+    );
+    check("truncated", good[..good.len() / 2].to_vec(), "truncated");
+    check(
+        "dotdot",
+        rewrite(
+            &good,
+            |n, d| Some((n.to_string(), d)),
+            &[(&format!("{root}/../evil"), b"x")],
+        ),
+        "unsafe",
+    );
+    let mut link = good.clone();
+    // Turn the first regular file's header into a symlink header (type '2'), fixing its checksum.
+    let h = &mut link[512..1024];
+    h[156] = b'2';
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    check("symlink", link, "link");
+    // A valid bundle from another appliance, against the key the auditor trusts.
+    let (other, oids) = world();
+    let b = other.tmp.path().join("b.tar");
+    export(&other, &["--session", &oids[0]], &b).ok();
+    let trusted = dir.tmp.path().join("trusted.pub");
+    let x = dir.tmp.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&a)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::copy(x.join(&root).join("appliance.pub"), &trusted).unwrap();
+    let out = verify(
+        &dir,
+        &std::fs::read(&b).unwrap(),
+        "other.tar",
+        Some(&trusted),
+    );
+    assert!(
+        out.fails().stdout().contains("signed by another appliance"),
+        "{}",
+        out.stdout()
+    );
+    verify(&dir, &good, "good.tar", Some(&trusted)).ok();
+    // An unencrypted export needs a compliance officer and a reason.
+    let pw = dir.secret("pw3", PW);
+    let c = dir.tmp.path().join("c.tar");
+    let r = dir.run(&[
+        "export",
+        "--session",
+        &ids[0],
+        "--out",
+        c.to_str().unwrap(),
+        "--reason",
+        "",
+        "--user",
+        "officer1",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(r.fails().stderr().contains("reason"));
+    let r = dir.run(&[
+        "export",
+        "--session",
+        &ids[0],
+        "--out",
+        c.to_str().unwrap(),
+        "--reason",
+        "x",
+        "--user",
+        "alice",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(r.fails().stderr().contains("not a compliance officer"));
+}
