@@ -91,6 +91,12 @@ pub enum Cmd {
         password_file: Option<PathBuf>,
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+        /// Encrypt the payload to this auditor's age key (age1…); repeatable.
+        #[arg(long = "recipient")]
+        recipients: Vec<String>,
+        /// The newest checkpoint the auditor holds (a file): the bundle proves it extends it.
+        #[arg(long)]
+        since_checkpoint: Option<PathBuf>,
     },
     /// Verify an export bundle offline; needs no data directory.
     Verify {
@@ -98,6 +104,9 @@ pub enum Cmd {
         /// The appliance key to trust: a file holding an `ssh-ed25519 …` line.
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// A checkpoint you hold from earlier (a file): the bundle must be newer and consistent.
+        #[arg(long)]
+        since_checkpoint: Option<PathBuf>,
     },
     /// Crypto-shred every archive object whose retention has run out (never one under a hold).
     Sweep {
@@ -320,19 +329,32 @@ pub fn run(cli: Cli) -> Result<i32> {
             user,
             password_file,
             passphrase_file,
-        } => export_cmd(
-            &dir,
-            sessions,
-            external_ref,
-            since,
-            until,
-            &out,
-            &reason,
-            &user,
-            password_file.as_deref(),
-            passphrase_file.as_deref(),
-        ),
-        Cmd::Verify { bundle, trust } => verify_cmd(&bundle, trust.as_deref()),
+            recipients,
+            since_checkpoint,
+        } => {
+            let opts = ExportOptions {
+                recipients,
+                since_checkpoint,
+                password_file,
+                passphrase_file,
+            };
+            export_cmd(
+                &dir,
+                sessions,
+                external_ref,
+                since,
+                until,
+                &out,
+                &reason,
+                &user,
+                opts,
+            )
+        }
+        Cmd::Verify {
+            bundle,
+            trust,
+            since_checkpoint,
+        } => verify_cmd(&bundle, trust.as_deref(), since_checkpoint.as_deref()),
         Cmd::Hold(c) => hold_cmd(&dir, c),
         Cmd::Sweep { trust_clock } => {
             let mut store = dir.open_store()?;
@@ -551,6 +573,13 @@ fn key_recover(dir: &DataDir, identity: &Path, object: &str, out: &Path) -> Resu
     Ok(0)
 }
 
+struct ExportOptions {
+    recipients: Vec<String>,
+    since_checkpoint: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn export_cmd(
     dir: &DataDir,
@@ -561,9 +590,23 @@ fn export_cmd(
     out: &Path,
     reason: &str,
     user: &str,
-    password_file: Option<&Path>,
-    passphrase_file: Option<&Path>,
+    opts: ExportOptions,
 ) -> Result<i32> {
+    let recipients = opts
+        .recipients
+        .iter()
+        .map(|r| crate::age::Recipient::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let since_checkpoint = match &opts.since_checkpoint {
+        Some(p) => Some(
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let (password_file, passphrase_file) = (
+        opts.password_file.as_deref(),
+        opts.passphrase_file.as_deref(),
+    );
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     if reason.trim().is_empty() {
@@ -599,11 +642,14 @@ fn export_cmd(
     let appliance_id = store
         .read(|tx| tx.meta_get("appliance_id"))?
         .unwrap_or_default();
+    let encrypted = !recipients.is_empty();
     let req = crate::export::Request {
         sessions: ids.clone(),
         exported_by: actor.actor.clone(),
         reason: reason.to_string(),
         selection,
+        recipients,
+        since_checkpoint,
     };
     let built = crate::export::build(
         &mut store,
@@ -625,7 +671,7 @@ fn export_cmd(
     let mut events = vec![Event {
         action: "export.created".into(),
         target: format!("export:{}", built.export_id),
-        details: json!({ "sessions": ids, "reason": reason, "manifest_sha256": built.manifest_sha256, "bundle_sha256": hex::encode(crate::crypto::sha256(&built.tar)) }),
+        details: json!({ "sessions": ids, "reason": reason, "encrypted": encrypted, "manifest_sha256": built.manifest_sha256, "bundle_sha256": hex::encode(crate::crypto::sha256(&built.tar)) }),
         ..actor.clone()
     }];
     for id in &ids {
@@ -648,7 +694,13 @@ fn export_cmd(
     Ok(0)
 }
 
-fn verify_cmd(bundle: &Path, trust: Option<&Path>) -> Result<i32> {
+fn verify_cmd(bundle: &Path, trust: Option<&Path>, since: Option<&Path>) -> Result<i32> {
+    let since = match since {
+        Some(p) => Some(
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
     let trust = match trust {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -664,11 +716,16 @@ fn verify_cmd(bundle: &Path, trust: Option<&Path>) -> Result<i32> {
         std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
     let total = f.metadata().map(|m| m.len()).unwrap_or(0);
     let tty = std::io::stderr().is_terminal();
-    let result = crate::export::verify(std::io::BufReader::new(f), trust.as_ref(), |done| {
-        if tty && total > 0 && done % (8 << 20) < 65536 {
-            eprint!("\rverifying {}%", done * 100 / total);
-        }
-    });
+    let result = crate::export::verify(
+        std::io::BufReader::new(f),
+        trust.as_ref(),
+        since.as_deref(),
+        |done| {
+            if tty && total > 0 && done % (8 << 20) < 65536 {
+                eprint!("\rverifying {}%", done * 100 / total);
+            }
+        },
+    );
     if tty {
         eprintln!();
     }

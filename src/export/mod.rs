@@ -41,6 +41,21 @@ pub struct Request {
     pub reason: String,
     /// How the sessions were chosen, as the exporter said it (for bag-info.txt).
     pub selection: String,
+    /// Auditors' age recipients: when given, payload files are stored encrypted to them.
+    pub recipients: Vec<crate::age::Recipient>,
+    /// The newest checkpoint the auditor already holds (a signed note): the bundle then carries
+    /// a consistency proof from it.
+    pub since_checkpoint: Option<String>,
+}
+
+const VIEWER: &str = include_str!("viewer.html");
+
+/// Files left in the clear even in an encrypted bundle: what `custos verify` needs.
+fn stays_clear(path: &str) -> bool {
+    path == "data/checkpoint.txt"
+        || path == "data/checkpoint.vkey"
+        || path == "data/consistency.json"
+        || path.ends_with("/audit.jsonl")
 }
 
 pub struct Built {
@@ -108,6 +123,29 @@ pub fn build(
     let cp = NoteVerifier::from_vkey(&vkey)
         .and_then(|v| v.open_checkpoint(&cp_note))
         .map_err(|e| ExportError::Refused(format!("the newest checkpoint does not verify: {e}")))?;
+    let verifier =
+        NoteVerifier::from_vkey(&vkey).map_err(|e| ExportError::Refused(e.to_string()))?;
+    let consistency = match &req.since_checkpoint {
+        None => None,
+        Some(note) => {
+            let old = verifier.open_checkpoint(note).map_err(|e| {
+                ExportError::Refused(format!(
+                    "the checkpoint you gave is not one of this appliance's: {e}"
+                ))
+            })?;
+            if old.size > cp.size || old.size == 0 {
+                return Err(ExportError::Refused(format!(
+                    "the checkpoint you gave (size {}) is newer than the appliance's newest ({})",
+                    old.size, cp.size
+                )));
+            }
+            let proof = store.read(|tx| crate::audit::consistency_proof(tx, old.size, cp.size))?;
+            Some(
+                json!({ "from_size": old.size, "from_root": B64.encode(old.root), "to_size": cp.size, "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
+            )
+        }
+    };
+    let mut viewer_sessions = Vec::new();
     let mut sessions = req.sessions.clone();
     sessions.sort();
     sessions.dedup();
@@ -129,6 +167,12 @@ pub fn build(
         "data/checkpoint.vkey".into(),
         format!("{vkey}\n").into_bytes(),
     );
+    if let Some(c) = &consistency {
+        payload.insert(
+            "data/consistency.json".into(),
+            serde_json::to_vec_pretty(c).expect("json"),
+        );
+    }
     for sid in &sessions {
         let row = store
             .read(|tx| tx.session_get(sid))?
@@ -179,6 +223,15 @@ pub fn build(
             "survey_rating": row.survey_rating,
             "files": file_list,
         });
+        let mut for_viewer = session.clone();
+        for_viewer["transcript"] = Value::Array(
+            transcript
+                .split(|b| *b == b'\n')
+                .filter_map(|l| serde_json::from_slice(l).ok())
+                .collect(),
+        );
+        for_viewer["encrypted"] = json!(!req.recipients.is_empty());
+        viewer_sessions.push(for_viewer);
         payload.insert(
             format!("{base}/session.json"),
             serde_json::to_vec_pretty(&session).expect("json"),
@@ -205,6 +258,31 @@ pub fn build(
         })?;
         payload.insert(format!("{base}/audit.jsonl"), audit.into_bytes());
     }
+    // The offline viewer: one HTML file with the data inside, since a browser opening files from
+    // disk may not fetch others.
+    let data = json!({
+        "export_id": export_id, "appliance_id": appliance_id, "exported_by": req.exported_by, "reason": req.reason,
+        "checkpoint_size": cp.size, "sessions": viewer_sessions,
+    });
+    let embedded = data.to_string().replace("</", "<\\/");
+    payload.insert(
+        "data/index.html".into(),
+        VIEWER.replace("/*DATA*/null", &embedded).into_bytes(),
+    );
+    // Encrypted to the auditors, a payload file is stored as NAME.age; the manifests cover what
+    // is stored, so the bundle verifies before anyone decrypts it.
+    if !req.recipients.is_empty() {
+        payload = payload
+            .into_iter()
+            .map(|(p, b)| {
+                if stays_clear(&p) {
+                    (p, b)
+                } else {
+                    (format!("{p}.age"), crate::age::encrypt(&req.recipients, &b))
+                }
+            })
+            .collect();
+    }
     let total: usize = payload.values().map(Vec::len).sum();
     let manifest: String = payload
         .iter()
@@ -218,7 +296,7 @@ pub fn build(
         b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec(),
     );
     let info = format!(
-        "Source-Organization: Custos appliance {appliance_id}\nExport-Id: {export_id}\nAppliance-Id: {appliance_id}\nExported-By: {}\nExport-Reason: {}\nSelection: {}\nSessions: {}\nCheckpoint-Origin: {}\nCheckpoint-Size: {}\nCheckpoint-Root: {}\nPayload-Oxum: {total}.{}\n",
+        "Source-Organization: Custos appliance {appliance_id}\nExport-Id: {export_id}\nAppliance-Id: {appliance_id}\nExported-By: {}\nExport-Reason: {}\nSelection: {}\nSessions: {}\nCheckpoint-Origin: {}\nCheckpoint-Size: {}\nCheckpoint-Root: {}\nEncrypted-To: {}\nPayload-Oxum: {total}.{}\n",
         one_line(&req.exported_by),
         one_line(&req.reason),
         one_line(&req.selection),
@@ -226,6 +304,15 @@ pub fn build(
         cp.origin,
         cp.size,
         B64.encode(cp.root),
+        if req.recipients.is_empty() {
+            "(not encrypted)".to_string()
+        } else {
+            req.recipients
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
         payload.len()
     );
     tags.insert("bag-info.txt".into(), info.into_bytes());
@@ -341,6 +428,7 @@ fn parse_manifest(text: &str, what: &str) -> Result<BTreeMap<String, String>, St
 pub fn verify<R: Read>(
     inp: R,
     trust: Option<&VerifyingKey>,
+    since: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, String> {
     let mut r = tar::Reader::new(inp);
@@ -355,7 +443,7 @@ pub fn verify<R: Read>(
         .next_member()
         .map_err(|e| format!("unsafe or damaged tar: {e}"))?
     {
-        let (name, data) = match m {
+        let (name, data, size) = match m {
             tar::Member::Dir(d) => {
                 let top = d.split('/').next().unwrap_or("").to_string();
                 match &root {
@@ -367,7 +455,7 @@ pub fn verify<R: Read>(
                 }
                 continue;
             }
-            tar::Member::File { name, data, .. } => (name, data),
+            tar::Member::File { name, data, size } => (name, data, size),
         };
         let rt = root
             .clone()
@@ -443,9 +531,11 @@ pub fn verify<R: Read>(
         let mut h = Sha256Stream::default();
         let keep = rel.ends_with("audit.jsonl")
             || rel == "data/checkpoint.txt"
-            || rel == "data/checkpoint.vkey";
+            || rel == "data/checkpoint.vkey"
+            || rel == "data/consistency.json";
         let mut kept = Vec::new();
         let mut data = data;
+        let mut member_bytes = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = data.read(&mut buf).map_err(|e| format!("{rel}: {e}"))?;
@@ -454,10 +544,16 @@ pub fn verify<R: Read>(
             }
             h.update(&buf[..n]);
             bytes += n as u64;
+            member_bytes += n as u64;
             if keep {
                 kept.extend_from_slice(&buf[..n]);
             }
             progress(bytes);
+        }
+        if member_bytes < size {
+            return Err(format!(
+                "{rel}: the tar file is truncated ({member_bytes} of {size} bytes)"
+            ));
         }
         let got = hex::encode(h.finish());
         if got != *want {
@@ -498,6 +594,47 @@ pub fn verify<R: Read>(
                 .ok_or("data/checkpoint.txt is missing")?,
         ))
         .map_err(|e| format!("data/checkpoint.txt: {e}"))?;
+    // An auditor who holds an earlier checkpoint learns whether this bundle is newer and an
+    // extension of it, or an older bundle presented as current.
+    if let Some(note) = since {
+        let old = verifier
+            .open_checkpoint(note)
+            .map_err(|e| format!("the checkpoint you hold is not this appliance's: {e}"))?;
+        if old.size > cp.size {
+            return Err(format!(
+                "this bundle's checkpoint (size {}) is older than the checkpoint you hold (size {}): an older bundle presented as current",
+                cp.size, old.size
+            ));
+        }
+        if old.size == cp.size {
+            if old.root != cp.root {
+                return Err("the bundle's checkpoint and the one you hold have the same size but different roots: the log was forked".into());
+            }
+        } else {
+            let c: Value =
+                serde_json::from_slice(small.get("data/consistency.json").ok_or(
+                    "the bundle carries no consistency proof from the checkpoint you hold",
+                )?)
+                .map_err(|e| format!("data/consistency.json: {e}"))?;
+            if c["from_size"].as_u64() != Some(old.size) {
+                return Err(format!(
+                    "data/consistency.json proves consistency from size {}, not from your checkpoint's size {}",
+                    c["from_size"], old.size
+                ));
+            }
+            let proof: Vec<Vec<u8>> = c["proof"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| B64.decode(p.as_str()?).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            merkle::verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof).map_err(
+                |e| format!("the bundle's log is not an extension of the checkpoint you hold: {e}"),
+            )?;
+        }
+    }
     let mut entries = 0;
     let mut sessions = 0;
     for (path, text) in small.iter().filter(|(p, _)| p.ends_with("audit.jsonl")) {

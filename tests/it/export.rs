@@ -396,3 +396,158 @@ fn every_kind_of_tampering_is_named() {
     ]);
     assert!(r.fails().stderr().contains("not a compliance officer"));
 }
+
+fn extract(dir: &Dir, tar: &std::path::Path, into: &str) -> std::path::PathBuf {
+    let x = dir.tmp.path().join(into);
+    std::fs::create_dir_all(&x).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(tar)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::read_dir(&x)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+#[test]
+fn the_offline_viewer_opens_from_disk_and_shows_the_transcript() {
+    if !crate::webdriver::available() {
+        return;
+    }
+    let (dir, ids) = world();
+    let a = dir.tmp.path().join("a.tar");
+    export(&dir, &["--session", &ids[0]], &a).ok();
+    let bag = extract(&dir, &a, "x");
+    let driver = crate::webdriver::Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    let b = driver.browser(profiles.path().join("auditor"));
+    b.goto(&format!("file://{}", bag.join("data/index.html").display()));
+    b.wait_text("ol.transcript", "hello number 0");
+    b.wait_text("#about", "officer1");
+}
+
+#[test]
+fn an_export_encrypted_to_auditors_decrypts_with_the_age_tool() {
+    let (dir, ids) = world();
+    let key = dir.tmp.path().join("auditor.key");
+    let made = Command::new("age-keygen").arg("-o").arg(&key).output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var("CI").is_err(), "age-keygen is required in CI");
+        eprintln!("\n*** SKIPPED: age is not installed ***\n");
+        return;
+    }
+    let text = std::fs::read_to_string(&key).unwrap();
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let a = dir.tmp.path().join("enc.tar");
+    export(&dir, &["--session", &ids[0], "--recipient", &recipient], &a).ok();
+    let bytes = std::fs::read(&a).unwrap();
+    assert!(
+        !bytes.windows(14).any(|w| w == b"hello number 0"),
+        "no plaintext in an encrypted bundle"
+    );
+    assert!(
+        Command::new(bin())
+            .args(["verify", a.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let bag = extract(&dir, &a, "e");
+    let f = bag.join(format!("data/sessions/{}/transcript.jsonl.age", ids[0]));
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&key)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello number 0"));
+    let o = Command::new("bash")
+        .arg("-ec")
+        .arg("sha256sum -c --quiet manifest-sha256.txt")
+        .current_dir(&bag)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the manifest covers the encrypted files as stored"
+    );
+}
+
+#[test]
+fn an_older_bundle_presented_as_current_is_caught_by_the_auditors_checkpoint() {
+    let (dir, ids) = world();
+    let old = dir.tmp.path().join("old.tar");
+    export(&dir, &["--session", &ids[0]], &old).ok();
+    let old_cp = extract(&dir, &old, "o").join("data/checkpoint.txt");
+    // More happens on the appliance; a newer checkpoint is signed.
+    let mut s = dir.serve();
+    s.post(
+        "/api/v1/requests",
+        None,
+        json!({ "portal": "support", "name": "Later", "question": "q" }),
+    );
+    s.stop();
+    let new = dir.tmp.path().join("new.tar");
+    export(
+        &dir,
+        &[
+            "--session",
+            &ids[0],
+            "--since-checkpoint",
+            old_cp.to_str().unwrap(),
+        ],
+        &new,
+    )
+    .ok();
+    let new_cp = extract(&dir, &new, "n").join("data/checkpoint.txt");
+    let ok = Command::new(bin())
+        .args([
+            "verify",
+            new.to_str().unwrap(),
+            "--since-checkpoint",
+            old_cp.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let stale = Command::new(bin())
+        .args([
+            "verify",
+            old.to_str().unwrap(),
+            "--since-checkpoint",
+            new_cp.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stdout).contains("older bundle presented as current"),
+        "{}",
+        String::from_utf8_lossy(&stale.stdout)
+    );
+}
