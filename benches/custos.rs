@@ -588,7 +588,7 @@ mod sessions {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
+        let file_session = rt.block_on(async {
             let mut tokens = Vec::new();
             for i in 0..agents {
                 let v = s.post("/api/v1/auth/login", None, json!({ "name": format!("agent{i}"), "password": "bench agent password" })).await;
@@ -703,8 +703,102 @@ mod sessions {
                 format!("{:.0}% of raw", 100.0 * a / b),
                 json!({ "bytes": size, "mb_s": a, "raw_tcp_mb_s": b }),
             );
+            id
         });
         drop(s);
+        export_and_verify(dir, &data, &pwfile, &file_session, r);
+    }
+
+    /// Export the session holding the big file, verify the bundle, and hash it with sha256sum.
+    fn export_and_verify(
+        dir: &Path,
+        data: &Path,
+        pwfile: &Path,
+        session: &str,
+        r: &mut super::Report,
+    ) {
+        let custos = |args: &[&str]| {
+            let t = Instant::now();
+            let ok = Command::new(env!("CARGO_BIN_EXE_custos"))
+                .arg("--data")
+                .arg(data)
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "custos {args:?}");
+            t.elapsed()
+        };
+        custos(&[
+            "user",
+            "add",
+            "benchofficer",
+            "--role",
+            "compliance",
+            "--password-file",
+            pwfile.to_str().unwrap(),
+        ]);
+        let bundle = dir.join("bench-export.tar");
+        let ex = custos(&[
+            "export",
+            "--session",
+            session,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--reason",
+            "benchmark",
+            "--user",
+            "benchofficer",
+            "--password-file",
+            pwfile.to_str().unwrap(),
+        ]);
+        let n = std::fs::metadata(&bundle).unwrap().len() as f64;
+        let t = Instant::now();
+        let ok = Command::new(env!("CARGO_BIN_EXE_custos"))
+            .arg("verify")
+            .arg(&bundle)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let ver = t.elapsed();
+        let t = Instant::now();
+        let ok = Command::new("sha256sum")
+            .arg(&bundle)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let sha = ok.then(|| t.elapsed());
+        let mb = |d: Duration| n / d.as_secs_f64() / 1e6;
+        let base = sha.map_or("n/a".to_string(), |d| {
+            format!("{:.0} MB/s sha256sum", mb(d))
+        });
+        let ratio = |d: Duration| {
+            sha.map_or(String::new(), |s| {
+                format!("{:.0}% of sha256sum", 100.0 * mb(d) / mb(s))
+            })
+        };
+        r.add(
+            "export",
+            &format!(
+                "custos export, {:.0} MB bundle (decrypt, hash, sign, write)",
+                n / 1e6
+            ),
+            format!("{:.0} MB/s", mb(ex)),
+            base.clone(),
+            ratio(ex),
+            json!({ "bytes": n, "mb_s": mb(ex), "sha256sum_mb_s": sha.map(mb) }),
+        );
+        r.add(
+            "verify",
+            &format!("custos verify, {:.0} MB bundle", n / 1e6),
+            format!("{:.0} MB/s", mb(ver)),
+            base,
+            ratio(ver),
+            json!({ "bytes": n, "mb_s": mb(ver), "sha256sum_mb_s": sha.map(mb) }),
+        );
     }
 
     async fn upload(s: &Server, id: &str, token: &str, body: Vec<u8>) {

@@ -543,7 +543,14 @@ fn key_recover(dir: &DataDir, identity: &Path, object: &str, out: &Path) -> Resu
     let mut store = dir.open_store()?;
     let blob = store
         .read(|tx| tx.object_recovery(id))?
-        .ok_or_else(|| anyhow!("object {id} has no recovery wrap (no recovery key was configured when it was written; `custos key rotate` adds it)"))?;
+        .ok_or_else(|| {
+            let shredded = store.read(|tx| tx.object_get(id)).ok().flatten().is_some_and(|o| o.state == crate::model::ObjectState::Shredded);
+            if shredded {
+                anyhow!("object {id} was shredded: its data key, and the recovery wrap of it, no longer exist")
+            } else {
+                anyhow!("object {id} has no recovery wrap (no recovery key was configured when it was written; `custos key rotate` adds it)")
+            }
+        })?;
     let dk = crate::age::decrypt(&ident, &blob)?;
     let dk = crate::crypto::SecretKey::from_slice(&dk)
         .ok_or_else(|| anyhow!("the recovered data key has the wrong length"))?;
@@ -874,10 +881,24 @@ fn officer(dir: &DataDir, name: &str, password_file: Option<&Path>) -> Result<Ev
     let mut store = dir.open_store()?;
     let user = store.read(|tx| tx.user_by_name(name))?;
     let password = read_secret(password_file, &format!("Password for {name}: "))?;
-    let user = auth::check_login(user, &password)
-        .map_err(|_| anyhow!("unknown user or wrong password"))?;
+    let user = match auth::check_login(user, &password) {
+        Ok(u) => u,
+        Err(_) => {
+            let ev = Event {
+                action: "auth.login".into(),
+                target: format!("user:{name}"),
+                details: json!({ "reason": "bad credentials", "via": "cli" }),
+                ..app::cli_actor()
+            };
+            audit::append(&mut store, &[ev.outcome(crate::audit::Outcome::Denied)])?;
+            bail!("unknown user or wrong password");
+        }
+    };
     if user.role != Role::Compliance {
         bail!("{name} is not a compliance officer");
+    }
+    if user.must_change_password {
+        bail!("{name} still has a one-time password; log in once and change it first");
     }
     Ok(Event {
         actor: user.name,

@@ -297,7 +297,21 @@ pub fn plan(store: &mut Store, at: OffsetDateTime) -> Result<Vec<PlanRow>, Reten
     let policies = installed(store)?;
     let (mut rows, holds) = store.read(|tx| Ok((tx.retention_rows()?, tx.holds(true)?)))?;
     rows.extend(store.read(|tx| tx.retention_session_rows())?);
-    Ok(plan_rows(&rows, &policies, &holds, at))
+    let mut out = plan_rows(&rows, &policies, &holds, at);
+    // A session record keeps its details while any of its objects is kept: policies and holds
+    // select objects by those details (fields, e-mail), so clearing them early would change
+    // which rules apply to what remains.
+    let kept: std::collections::HashSet<String> = out
+        .iter()
+        .filter(|r| r.object != "-" && !r.due)
+        .filter_map(|r| r.session.clone())
+        .collect();
+    for r in out.iter_mut().filter(|r| r.object == "-") {
+        if r.session.as_ref().is_some_and(|s| kept.contains(s)) {
+            r.due = false;
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -386,6 +400,11 @@ pub fn sweep(
         return Err(e);
     }
     let rows = plan(store, now)?;
+    let rows_by_object: std::collections::HashMap<String, RetentionRow> = store
+        .read(|tx| tx.retention_rows())?
+        .into_iter()
+        .filter_map(|r| r.object.map(|o| (o.to_string(), r)))
+        .collect();
     let mut report = SweepReport::default();
     for row in &rows {
         if !row.holds.is_empty()
@@ -415,6 +434,15 @@ pub fn sweep(
                 ..actor.clone()
             };
             let done = store.write(|tx| {
+                let held = tx.holds(true)?.iter().any(|h| match h.scope.as_str() {
+                    "session" => h.value == sid,
+                    // Other scopes were checked by the plan a moment ago; a new hold of them
+                    // is caught at the next sweep, before any detail it matches is gone.
+                    _ => false,
+                });
+                if held {
+                    return Ok(false);
+                }
                 let cleared = tx.session_clear(&sid, &stamp)?;
                 if cleared {
                     audit::append_tx(tx, &[ev])?;
@@ -436,7 +464,14 @@ pub fn sweep(
             details: json!({ "policy": row.policy, "class": row.class, "session": row.session, "expired_at": row.expires_at }),
             ..actor.clone()
         };
+        let subject = rows_by_object.get(&row.object).cloned();
         let done = store.write(|tx| {
+            // A hold placed by another process since the plan was made still wins.
+            if let Some(subject) = &subject
+                && tx.holds(true)?.iter().any(|h| holds_row(h, subject))
+            {
+                return Ok(false);
+            }
             let shredded = tx.object_shred(id, &stamp)?;
             if shredded {
                 audit::append_tx(tx, &[ev])?;

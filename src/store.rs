@@ -347,9 +347,21 @@ impl Store {
     /// Moves every WAL frame into the main file and truncates the WAL, so that pages freed by a
     /// deletion (already zeroed by `secure_delete`) leave no older copy behind in the WAL.
     pub fn checkpoint_wal(&self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        // A reader in another process can keep the checkpoint from completing; try a few times,
+        // then say so rather than pretend.
+        for attempt in 0..5 {
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
+        }
+        Err(StoreError::Conflict(
+            "the WAL could not be checkpointed: another process holds it; run the sweep again"
+                .into(),
+        ))
     }
 }
 

@@ -1422,8 +1422,11 @@ async fn download(
                     "you may read only files of sessions you handled",
                 ));
             }
-            if !handled {
-                stated_reason(p, q.reason.clone())?;
+            let reason = stated_reason(p, q.reason.clone())?;
+            if !handled && reason.is_none() && !matches!(p.role, Role::Admin) {
+                return Err(ApiError::bad_request(
+                    "state why you read this file (?reason=...)",
+                ));
             }
             Actor::Agent(p.clone())
         }
@@ -1435,17 +1438,28 @@ async fn download(
     let oid: crate::model::ObjectId = f.object_id.parse().map_err(ApiError::internal)?;
     let keys = app.keys().ok_or_else(ApiError::sealed)?;
     let archive = app.archive.clone();
+    let reason = q
+        .reason
+        .as_deref()
+        .map(|r| r.trim().chars().take(500).collect::<String>());
+    let data = match app.db(move |s| archive.read_all(s, &keys, oid)).await {
+        Ok(d) => d,
+        Err(crate::archive::ArchiveError::Shredded(_)) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "shredded",
+                "this file was crypto-shredded under a retention policy",
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
     app.audit(actor.event(
         &id,
         &src.to_string(),
         "session.file.read",
-        json!({ "file_id": f.id, "name": f.name, "reason": q.reason }),
+        json!({ "file_id": f.id, "name": f.name, "reason": reason }),
     ))
     .await?;
-    let data = app
-        .db(move |s| archive.read_all(s, &keys, oid))
-        .await
-        .map_err(ApiError::internal)?;
     let mut res = Response::new(Body::from(data.to_vec()));
     let h = res.headers_mut();
     h.insert(

@@ -554,13 +554,25 @@ fn an_older_bundle_presented_as_current_is_caught_by_the_auditors_checkpoint() {
 
 /// The fenced blocks of the auditor guide that follow a `<!-- test: NAME -->` marker.
 fn guide() -> std::collections::HashMap<String, String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/auditor-guide.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/auditor-guide.md"
+    ))
+    .unwrap();
     let mut out = std::collections::HashMap::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {
-        let Some(name) = line.strip_prefix("<!-- test: ").and_then(|r| r.strip_suffix(" -->")) else { continue };
+        let Some(name) = line
+            .strip_prefix("<!-- test: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        else {
+            continue;
+        };
         lines.next();
-        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
         out.insert(name.to_string(), body.join("\n"));
     }
     out
@@ -573,11 +585,25 @@ fn the_auditor_guide_commands_work_as_written() {
     let plain = dir.tmp.path().join("plain.tar");
     export(&dir, &["--session", &ids[0]], &plain).ok();
     let key = dir.tmp.path().join("auditor.key");
-    let have_age = Command::new("age-keygen").arg("-o").arg(&key).output().is_ok_and(|o| o.status.success());
+    let have_age = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .is_ok_and(|o| o.status.success());
     let run = |workdir: &std::path::Path, script: String| {
         std::fs::create_dir_all(workdir).unwrap();
-        let o = Command::new("bash").arg("-ec").arg(&script).current_dir(workdir).output().unwrap();
-        assert!(o.status.success(), "{script}\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("bash")
+            .arg("-ec")
+            .arg(&script)
+            .current_dir(workdir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let subst = |s: &str, bundle: &std::path::Path| {
@@ -586,16 +612,39 @@ fn the_auditor_guide_commands_work_as_written() {
             .replace("custos verify", &format!("{} verify", bin().display()))
             .replace("OLD-CHECKPOINT.txt", "data/checkpoint.txt")
     };
-    let script = ["unpack", "hashes", "signatures", "custos-verify"].iter().map(|k| subst(&g[*k], &plain)).collect::<Vec<_>>().join("\n");
+    let script = ["unpack", "hashes", "signatures", "custos-verify"]
+        .iter()
+        .map(|k| subst(&g[*k], &plain))
+        .collect::<Vec<_>>()
+        .join("\n");
     let out = run(&dir.tmp.path().join("w1"), script);
-    assert!(out.contains("Good \"custos-export\" signature") || out.contains("bundle verified"), "{out}");
+    assert!(
+        out.contains("Good \"custos-export\" signature") || out.contains("bundle verified"),
+        "{out}"
+    );
     if !have_age {
         assert!(std::env::var("CI").is_err(), "age is required in CI");
         return;
     }
-    let recipient = std::fs::read_to_string(&key).unwrap().lines().find_map(|l| l.strip_prefix("# public key: ").map(str::to_string)).unwrap();
+    let recipient = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
     let enc = dir.tmp.path().join("enc.tar");
-    export(&dir, &["--session", &ids[0], "--recipient", recipient.trim()], &enc).ok();
-    let script = ["unpack", "hashes", "signatures", "decrypt"].iter().map(|k| subst(&g[*k], &enc)).collect::<Vec<_>>().join("\n");
-    run(&dir.tmp.path().join("w2"), format!("{script}\ngrep -q 'hello number 0' data/sessions/*/transcript.jsonl"));
+    export(
+        &dir,
+        &["--session", &ids[0], "--recipient", recipient.trim()],
+        &enc,
+    )
+    .ok();
+    let script = ["unpack", "hashes", "signatures", "decrypt"]
+        .iter()
+        .map(|k| subst(&g[*k], &enc))
+        .collect::<Vec<_>>()
+        .join("\n");
+    run(
+        &dir.tmp.path().join("w2"),
+        format!("{script}\ngrep -q 'hello number 0' data/sessions/*/transcript.jsonl"),
+    );
 }
