@@ -165,6 +165,16 @@ pub enum PolicyCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Shred objects awaiting review (policies with action "review"), as a compliance officer.
+    Approve {
+        /// The objects to shred (as `policy plan` lists them).
+        #[arg(required = true)]
+        objects: Vec<String>,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
     /// What will be shredded by DATE (default now), when, under which policy, and what is held.
     Plan {
         #[arg(long)]
@@ -821,6 +831,17 @@ fn policy_cmd(dir: &DataDir, c: PolicyCmd) -> Result<i32> {
                 set.policies.len(),
                 hex::encode(set.hash)
             );
+            Ok(0)
+        }
+        PolicyCmd::Approve {
+            objects,
+            user,
+            password_file,
+        } => {
+            let actor = officer(dir, &user, password_file.as_deref())?;
+            let mut store = dir.open_store()?;
+            let n = crate::retention::approve_review(&mut store, &dir.archive(), &objects, actor)?;
+            println!("{n} objects shredded after review");
             Ok(0)
         }
         PolicyCmd::Plan { at, all } => {

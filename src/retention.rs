@@ -369,6 +369,88 @@ pub fn touch_clock(store: &mut Store, now: OffsetDateTime) -> Result<bool, Reten
     })?)
 }
 
+/// Crypto-shreds one object: its wrapped keys go in the same transaction as its audit entry
+/// (which names the policy, and the officer who approved it after review), then its file. An
+/// open hold, even one placed since the plan was made, stops it. Returns whether it shredded.
+fn shred_one(
+    store: &mut Store,
+    archive: &Archive,
+    row: &PlanRow,
+    subject: Option<&RetentionRow>,
+    actor: &Event,
+    stamp: &str,
+    approved_by: Option<&str>,
+) -> Result<bool, RetentionError> {
+    let id: crate::model::ObjectId = row
+        .object
+        .parse()
+        .map_err(|e: crate::model::ParseError| RetentionError::Corrupt(e.to_string()))?;
+    let ev = Event {
+        action: "archive.object.shredded".into(),
+        target: format!("object:{id}"),
+        details: json!({ "policy": row.policy, "class": row.class, "session": row.session, "expired_at": row.expires_at, "approved_by": approved_by }),
+        ..actor.clone()
+    };
+    let done = store.write(|tx| {
+        if let Some(subject) = subject
+            && tx.holds(true)?.iter().any(|h| holds_row(h, subject))
+        {
+            return Ok(false);
+        }
+        let shredded = tx.object_shred(id, stamp)?;
+        if shredded {
+            audit::append_tx(tx, &[ev])?;
+        }
+        Ok(shredded)
+    })?;
+    let _ = std::fs::remove_file(archive.path_of(id));
+    Ok(done)
+}
+
+/// Shreds objects awaiting review (due under a policy whose action is "review") once a
+/// compliance officer approves them. Objects that are not awaiting review are refused by name.
+pub fn approve_review(
+    store: &mut Store,
+    archive: &Archive,
+    objects: &[String],
+    actor: Event,
+) -> Result<usize, RetentionError> {
+    let now = OffsetDateTime::now_utc();
+    check_clock(store, now)?;
+    let rows = plan(store, now)?;
+    let subjects: std::collections::HashMap<String, RetentionRow> = store
+        .read(|tx| tx.retention_rows())?
+        .into_iter()
+        .filter_map(|r| r.object.map(|o| (o.to_string(), r)))
+        .collect();
+    let mut chosen = Vec::new();
+    for o in objects {
+        let row = rows
+            .iter()
+            .find(|r| &r.object == o && r.due && r.action == Some(Action::Review))
+            .ok_or_else(|| RetentionError::Refused(format!("object {o} is not awaiting review (not due, held, shredded, or under a policy that shreds by itself)")))?;
+        chosen.push(row.clone());
+    }
+    let stamp = format_rfc3339(now);
+    let by = actor.actor.clone();
+    let mut n = 0;
+    for row in &chosen {
+        if shred_one(
+            store,
+            archive,
+            row,
+            subjects.get(&row.object),
+            &actor,
+            &stamp,
+            Some(&by),
+        )? {
+            n += 1;
+        }
+    }
+    store.checkpoint_wal()?;
+    Ok(n)
+}
+
 /// Shreds every object that is due and not held: its wrapped keys go in the same transaction
 /// as its audit entry, then its ciphertext file. Safe to interrupt and re-run: an object is
 /// shredded once, and ciphertext left behind by an interrupted run is removed by the next.
@@ -454,34 +536,10 @@ pub fn sweep(
             }
             continue;
         }
-        let id: crate::model::ObjectId = row
-            .object
-            .parse()
-            .map_err(|e: crate::model::ParseError| RetentionError::Corrupt(e.to_string()))?;
-        let ev = Event {
-            action: "archive.object.shredded".into(),
-            target: format!("object:{id}"),
-            details: json!({ "policy": row.policy, "class": row.class, "session": row.session, "expired_at": row.expires_at }),
-            ..actor.clone()
-        };
-        let subject = rows_by_object.get(&row.object).cloned();
-        let done = store.write(|tx| {
-            // A hold placed by another process since the plan was made still wins.
-            if let Some(subject) = &subject
-                && tx.holds(true)?.iter().any(|h| holds_row(h, subject))
-            {
-                return Ok(false);
-            }
-            let shredded = tx.object_shred(id, &stamp)?;
-            if shredded {
-                audit::append_tx(tx, &[ev])?;
-            }
-            Ok(shredded)
-        })?;
-        if done {
+        let subject = rows_by_object.get(&row.object);
+        if shred_one(store, archive, row, subject, &actor, &stamp, None)? {
             report.shredded += 1;
         }
-        let _ = std::fs::remove_file(archive.path_of(id));
     }
     // Ciphertext an interrupted sweep left behind for objects already shredded.
     for id in store.read(|tx| tx.objects_shredded())? {

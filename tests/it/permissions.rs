@@ -204,6 +204,25 @@ fn every_endpoint_for_every_role() {
             None,
             Permission::ReadAnySession,
         ),
+        (
+            Method::POST,
+            "/api/v1/requests/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/accept".into(),
+            Some(json!({})),
+            Permission::HandleSessions,
+        ),
+        (
+            Method::POST,
+            "/api/v1/sessions/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/transfer".into(),
+            Some(json!({ "to_queue": true })),
+            Permission::HandleSessions,
+        ),
+        // Last: for the agent this takes the waiting request.
+        (
+            Method::POST,
+            "/api/v1/queue/next".into(),
+            Some(json!({})),
+            Permission::HandleSessions,
+        ),
     ];
     for (method, path, body, perm) in &endpoints {
         let anon = s.call(method.clone(), path, None, body.clone());

@@ -535,3 +535,70 @@ fn an_interrupted_sweep_is_finished_by_the_next() {
     dir.run(&["archive", "verify"]).ok();
     dir.run(&["audit", "verify"]).ok();
 }
+
+#[test]
+fn review_before_shred_waits_for_an_officer() {
+    let (dir, ids) = world();
+    let review = THIRTY_DAYS.replace("\"shred\"", "\"review\"");
+    dir.run(&[
+        "policy",
+        "install",
+        policy_dir(&dir, "rev", &review).to_str().unwrap(),
+    ])
+    .ok();
+    age_sessions(&dir);
+    let out = dir.run(&["sweep"]);
+    assert!(
+        out.ok().stdout().contains("0 objects shredded"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        !out.stdout().contains(" 0 awaiting review"),
+        "{}",
+        out.stdout()
+    );
+    let plan = dir.run(&["policy", "plan"]).ok().stdout();
+    assert!(plan.contains("due: review"), "{plan}");
+    let (obj, _) = objects_of(&dir, &ids[0])[0].clone();
+    let pw = dir.secret("opw", PW);
+    let r = dir.run(&[
+        "policy",
+        "approve",
+        &obj,
+        "--user",
+        "officer1",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(
+        r.ok().stdout().contains("1 objects shredded after review"),
+        "{}",
+        r.stdout()
+    );
+    assert!(
+        objects_of(&dir, &ids[0])
+            .iter()
+            .any(|(o, s)| *o == obj && s == "shredded")
+    );
+    let again = dir.run(&[
+        "policy",
+        "approve",
+        &obj,
+        "--user",
+        "officer1",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(again.fails().stderr().contains("not awaiting review"));
+    let audit = dir
+        .run(&["audit", "show", "--last", "30", "--json"])
+        .stdout();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"archive.object.shredded\"")
+                && l.contains("\"approved_by\":\"officer1\"")),
+        "{audit}"
+    );
+}
