@@ -184,6 +184,21 @@ ALTER TABLE object_keys ADD COLUMN recovery BLOB;
 -- When retention cleared the personal details of a session's record (its "metadata" class).
 ALTER TABLE sessions ADD COLUMN cleared_at TEXT;
 
+-- A change counter for incremental sync: every change to a session (or a file added to it)
+-- gives it the next number. Writers are serialized, so numbers become visible in order: a
+-- reader paging by "after N" sees no gaps and no duplicates.
+ALTER TABLE sessions ADD COLUMN updated_seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX sessions_updated_seq ON sessions(updated_seq);
+CREATE TRIGGER sessions_seq_insert AFTER INSERT ON sessions BEGIN
+    UPDATE sessions SET updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM sessions) WHERE id = NEW.id;
+END;
+CREATE TRIGGER sessions_seq_update AFTER UPDATE OF status, skill, agent_id, accepted_at, ended_at, survey_rating, survey_at, cleared_at ON sessions BEGIN
+    UPDATE sessions SET updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM sessions) WHERE id = NEW.id;
+END;
+CREATE TRIGGER sessions_seq_file AFTER INSERT ON session_files BEGIN
+    UPDATE sessions SET updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM sessions) WHERE id = NEW.session_id;
+END;
+
 CREATE TABLE policies (
     name         TEXT PRIMARY KEY,
     body         TEXT NOT NULL,
@@ -1034,6 +1049,58 @@ impl Tx<'_> {
         Ok(ids)
     }
 
+    /// Sessions changed after `after`, in change order, filtered; with each one's change number.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sessions_changed(
+        &self,
+        after: i64,
+        limit: u32,
+        portal: Option<&str>,
+        agent: Option<&str>,
+        external_ref: Option<&str>,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Vec<(i64, SessionRow)>> {
+        let sql = format!(
+            "SELECT s.updated_seq, {SESSION_COLS} FROM sessions s LEFT JOIN users u ON u.id = s.agent_id
+             WHERE s.updated_seq > ?1 AND (?3 IS NULL OR s.portal = ?3) AND (?4 IS NULL OR u.name = ?4)
+               AND (?5 IS NULL OR s.external_ref = ?5) AND (?6 IS NULL OR s.requested_at >= ?6) AND (?7 IS NULL OR s.requested_at <= ?7)
+             ORDER BY s.updated_seq LIMIT ?2"
+        );
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt
+            .query_map(
+                params![after, limit, portal, agent, external_ref, since, until],
+                |r| {
+                    let seq: i64 = r.get(0)?;
+                    // The session columns start at index 1.
+                    let row = SessionRow {
+                        id: r.get(1)?,
+                        portal: r.get(2)?,
+                        skill: r.get(3)?,
+                        status: r.get(4)?,
+                        via: r.get(5)?,
+                        customer_name: r.get(6)?,
+                        customer_email: r.get(7)?,
+                        question: r.get(8)?,
+                        fields: r.get(9)?,
+                        external_ref: r.get(10)?,
+                        agent_id: r.get(11)?,
+                        agent_name: r.get(12)?,
+                        recording: r.get(13)?,
+                        requested_at: r.get(14)?,
+                        accepted_at: r.get(15)?,
+                        ended_at: r.get(16)?,
+                        survey_rating: r.get(17)?,
+                        survey_at: r.get(18)?,
+                    };
+                    Ok((seq, row))
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn session_token_matches(&self, id: &str, hash: &[u8; 32]) -> Result<bool> {
         let stored: Option<Vec<u8>> = self
             .0
@@ -1219,6 +1286,30 @@ impl Tx<'_> {
                 |r| Ok(CodeRow { code: r.get(0)?, agent_id: r.get(1)?, external_ref: r.get(2)?, expires_at: r.get(3)?, used_at: r.get(4)?, cancelled: r.get(5)? }),
             )
             .optional()?)
+    }
+
+    /// Live codes (not used, not cancelled, not expired), of one agent or all.
+    pub fn codes_active(&self, agent_id: Option<i64>, now: i64) -> Result<Vec<(CodeRow, String)>> {
+        let mut stmt = self.0.prepare(
+            "SELECT c.code, c.agent_id, c.external_ref, c.expires_at, c.used_at, c.cancelled, u.name FROM codes c JOIN users u ON u.id = c.agent_id
+             WHERE c.used_at IS NULL AND c.cancelled = 0 AND c.expires_at > ?1 AND (?2 IS NULL OR c.agent_id = ?2) ORDER BY c.expires_at",
+        )?;
+        let rows = stmt
+            .query_map(params![now, agent_id], |r| {
+                Ok((
+                    CodeRow {
+                        code: r.get(0)?,
+                        agent_id: r.get(1)?,
+                        external_ref: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        used_at: r.get(4)?,
+                        cancelled: r.get(5)?,
+                    },
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Marks a live code used by `session_id`; false if it was not live any more.

@@ -50,9 +50,11 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
             "/api/v1/users/{name}/skills",
             put(set_skills).get(get_skills),
         )
-        .route("/api/v1/codes", post(new_code))
+        .route("/api/v1/codes", post(new_code).get(list_codes))
+        .route("/api/v1/monitors/stream", get(monitor_stream))
         .route("/api/v1/codes/{code}", delete(cancel_code))
         .route("/api/v1/codes/{code}/redeem", post(redeem_code))
+        .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/sessions/{id}", get(session_detail))
         .route("/api/v1/sessions/{id}/customer", get(customer_view))
         .route("/api/v1/sessions/{id}/transfer", post(transfer))
@@ -626,6 +628,60 @@ async fn monitor_queues(
     ))
 }
 
+/// Agents and queues as a live stream: an event `monitors` at every change, and at least every
+/// second (waits keep growing), until the server stops.
+async fn monitor_stream(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Response, ApiError> {
+    require(&p, Permission::ReadMonitors)?;
+    let rx = app.sessions.subscribe();
+    let stream = futures_util::stream::unfold((app, rx, true), |(app, mut rx, first)| async move {
+        if *app.stop.borrow() {
+            return None;
+        }
+        if !first {
+            let mut stop = app.stop.subscribe();
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()) => {}
+                _ = stop.wait_for(|s| *s) => return None,
+            }
+        }
+        rx.borrow_and_update();
+        let data = json!({ "agents": app.sessions.agents_view(), "queues": app.sessions.queues_view(&app.config.portals), "at": now_rfc3339() });
+        let ev = SseEvent::default().event("monitors").data(data.to_string());
+        Some((Ok::<_, std::convert::Infallible>(ev), (app, rx, false)))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The live connection codes: an agent's own, or every one for an admin.
+async fn list_codes(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::HandleSessions)?;
+    let who = if p.role == Role::Admin {
+        None
+    } else {
+        Some(p.user_id)
+    };
+    let now = crate::session::now_unix();
+    let rows = app
+        .db(move |s| s.read(|tx| tx.codes_active(who, now)))
+        .await?;
+    let codes: Vec<Value> = rows
+        .into_iter()
+        .map(|(c, agent)| {
+            let expires = time::OffsetDateTime::from_unix_timestamp(c.expires_at).map(crate::model::format_rfc3339).unwrap_or_default();
+            json!({ "code": crate::session::format_code(&c.code), "agent": agent, "ref": c.external_ref, "expires_at": expires })
+        })
+        .collect();
+    Ok(Json(json!({ "codes": codes })))
+}
+
 async fn canned(State(app): State<Arc<App>>, Authed(_p): Authed) -> Json<Value> {
     Json(json!({ "replies": app.config.canned }))
 }
@@ -1172,6 +1228,134 @@ async fn read_transcript(app: &Arc<App>, id: &str) -> Result<Vec<Value>, ApiErro
         Ok(out)
     })
     .await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+    portal: Option<String>,
+    agent: Option<String>,
+    #[serde(rename = "ref")]
+    external_ref: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// The cursor key: random, kept in the database, so that cursors survive restarts and cannot be
+/// forged.
+async fn cursor_key(app: &Arc<App>) -> Result<[u8; 32], ApiError> {
+    let key = app
+        .db(|s| {
+            s.write(|tx| {
+                if let Some(k) = tx.meta_get("cursor_key")? {
+                    return Ok(k);
+                }
+                let k = hex::encode(crate::crypto::random_array::<32>());
+                tx.meta_set("cursor_key", &k)?;
+                Ok(k)
+            })
+        })
+        .await?;
+    hex::decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| ApiError::internal("the cursor key is damaged"))
+}
+
+fn cursor_mac(key: &[u8; 32], seq: i64) -> [u8; 16] {
+    use hmac::{KeyInit, Mac};
+    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    m.update(b"custos sessions cursor v1");
+    m.update(&seq.to_be_bytes());
+    let full: [u8; 32] = m.finalize().into_bytes().into();
+    full[..16].try_into().expect("16 of 32")
+}
+
+fn encode_cursor(key: &[u8; 32], seq: i64) -> String {
+    let mut b = seq.to_be_bytes().to_vec();
+    b.extend_from_slice(&cursor_mac(key, seq));
+    format!(
+        "c1.{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+    )
+}
+
+fn decode_cursor(key: &[u8; 32], c: &str) -> Result<i64, ApiError> {
+    let bad =
+        || ApiError::bad_request("the cursor is not one this appliance issued (damaged or forged)");
+    let raw = c.strip_prefix("c1.").ok_or_else(bad)?;
+    let b = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
+        .map_err(|_| bad())?;
+    if b.len() != 24 {
+        return Err(bad());
+    }
+    let seq = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+    if !crate::crypto::ct_eq(&b[8..], &cursor_mac(key, seq)) {
+        return Err(bad());
+    }
+    Ok(seq)
+}
+
+/// Incremental sync: every session changed after the cursor, oldest change first. Sessions
+/// change while being written; a session that changes again reappears later with its new state,
+/// and nothing is skipped.
+async fn list_sessions(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadAnySession)?;
+    let key = cursor_key(&app).await?;
+    let after = match &q.after {
+        Some(c) => decode_cursor(&key, c)?,
+        None => 0,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let time = |t: &Option<String>, end: bool| -> Result<Option<String>, ApiError> {
+        t.as_deref()
+            .map(|s| {
+                if end {
+                    crate::model::parse_range_end(s)
+                } else {
+                    crate::model::parse_time(s)
+                }
+            })
+            .transpose()
+            .map(|o| o.map(crate::model::format_rfc3339))
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    let (since, until) = (time(&q.since, false)?, time(&q.until, true)?);
+    let (portal, agent, ext) = (q.portal.clone(), q.agent.clone(), q.external_ref.clone());
+    let rows = app
+        .db(move |s| {
+            s.read(|tx| {
+                tx.sessions_changed(
+                    after,
+                    limit,
+                    portal.as_deref(),
+                    agent.as_deref(),
+                    ext.as_deref(),
+                    since.as_deref(),
+                    until.as_deref(),
+                )
+            })
+        })
+        .await?;
+    let last = rows.last().map_or(after, |(seq, _)| *seq);
+    let sessions: Vec<Value> = rows
+        .iter()
+        .map(|(seq, r)| {
+            json!({
+                "session_id": r.id, "status": r.status, "via": r.via, "portal": r.portal, "skill": r.skill,
+                "ref": r.external_ref, "agent": r.agent_name, "requested_at": r.requested_at, "accepted_at": r.accepted_at,
+                "ended_at": r.ended_at, "survey_rating": r.survey_rating, "change": seq,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "sessions": sessions, "next_cursor": encode_cursor(&key, last) }),
+    ))
 }
 
 #[derive(Deserialize)]

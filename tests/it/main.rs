@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod export;
 mod https;
+mod integration_api;
 mod integration_docs;
 mod permissions;
 mod retention;
