@@ -39,6 +39,43 @@ pub enum Permission {
     ReadAnySession,
 }
 
+impl Permission {
+    pub const ALL: [Permission; 8] = [
+        Permission::ManageUsers,
+        Permission::ReadAudit,
+        Permission::ReadSystem,
+        Permission::ReadMonitors,
+        Permission::ManageHolds,
+        Permission::ReadCompliance,
+        Permission::HandleSessions,
+        Permission::ReadAnySession,
+    ];
+
+    /// The scope name an API token uses for this permission.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Permission::ManageUsers => "manage_users",
+            Permission::ReadAudit => "read_audit",
+            Permission::ReadSystem => "read_system",
+            Permission::ReadMonitors => "read_monitors",
+            Permission::ManageHolds => "manage_holds",
+            Permission::ReadCompliance => "read_compliance",
+            Permission::HandleSessions => "handle_sessions",
+            Permission::ReadAnySession => "read_any_session",
+        }
+    }
+
+    pub fn from_scope(s: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.scope() == s)
+    }
+}
+
+/// Whether a principal may do `p`: its role must allow it, and an API token limited to scopes
+/// must name it.
+pub fn permits(who: &Principal, p: Permission) -> bool {
+    allowed(who.role, p) && who.scopes.as_ref().is_none_or(|s| s.contains(&p))
+}
+
 /// The permission matrix.
 pub fn allowed(role: Role, p: Permission) -> bool {
     use Permission::*;
@@ -63,6 +100,8 @@ pub struct Principal {
     pub role: Role,
     pub must_change_password: bool,
     pub token_hash: [u8; 32],
+    /// For an API token limited to some permissions: those.
+    pub scopes: Option<Vec<Permission>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,12 +201,20 @@ pub fn principal(store: &mut Store, token: &str) -> Result<Option<Principal>, Au
     }
     let h = hash_token(token);
     let found = store.read(|tx| tx.token_user(&h, unix_now()))?;
-    Ok(found.map(|(u, _kind)| Principal {
+    Ok(found.map(|(u, _kind, scopes)| Principal {
         user_id: u.id,
         name: u.name,
         role: u.role,
         must_change_password: u.must_change_password,
         token_hash: h,
+        // A token whose scopes cannot be read gets none, never more than it had.
+        scopes: scopes.map(|s| {
+            serde_json::from_str::<Vec<String>>(&s)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|x| Permission::from_scope(x))
+                .collect()
+        }),
     }))
 }
 

@@ -188,6 +188,11 @@ ALTER TABLE sessions ADD COLUMN cleared_at TEXT;
 -- gives it the next number. Writers are serialized, so numbers become visible in order: a
 -- reader paging by "after N" sees no gaps and no duplicates.
 ALTER TABLE sessions ADD COLUMN updated_seq INTEGER NOT NULL DEFAULT 0;
+
+-- API tokens for integrations: a label, and the permissions they are limited to (JSON list; NULL
+-- means everything the user's role allows).
+ALTER TABLE auth_tokens ADD COLUMN name TEXT;
+ALTER TABLE auth_tokens ADD COLUMN scopes TEXT;
 CREATE INDEX sessions_updated_seq ON sessions(updated_seq);
 CREATE TRIGGER sessions_seq_insert AFTER INSERT ON sessions BEGIN
     UPDATE sessions SET updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM sessions) WHERE id = NEW.id;
@@ -535,22 +540,65 @@ impl Tx<'_> {
     }
 
     /// The user a live token belongs to, with the token's kind.
-    pub fn token_user(&self, hash: &[u8; 32], now: i64) -> Result<Option<(UserRow, String)>> {
-        let row: Option<(i64, String)> = self
+    /// The user a live token belongs to, with the token's kind and scopes (JSON).
+    pub fn token_user(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<(UserRow, String, Option<String>)>> {
+        let row: Option<(i64, String, Option<String>)> = self
             .0
             .query_row(
-                "SELECT user_id, kind FROM auth_tokens WHERE token_hash = ?1 AND expires_at > ?2",
+                "SELECT user_id, kind, scopes FROM auth_tokens WHERE token_hash = ?1 AND expires_at > ?2",
                 params![&hash[..], now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((uid, kind)) = row else {
+        let Some((uid, kind, scopes)) = row else {
             return Ok(None);
         };
         Ok(self
             .user_by_id(uid)?
             .filter(|u| !u.disabled)
-            .map(|u| (u, kind)))
+            .map(|u| (u, kind, scopes)))
+    }
+
+    /// Records an API token's label and scopes.
+    pub fn token_describe(&self, hash: &[u8; 32], name: &str, scopes: Option<&str>) -> Result<()> {
+        self.0.execute(
+            "UPDATE auth_tokens SET name = ?2, scopes = ?3 WHERE token_hash = ?1",
+            params![&hash[..], name, scopes],
+        )?;
+        Ok(())
+    }
+
+    /// API tokens: (id = first 8 bytes of the hash in hex, user, label, scopes, expiry).
+    pub fn api_tokens(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(String, String, Option<String>, Option<String>, i64)>> {
+        let mut stmt = self.0.prepare(
+            "SELECT hex(substr(t.token_hash, 1, 8)), u.name, t.name, t.scopes, t.expires_at FROM auth_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.kind = 'api' AND t.expires_at > ?1 ORDER BY t.created_at",
+        )?;
+        let rows = stmt
+            .query_map([now], |r| {
+                Ok((
+                    r.get::<_, String>(0)?.to_lowercase(),
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Revokes an API token by its id.
+    pub fn api_token_revoke(&self, id: &str) -> Result<bool> {
+        let n = self.0.execute("DELETE FROM auth_tokens WHERE kind = 'api' AND lower(hex(substr(token_hash, 1, 8))) = ?1", [id])?;
+        Ok(n > 0)
     }
 
     pub fn token_delete(&self, hash: &[u8; 32]) -> Result<()> {

@@ -511,7 +511,7 @@ impl Sessions {
     }
 
     fn require_agent(p: &Principal) -> Result<(), SessionError> {
-        if crate::auth::allowed(p.role, crate::auth::Permission::HandleSessions) {
+        if crate::auth::permits(p, crate::auth::Permission::HandleSessions) {
             Ok(())
         } else {
             Err(SessionError::Forbidden(format!(

@@ -38,6 +38,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/audit/entries", get(audit_entries))
         .route("/api/v1/audit/proof", get(audit_proof))
         .route("/api/v1/system", get(system_status))
+        .route("/api/v1/tokens", get(list_tokens).post(new_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
 }
 
 /// Key custody, offered only on the Unix socket.
@@ -57,8 +59,13 @@ pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 pub(super) fn require(p: &Principal, perm: Permission) -> Result<(), ApiError> {
-    if auth::allowed(p.role, perm) {
+    if auth::permits(p, perm) {
         Ok(())
+    } else if auth::allowed(p.role, perm) {
+        Err(ApiError::forbidden(format!(
+            "this API token is not scoped for {}",
+            perm.scope()
+        )))
     } else {
         Err(ApiError::forbidden(format!(
             "the {} role may not do this",
@@ -555,6 +562,123 @@ async fn audit_entries(
         })
         .collect();
     Ok(Json(json!({ "entries": entries })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// The user the token acts as (an agent for agent-scoped integrations, or an account made for
+    /// the integration).
+    user: String,
+    name: String,
+    /// Permission scopes (e.g. read_any_session); absent: everything the user's role allows.
+    scopes: Option<Vec<String>>,
+    #[serde(default = "ninety")]
+    days: i64,
+}
+
+fn ninety() -> i64 {
+    90
+}
+
+/// Issues an API token for an integration; shown once.
+async fn new_token(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&p, Permission::ManageUsers)?;
+    let req: NewToken = parse(&body)?;
+    if !(1..=730).contains(&req.days) {
+        return Err(ApiError::bad_request("days must be 1 to 730"));
+    }
+    if req.name.trim().is_empty() || req.name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be 1-100 characters"));
+    }
+    let scopes = match &req.scopes {
+        None => None,
+        Some(list) => {
+            for s in list {
+                if auth::Permission::from_scope(s).is_none() {
+                    return Err(ApiError::bad_request(format!("unknown scope {s:?}")));
+                }
+            }
+            Some(serde_json::to_string(list).expect("strings serialize"))
+        }
+    };
+    let (user, name, days) = (req.user.clone(), req.name.clone(), req.days);
+    let ev = event(
+        &p,
+        &src,
+        "token.issued",
+        &format!("user:{user}"),
+        json!({ "name": name, "scopes": req.scopes, "days": days }),
+    );
+    let token = app
+        .db(move |s| {
+            let uid = s
+                .read(|tx| tx.user_by_name(&user))?
+                .filter(|u| !u.disabled)
+                .ok_or_else(|| crate::store::StoreError::NotFound(format!("user {user:?}")))?
+                .id;
+            let (token, _) = auth::issue_token(s, uid, "api", days * 86_400)
+                .map_err(|e| crate::store::StoreError::Conflict(e.to_string()))?;
+            s.write(|tx| {
+                tx.token_describe(&auth::hash_token(&token), &name, scopes.as_deref())?;
+                audit::append_tx(tx, &[ev])
+            })?;
+            Ok::<_, crate::store::StoreError>(token)
+        })
+        .await?;
+    let id = hex::encode(&auth::hash_token(&token)[..8]);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "id": id })),
+    )
+        .into_response())
+}
+
+async fn list_tokens(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ManageUsers)?;
+    let now = crate::model::unix_now();
+    let rows = app.db(move |s| s.read(|tx| tx.api_tokens(now))).await?;
+    let tokens: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, user, name, scopes, exp)| {
+            json!({ "id": id, "user": user, "name": name, "scopes": scopes.and_then(|s| serde_json::from_str::<Value>(&s).ok()), "expires_at": time::OffsetDateTime::from_unix_timestamp(exp).map(format_rfc3339).unwrap_or_default() })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require(&p, Permission::ManageUsers)?;
+    let ev = event(&p, &src, "token.revoked", &format!("token:{id}"), json!({}));
+    let done = app
+        .db(move |s| {
+            s.write(|tx| {
+                let n = tx.api_token_revoke(&id.to_ascii_lowercase())?;
+                if n {
+                    audit::append_tx(tx, &[ev])?;
+                }
+                Ok(n)
+            })
+        })
+        .await?;
+    if done {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no such API token"))
+    }
 }
 
 #[derive(Deserialize)]

@@ -1405,7 +1405,7 @@ async fn session_detail(
     let handled = participants
         .iter()
         .any(|x| x.kind == "agent" && x.name == p.name);
-    let allowed = handled || crate::auth::allowed(p.role, Permission::ReadAnySession);
+    let allowed = handled || crate::auth::permits(&p, Permission::ReadAnySession);
     if !allowed {
         app.audit(
             event(
@@ -1432,7 +1432,7 @@ async fn session_detail(
     ))
     .await?;
     if q.include_sensitive
-        && !(crate::auth::allowed(p.role, Permission::ReadAnySession) && reason.is_some())
+        && !(crate::auth::permits(&p, Permission::ReadAnySession) && reason.is_some())
     {
         return Err(ApiError::forbidden(
             "messages marked sensitive are shown only to roles that may read any session, with a stated reason",
@@ -1601,7 +1601,7 @@ async fn download(
             let handled = participants
                 .iter()
                 .any(|x| x.kind == "agent" && x.name == p.name);
-            if !(handled || crate::auth::allowed(p.role, Permission::ReadAnySession)) {
+            if !(handled || crate::auth::permits(&p, Permission::ReadAnySession)) {
                 return Err(ApiError::forbidden(
                     "you may read only files of sessions you handled",
                 ));

@@ -205,3 +205,67 @@ fn first_sse_event(s: &Server, path: &str, token: &str) -> String {
         }
     })
 }
+
+#[test]
+fn api_tokens_are_limited_to_their_scopes_and_revocable() {
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let pw = dir.secret("pw", "integration password 1");
+    dir.run(&[
+        "user",
+        "add",
+        "crm",
+        "--role",
+        "admin",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .ok();
+    let s = dir.serve();
+    let admin = s.admin(&one_time, "admin password long");
+    let r = s.post(
+        "/api/v1/tokens",
+        Some(&admin),
+        json!({ "user": "crm", "name": "CRM sync", "scopes": ["read_any_session"], "days": 30 }),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let v = r.json().unwrap();
+    let (token, id) = (
+        v["token"].as_str().unwrap().to_string(),
+        v["id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(s.get("/api/v1/sessions", Some(&token)).status, 200);
+    let r = s.get("/api/v1/monitors/agents", Some(&token));
+    assert_eq!(r.status, 403);
+    assert!(
+        r.error_message().contains("not scoped for read_monitors"),
+        "{}",
+        r.error_message()
+    );
+    assert_eq!(s.get("/api/v1/users", Some(&token)).status, 403);
+    let list = s.get("/api/v1/tokens", Some(&admin)).json().unwrap();
+    assert_eq!(list["tokens"][0]["name"], "CRM sync");
+    assert!(
+        s.post(
+            "/api/v1/tokens",
+            Some(&admin),
+            json!({ "user": "crm", "name": "x", "scopes": ["everything"] })
+        )
+        .error_message()
+        .contains("unknown scope")
+    );
+    assert_eq!(
+        s.call(
+            hyper::Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            Some(&admin),
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(s.get("/api/v1/sessions", Some(&token)).status, 401);
+    let audit = dir.run(&["audit", "show", "--json"]).stdout();
+    assert!(audit.contains("\"token.issued\"") && audit.contains("\"token.revoked\""));
+    assert!(!audit.contains(&token), "tokens never reach the log");
+}
