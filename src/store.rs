@@ -270,6 +270,17 @@ pub struct ObjectClose {
     pub cipher_sha256: [u8; 32],
 }
 
+/// An API token as listed: its id (the first 8 bytes of its hash, hex), user, label, scopes
+/// (JSON) and expiry.
+#[derive(Clone, Debug)]
+pub struct ApiTokenRow {
+    pub id: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub scopes: Option<String>,
+    pub expires_at: i64,
+}
+
 /// An audit entry to store: its bytes, leaf hash, and the fields copied out for searching.
 pub struct NewAuditRow<'a> {
     pub seq: u64,
@@ -573,23 +584,20 @@ impl Tx<'_> {
     }
 
     /// API tokens: (id = first 8 bytes of the hash in hex, user, label, scopes, expiry).
-    pub fn api_tokens(
-        &self,
-        now: i64,
-    ) -> Result<Vec<(String, String, Option<String>, Option<String>, i64)>> {
+    pub fn api_tokens(&self, now: i64) -> Result<Vec<ApiTokenRow>> {
         let mut stmt = self.0.prepare(
             "SELECT hex(substr(t.token_hash, 1, 8)), u.name, t.name, t.scopes, t.expires_at FROM auth_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.kind = 'api' AND t.expires_at > ?1 ORDER BY t.created_at",
         )?;
         let rows = stmt
             .query_map([now], |r| {
-                Ok((
-                    r.get::<_, String>(0)?.to_lowercase(),
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                ))
+                Ok(ApiTokenRow {
+                    id: r.get::<_, String>(0)?.to_lowercase(),
+                    user: r.get(1)?,
+                    name: r.get(2)?,
+                    scopes: r.get(3)?,
+                    expires_at: r.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)

@@ -648,8 +648,9 @@ async fn list_tokens(
     let rows = app.db(move |s| s.read(|tx| tx.api_tokens(now))).await?;
     let tokens: Vec<Value> = rows
         .into_iter()
-        .map(|(id, user, name, scopes, exp)| {
-            json!({ "id": id, "user": user, "name": name, "scopes": scopes.and_then(|s| serde_json::from_str::<Value>(&s).ok()), "expires_at": time::OffsetDateTime::from_unix_timestamp(exp).map(format_rfc3339).unwrap_or_default() })
+        .map(|t| {
+            let expires_at = time::OffsetDateTime::from_unix_timestamp(t.expires_at).map(format_rfc3339).unwrap_or_default();
+            json!({ "id": t.id, "user": t.user, "name": t.name, "scopes": t.scopes.and_then(|s| serde_json::from_str::<Value>(&s).ok()), "expires_at": expires_at })
         })
         .collect();
     Ok(Json(json!({ "tokens": tokens })))

@@ -1601,7 +1601,7 @@ async fn download(
             let handled = participants
                 .iter()
                 .any(|x| x.kind == "agent" && x.name == p.name);
-            if !(handled || crate::auth::permits(&p, Permission::ReadAnySession)) {
+            if !(handled || crate::auth::permits(p, Permission::ReadAnySession)) {
                 return Err(ApiError::forbidden(
                     "you may read only files of sessions you handled",
                 ));
