@@ -268,6 +268,8 @@ pub struct App {
     /// cannot fill the queue. The appliance's own loopback (integrations on the same host) is not
     /// limited.
     pub request_limit: crate::auth::RateLimit,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// Set when the server begins to shut down; long-lived streams and sockets watch it.
     pub stop: watch::Sender<bool>,
     store: Arc<Mutex<Store>>,
@@ -529,6 +531,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         code_throttle: Throttle::new(10),
         sessions: crate::session::Sessions::new(),
         request_limit: crate::auth::RateLimit::new(10.0, 100.0),
+        metrics: crate::metrics::Metrics::new(),
         stop: watch::channel(false).0,
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),

@@ -33,6 +33,7 @@ pub mod config;
 pub mod crypto;
 pub mod export;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod redact;

@@ -945,6 +945,42 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    /// What the metrics page counts from the database, in one read.
+    pub fn counts(&self) -> Result<StoreCounts> {
+        let grouped = |sql: &str| -> Result<Vec<(String, u64, u64)>> {
+            let mut stmt = self.0.prepare(sql)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        };
+        Ok(StoreCounts {
+            sessions: grouped("SELECT status, COUNT(*), 0 FROM sessions GROUP BY status")?,
+            objects: grouped(
+                "SELECT state, COUNT(*), COALESCE(SUM(cipher_len), 0) FROM objects GROUP BY state",
+            )?,
+            holds_active: self.0.query_row(
+                "SELECT COUNT(*) FROM holds WHERE released_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64,
+            checkpoint: self
+                .0
+                .query_row(
+                    "SELECT size, created_at FROM checkpoints ORDER BY size DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                )
+                .optional()?,
+        })
+    }
+
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
         let mut stmt = self
             .0
@@ -954,6 +990,18 @@ impl Tx<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+/// Database counts for the metrics page.
+#[derive(Debug)]
+pub struct StoreCounts {
+    /// Sessions by status: (status, count, 0).
+    pub sessions: Vec<(String, u64, u64)>,
+    /// Archive objects by state: (state, count, ciphertext bytes).
+    pub objects: Vec<(String, u64, u64)>,
+    pub holds_active: u64,
+    /// The latest checkpoint's size and time.
+    pub checkpoint: Option<(u64, String)>,
 }
 
 /// A session's record, as the API and the live state need it.

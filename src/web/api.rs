@@ -19,6 +19,7 @@ use super::ApiError;
 use crate::app::{App, Source};
 use crate::audit::{self, Event, Outcome};
 use crate::auth::{self, AuthError, Permission, Principal};
+use crate::metrics::LoginResult;
 use crate::model::{Role, UserName, format_rfc3339};
 
 /// The largest request body the API reads.
@@ -38,6 +39,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/audit/entries", get(audit_entries))
         .route("/api/v1/audit/proof", get(audit_proof))
         .route("/api/v1/system", get(system_status))
+        .route("/metrics", get(metrics))
         .route("/api/v1/tokens", get(list_tokens).post(new_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
 }
@@ -226,6 +228,7 @@ async fn login(
             )
             .await?;
         }
+        app.metrics.login(LoginResult::Throttled);
         return Err(AuthError::Throttled(locked.wait).into());
     }
     if let Err(locked) = app.throttle.attempt(&ip_key) {
@@ -240,6 +243,7 @@ async fn login(
             )
             .await?;
         }
+        app.metrics.login(LoginResult::Throttled);
         return Err(AuthError::Throttled(locked.wait).into());
     }
     let name = req.name.clone();
@@ -250,6 +254,7 @@ async fn login(
         .map_err(ApiError::internal)?;
     match checked {
         Ok(user) => {
+            app.metrics.login(LoginResult::Ok);
             app.throttle.success(&user_key);
             app.throttle.forgive_one(&ip_key);
             let (ttl, uid) = (app.config.session_ttl_s, user.id);
@@ -281,6 +286,7 @@ async fn login(
             Ok(res)
         }
         Err(AuthError::BadCredentials) => {
+            app.metrics.login(LoginResult::Denied);
             app.audit(
                 Event {
                     details: json!({ "reason": "bad credentials" }),
@@ -762,6 +768,144 @@ async fn system_status(
         "audit_entries": size,
         "latest_checkpoint_size": latest,
     })))
+}
+
+/// Prometheus metrics (docs/api.md lists them): for admins and compliance officers, or for an API
+/// token with the `read_system` scope, which is what a scraper should hold.
+async fn metrics(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Response, ApiError> {
+    use crate::metrics::{CONTENT_TYPE, Exposition, Kind};
+    require(&p, Permission::ReadSystem)?;
+    let (audit_size, counts, epoch) = app
+        .db(|s| s.read(|tx| Ok((tx.audit_size()?, tx.counts()?, tx.kek_current()?))))
+        .await?;
+    let mut out = Exposition::default();
+    out.family("custos_info", Kind::Gauge, "The running version; always 1.");
+    out.sample("custos_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    app.metrics.write(&mut out);
+
+    let queues = app.sessions.queues_view(&app.config.portals);
+    for (name, field, help) in [
+        (
+            "custos_queue_waiting",
+            "waiting",
+            "Requests waiting for an agent, by portal and skill.",
+        ),
+        (
+            "custos_queue_longest_wait_seconds",
+            "longest_wait_s",
+            "How long the oldest waiting request has waited, by portal and skill.",
+        ),
+    ] {
+        out.family(name, Kind::Gauge, help);
+        for q in &queues {
+            let label = |k: &str| q[k].as_str().unwrap_or_default().to_string();
+            let (portal, skill) = (label("portal"), label("skill"));
+            out.sample(
+                name,
+                &[("portal", &portal), ("skill", &skill)],
+                q[field].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    let agents = app.sessions.agents_view();
+    out.family(
+        "custos_agents",
+        Kind::Gauge,
+        "Agents known to this process, by presence.",
+    );
+    for status in ["available", "busy", "away", "offline"] {
+        let n = agents.iter().filter(|a| a["status"] == status).count();
+        out.sample("custos_agents", &[("status", status)], n);
+    }
+
+    let grouped = |rows: &[(String, u64, u64)], key: &str| {
+        rows.iter()
+            .find(|r| r.0 == key)
+            .map_or((0, 0), |r| (r.1, r.2))
+    };
+    out.family(
+        "custos_sessions",
+        Kind::Gauge,
+        "Sessions in the database, by status.",
+    );
+    for status in ["waiting", "active", "ended", "cancelled"] {
+        out.sample(
+            "custos_sessions",
+            &[("status", status)],
+            grouped(&counts.sessions, status).0,
+        );
+    }
+    const STATES: [&str; 4] = ["open", "sealed", "truncated", "shredded"];
+    out.family(
+        "custos_archive_objects",
+        Kind::Gauge,
+        "Archive objects, by state.",
+    );
+    for state in STATES {
+        out.sample(
+            "custos_archive_objects",
+            &[("state", state)],
+            grouped(&counts.objects, state).0,
+        );
+    }
+    out.family(
+        "custos_archive_bytes",
+        Kind::Gauge,
+        "Ciphertext bytes of closed archive objects, by state.",
+    );
+    for state in STATES {
+        out.sample(
+            "custos_archive_bytes",
+            &[("state", state)],
+            grouped(&counts.objects, state).1,
+        );
+    }
+    out.family(
+        "custos_legal_holds_active",
+        Kind::Gauge,
+        "Legal holds placed and not released.",
+    );
+    out.sample("custos_legal_holds_active", &[], counts.holds_active);
+    out.family(
+        "custos_audit_entries",
+        Kind::Gauge,
+        "Entries in the audit log.",
+    );
+    out.sample("custos_audit_entries", &[], audit_size);
+    out.family(
+        "custos_audit_checkpoint_size",
+        Kind::Gauge,
+        "Tree size of the latest signed checkpoint (0 before the first).",
+    );
+    out.sample(
+        "custos_audit_checkpoint_size",
+        &[],
+        counts.checkpoint.as_ref().map_or(0, |c| c.0),
+    );
+    if let Some(t) = counts
+        .checkpoint
+        .as_ref()
+        .and_then(|c| crate::model::parse_time(&c.1).ok())
+    {
+        out.family(
+            "custos_audit_checkpoint_age_seconds",
+            Kind::Gauge,
+            "Seconds since the latest signed checkpoint was made.",
+        );
+        let age = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+        out.sample("custos_audit_checkpoint_age_seconds", &[], age);
+    }
+    out.family(
+        "custos_kek_epoch",
+        Kind::Gauge,
+        "The current key-encryption-key epoch.",
+    );
+    out.sample("custos_kek_epoch", &[], epoch.unwrap_or(0));
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        out.finish(),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

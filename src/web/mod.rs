@@ -61,17 +61,21 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
         .with_state(app)
 }
 
-/// While sealed, only `/healthz` (and, on the socket, unseal) answer.
+/// While sealed, only `/healthz` (and, on the socket, unseal) answer. Every response is counted
+/// for `/metrics`.
 async fn sealed_gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if app.is_sealed()
+    let res = if app.is_sealed()
         && path != "/healthz"
         && path != "/api/v1/system/unseal"
         && path != "/api/v1/system/seal"
     {
-        return ApiError::sealed().into_response_value();
-    }
-    next.run(req).await
+        ApiError::sealed().into_response_value()
+    } else {
+        next.run(req).await
+    };
+    app.metrics.response(res.status().as_u16());
+    res
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {

@@ -26,6 +26,7 @@ use crate::audit::{self, Event, Outcome};
 use crate::auth::Permission;
 use crate::auth::Principal;
 use crate::config::{FieldKind, Portal};
+use crate::metrics::RelayResult;
 use crate::model::{DataClass, Role, now_rfc3339};
 use crate::session::protocol::{self, Side};
 use crate::session::{Actor, NewRequest, Presence, SessionError, Sessions, Target};
@@ -1747,6 +1748,7 @@ async fn run_socket(
                 return;
             }
         };
+    let _counted = app.metrics.relay_connection();
     let name = principal
         .as_ref()
         .map_or_else(|| "customer".to_string(), |p| p.name.clone());
@@ -1790,7 +1792,8 @@ async fn run_socket(
         };
         let text = match msg {
             Ok(Message::Text(t)) => t,
-            Ok(Message::Binary(_)) => {
+            Ok(Message::Binary(b)) => {
+                app.metrics.relay_message(b.len(), RelayResult::Refused);
                 let _ = tx.try_send(crate::session::Out::Text(
                     protocol::Refusal {
                         code: "bad_message",
@@ -1805,6 +1808,8 @@ async fn run_socket(
             Ok(_) => continue,
         };
         if !bucket.take() {
+            app.metrics
+                .relay_message(text.len(), RelayResult::RateLimited);
             let _ = tx.try_send(crate::session::Out::Text(
                 protocol::Refusal {
                     code: "rate_limited",
@@ -1819,6 +1824,12 @@ async fn run_socket(
             Ok(m) => room.handle(side, &name, &tx, m).await,
             Err(r) => Err(r),
         };
+        let counted = if result.is_ok() {
+            RelayResult::Handled
+        } else {
+            RelayResult::Refused
+        };
+        app.metrics.relay_message(text.len(), counted);
         if let Err(r) = result {
             let _ = tx.try_send(crate::session::Out::Text(r.to_json().into()));
         }

@@ -138,6 +138,7 @@ fn every_endpoint_for_every_role() {
             None,
             Permission::ReadSystem,
         ),
+        (Method::GET, "/metrics".into(), None, Permission::ReadSystem),
         (
             Method::GET,
             "/api/v1/monitors/agents".into(),
