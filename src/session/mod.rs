@@ -1058,6 +1058,72 @@ impl Sessions {
         Ok((room, conn_id, hello))
     }
 
+    /// The command API's way into a live session: one message from its agent without a
+    /// WebSocket, handled exactly as one that came over the agent's socket. Returns the message
+    /// as the participants saw it (with its `seq`); a chat message is returned once the recorder
+    /// has written it, with `recorded` saying whether it is durable in the archive. The agent's
+    /// open console, if any, is shown the message too.
+    pub async fn post_as_agent(
+        &self,
+        id: &str,
+        who: &Principal,
+        msg: ClientMsg,
+    ) -> Result<Value, SessionError> {
+        Self::require_agent(who)?;
+        let msg = match msg {
+            ClientMsg::Chat { text, .. } => ClientMsg::Chat {
+                text,
+                id: Some("http".into()),
+            },
+            m @ (ClientMsg::Url { .. } | ClientMsg::Note { .. } | ClientMsg::Sensitive { .. }) => m,
+            ClientMsg::Typing { .. } | ClientMsg::Ping => {
+                return Err(SessionError::BadInput(
+                    "only chat, url, note and sensitive messages can be sent over HTTP".into(),
+                ));
+            }
+        };
+        let wants_ack = matches!(msg, ClientMsg::Chat { .. });
+        let room = self
+            .room(id)
+            .ok_or_else(|| SessionError::NotFound(format!("session {id} is not live")))?;
+        {
+            let st = room.state.lock().expect("room");
+            if st.agent.as_ref().map(|a| a.0) != Some(who.user_id) {
+                return Err(SessionError::Forbidden("this session is not yours".into()));
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
+        room.handle(Side::Agent, &who.name, &tx, msg)
+            .await
+            .map_err(|r| match r.code {
+                "not_active" => SessionError::Conflict(r.message),
+                "forbidden" => SessionError::Forbidden(r.message),
+                _ => SessionError::BadInput(r.message),
+            })?;
+        drop(tx);
+        let text = |o: Option<Out>| match o {
+            Some(Out::Text(t)) => serde_json::from_str::<Value>(&t).ok(),
+            _ => None,
+        };
+        let mut shown = text(rx.recv().await).ok_or_else(|| {
+            SessionError::Conflict("the session ended while the message was sent".into())
+        })?;
+        if let Some(o) = shown.as_object_mut() {
+            o.remove("id");
+        }
+        room.send_to(Side::Agent, shown.to_string().into());
+        if wants_ack {
+            // The recorder acknowledges within its flush interval; a session that ends first
+            // drops the sender, and the message is then reported as not known to be recorded.
+            let ack = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .ok()
+                .and_then(text);
+            shown["recorded"] = json!(ack.is_some_and(|a| a["recorded"] == true));
+        }
+        Ok(shown)
+    }
+
     /// Detaches a connection (if it is still the current one for its side).
     pub fn detach(&self, room: &Room, side: Side, conn_id: u64) {
         let left = {

@@ -60,6 +60,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/api/v1/sessions/{id}/customer", get(customer_view))
         .route("/api/v1/sessions/{id}/transfer", post(transfer))
         .route("/api/v1/sessions/{id}/end", post(end))
+        .route("/api/v1/sessions/{id}/messages", post(post_message))
         .route("/api/v1/sessions/{id}/survey", post(survey))
         .route("/api/v1/sessions/{id}/ws", get(ws))
         .route(
@@ -1076,6 +1077,22 @@ async fn end(
     };
     Sessions::end(&app, actor, &id, &src).await?;
     Ok(Json(json!({ "session_id": id, "status": "ended" })))
+}
+
+/// The command API: a chat message, a link, a private note or a sensitive marking sent into a
+/// live session by its agent, in the session protocol's own message form
+/// (docs/formats/session-protocol.md), validated by the same parser as the WebSocket's.
+async fn post_message(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    valid_id(&id)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the body must be a JSON message in UTF-8"))?;
+    let msg = protocol::parse(text).map_err(|r| ApiError::bad_request(r.message))?;
+    Ok(Json(app.sessions.post_as_agent(&id, &p, msg).await?))
 }
 
 #[derive(Deserialize)]

@@ -217,6 +217,12 @@ fn every_endpoint_for_every_role() {
             Some(json!({ "to_queue": true })),
             Permission::HandleSessions,
         ),
+        (
+            Method::POST,
+            "/api/v1/sessions/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/messages".into(),
+            Some(json!({ "type": "chat", "text": "walk" })),
+            Permission::HandleSessions,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,

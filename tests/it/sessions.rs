@@ -1057,3 +1057,141 @@ fn card_numbers_are_masked_before_relay_and_storage_and_agents_mark_messages_sen
         403
     );
 }
+
+#[test]
+fn the_command_api_sends_chat_links_and_notes_as_the_agent() {
+    let d = desk();
+    let s = &d.s;
+    let req = request(
+        s,
+        json!({ "portal": "support", "name": "Fay Caller", "question": "VPN drops", "ref": "CRM-42" }),
+    );
+    let id = req["request_id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/sessions/{id}/messages");
+    let chat = json!({ "type": "chat", "text": "Hello from the CRM" });
+    let (alice, bob) = (agent(s, "alice"), agent(s, "bob"));
+
+    // Refusals first, and none of them reaches the customer or the transcript.
+    assert_eq!(s.post(&path, None, chat.clone()).status, 401);
+    let r = s.post(&path, Some(&alice), chat.clone());
+    assert_eq!(
+        r.status,
+        403,
+        "a waiting session is nobody's: {}",
+        r.error_message()
+    );
+    assert_eq!(
+        s.post(
+            "/api/v1/sessions/nosuchsession/messages",
+            Some(&alice),
+            chat.clone()
+        )
+        .status,
+        404
+    );
+    let mut cust = s.ws(
+        &id,
+        &format!("Customer {}", req["customer_token"].as_str().unwrap()),
+    );
+    cust.expect("hello");
+    let r = s.post(
+        &format!("/api/v1/requests/{id}/accept"),
+        Some(&alice),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    cust.expect("accepted");
+    let r = s.post(&path, Some(&bob), chat.clone());
+    assert_eq!(r.status, 403, "{}", r.error_message());
+    assert!(
+        r.error_message().contains("not yours"),
+        "{}",
+        r.error_message()
+    );
+    let admin_reads = s.post(&path, Some(&d.admin), chat.clone());
+    assert_eq!(
+        admin_reads.status, 403,
+        "the admin is not this session's agent"
+    );
+    for (body, needle) in [
+        (json!({ "type": "typing", "on": true }), "only chat, url"),
+        (
+            json!({ "type": "url", "url": "javascript:alert(1)" }),
+            "url",
+        ),
+        (json!({ "type": "chat", "text": "" }), "chat text"),
+        (
+            json!({ "type": "chat", "text": "x", "extra": 1 }),
+            "unknown field",
+        ),
+        (json!({ "type": "shout", "text": "x" }), "unknown variant"),
+    ] {
+        let r = s.post(&path, Some(&alice), body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.error_message());
+        assert!(
+            r.error_message().contains(needle),
+            "{body}: {}",
+            r.error_message()
+        );
+    }
+
+    // Chat: returned once recorded, seen by the customer as the agent's.
+    let r = s.post(&path, Some(&alice), chat.clone());
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let sent = r.json().unwrap();
+    assert_eq!(sent["type"], "chat");
+    assert_eq!(sent["from"], "agent");
+    assert_eq!(sent["name"], "alice");
+    assert_eq!(sent["recorded"], true);
+    let seen = cust.expect("chat");
+    assert_eq!(seen["text"], "Hello from the CRM");
+    assert_eq!(seen["seq"], sent["seq"]);
+    // A link reaches the customer; a note does not, but is in the transcript.
+    let r = s.post(
+        &path,
+        Some(&alice),
+        json!({ "type": "url", "url": "https://kb.example.org/vpn", "title": "VPN guide" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(cust.expect("url")["url"], "https://kb.example.org/vpn");
+    let r = s.post(
+        &path,
+        Some(&alice),
+        json!({ "type": "note", "text": "customer on old client" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    cust.send(&json!({ "type": "chat", "text": "thanks" }));
+    loop {
+        let m = cust.recv().expect("the customer's own chat comes back");
+        assert!(
+            m["type"] != "note" && !m.to_string().contains("old client"),
+            "the note reached the customer: {m}"
+        );
+        if m["type"] == "chat" && m["text"] == "thanks" {
+            break;
+        }
+    }
+
+    let r = s.post(
+        &format!("/api/v1/sessions/{id}/end"),
+        Some(&alice),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(s.post(&path, Some(&alice), chat).status, 404);
+    let detail = s
+        .get(&format!("/api/v1/sessions/{id}"), Some(&alice))
+        .json()
+        .unwrap();
+    let transcript = detail["transcript"].to_string();
+    for text in [
+        "Hello from the CRM",
+        "kb.example.org/vpn",
+        "customer on old client",
+    ] {
+        assert!(
+            transcript.contains(text),
+            "{text} missing from {transcript}"
+        );
+    }
+}
