@@ -478,7 +478,8 @@ async fn portal_submit(
     }
 }
 
-fn code_page(error: Option<&str>, name: &str) -> String {
+/// The code form; `code` prefills it (from an invite link), and is only ever digits.
+fn code_page(error: Option<&str>, name: &str, code: &str) -> String {
     let err = error
         .map(|e| {
             format!(
@@ -493,17 +494,26 @@ fn code_page(error: Option<&str>, name: &str) -> String {
         &format!(
             r#"<p>Enter the nine-digit code your support agent read to you.</p>{err}
 <form class="request-form" method="post" action="/code">
-<div class="field"><label for="code">Code</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required aria-required="true"></div>
+<div class="field"><label for="code">Code</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required aria-required="true" value="{}"></div>
 <div class="field"><label for="name">Your name (optional)</label><input id="name" name="name" value="{}"></div>
 <button type="submit" class="primary" id="submit">Join</button>
 </form>"#,
+            esc(code),
             esc(name)
         ),
     )
 }
 
-async fn code_form() -> Html<String> {
-    Html(code_page(None, ""))
+/// `GET /code`, or `/code?code=NNNNNNNNN` from an invite link: the code is filled in, and joining
+/// still takes the customer's own press of the button (a POST), so a link preview or a mail
+/// scanner that fetches the link cannot use the code up.
+async fn code_form(RawQuery(q): RawQuery) -> Html<String> {
+    let code = url_decode_pairs(q.as_deref().unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .and_then(|(_, v)| crate::session::normalize_code(&v))
+        .unwrap_or_default();
+    Html(code_page(None, "", &code))
 }
 
 async fn code_submit(
@@ -524,7 +534,7 @@ async fn code_submit(
         Ok(created) => customer_redirect(&created.id, &created.customer_token),
         Err(e) => {
             let status = e.status;
-            (status, Html(code_page(Some(&e.message), &name))).into_response()
+            (status, Html(code_page(Some(&e.message), &name, ""))).into_response()
         }
     }
 }

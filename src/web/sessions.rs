@@ -785,6 +785,7 @@ async fn new_code(
     State(app): State<Arc<App>>,
     Extension(src): Extension<Source>,
     Authed(p): Authed,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require(&p, Permission::HandleSessions)?;
@@ -833,7 +834,31 @@ async fn new_code(
         json!({ "ref": req.external_ref, "ttl_s": ttl }),
     ))
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "code": crate::session::format_code(&code), "expires_at": expires_at, "ref": req.external_ref }))).into_response())
+    let invite_url = format!("https://{}/code?code={code}", public_host(&app, &headers));
+    Ok((StatusCode::CREATED, Json(json!({ "code": crate::session::format_code(&code), "expires_at": expires_at, "ref": req.external_ref, "invite_url": invite_url }))).into_response())
+}
+
+/// The name and port the caller reached the appliance by (its `Host`, when that is a plain
+/// host[:port]), else the first configured host name and the listening port: what a link handed
+/// to a customer should point at.
+fn public_host(app: &App, headers: &HeaderMap) -> String {
+    let plain = |h: &&str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    match headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(plain)
+    {
+        Some(h) => h.to_string(),
+        None => {
+            let name = app.config.hostnames.first().map_or("localhost", |h| h);
+            format!("{name}:{}", app.config.listen.port())
+        }
+    }
 }
 
 async fn cancel_code(

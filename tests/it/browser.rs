@@ -235,3 +235,57 @@ fn a_customer_joins_by_connection_code() {
     assert_eq!(v["ref"], "TICKET-99");
     assert_eq!(v["via"], "code");
 }
+
+#[test]
+fn an_invite_link_from_the_code_api_fills_in_the_code_and_joins_on_a_press() {
+    if !available() {
+        return;
+    }
+    let st = stage();
+    let alice = st.s.login("alice", AGENT_PW).0;
+    let r = st.s.post(
+        "/api/v1/codes",
+        Some(&alice),
+        serde_json::json!({ "ref": "CRM-7", "ttl_s": 600 }),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let v = r.json().unwrap();
+    let digits: String = v["code"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let invite = v["invite_url"].as_str().unwrap();
+    assert_eq!(
+        invite,
+        format!("https://{}/code?code={digits}", st.s.addr),
+        "the link points where the caller reached the appliance"
+    );
+    // Fetching the link (a mail scanner, a link preview) does not use the code up.
+    let path = invite.split_once(&st.s.addr).unwrap().1;
+    assert_eq!(st.s.get(path, None).status, 200);
+    // A link with something other than a code fills in nothing.
+    let r = st.s.get("/code?code=%22%3E%3Cscript%3E", None);
+    assert!(!String::from_utf8_lossy(&r.body).contains("<script>"));
+
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    let cust = driver.browser(profiles.path().join("customer"));
+    cust.goto(invite);
+    let filled = cust.js(
+        "return document.querySelector('#code').value;",
+        serde_json::json!([]),
+    );
+    assert_eq!(filled, serde_json::json!(digits));
+    cust.type_into("#name", "Ivy");
+    cust.click("#submit");
+    cust.find("#chat-input");
+    let id = cust.url().rsplit('/').next().unwrap().to_string();
+    let v =
+        st.s.get(&format!("/api/v1/sessions/{id}"), Some(&st.admin))
+            .json()
+            .unwrap();
+    assert_eq!(v["ref"], "CRM-7");
+    assert_eq!(v["via"], "code");
+}
