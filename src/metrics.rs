@@ -80,14 +80,10 @@ impl Metrics {
 
     /// Writes this process's counters.
     pub fn write(&self, out: &mut Exposition) {
-        out.family(
+        out.single(
             "custos_uptime_seconds",
             Kind::Gauge,
             "Seconds since this process started.",
-        );
-        out.sample(
-            "custos_uptime_seconds",
-            &[],
             self.started.elapsed().as_secs(),
         );
         out.family(
@@ -119,14 +115,10 @@ impl Metrics {
                 self.logins[r as usize].load(Ordering::Relaxed),
             );
         }
-        out.family(
+        out.single(
             "custos_relay_connections",
             Kind::Gauge,
             "Session relay WebSocket connections open now.",
-        );
-        out.sample(
-            "custos_relay_connections",
-            &[],
             self.relay_open.load(Ordering::Relaxed),
         );
         out.family(
@@ -145,14 +137,10 @@ impl Metrics {
                 self.relay_messages[r as usize].load(Ordering::Relaxed),
             );
         }
-        out.family(
+        out.single(
             "custos_relay_received_bytes_total",
             Kind::Counter,
             "Bytes of messages received on session relay connections.",
-        );
-        out.sample(
-            "custos_relay_received_bytes_total",
-            &[],
             self.relay_bytes.load(Ordering::Relaxed),
         );
     }
@@ -189,6 +177,12 @@ impl Exposition {
         };
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A family of one unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
     }
 
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {

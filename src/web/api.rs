@@ -860,26 +860,22 @@ async fn metrics(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Respo
             grouped(&counts.objects, state).1,
         );
     }
-    out.family(
+    out.single(
         "custos_legal_holds_active",
         Kind::Gauge,
         "Legal holds placed and not released.",
+        counts.holds_active,
     );
-    out.sample("custos_legal_holds_active", &[], counts.holds_active);
-    out.family(
+    out.single(
         "custos_audit_entries",
         Kind::Gauge,
         "Entries in the audit log.",
+        audit_size,
     );
-    out.sample("custos_audit_entries", &[], audit_size);
-    out.family(
+    out.single(
         "custos_audit_checkpoint_size",
         Kind::Gauge,
         "Tree size of the latest signed checkpoint (0 before the first).",
-    );
-    out.sample(
-        "custos_audit_checkpoint_size",
-        &[],
         counts.checkpoint.as_ref().map_or(0, |c| c.0),
     );
     if let Some(t) = counts
@@ -895,12 +891,12 @@ async fn metrics(State(app): State<Arc<App>>, Authed(p): Authed) -> Result<Respo
         let age = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
         out.sample("custos_audit_checkpoint_age_seconds", &[], age);
     }
-    out.family(
+    out.single(
         "custos_kek_epoch",
         Kind::Gauge,
         "The current key-encryption-key epoch.",
+        epoch.unwrap_or(0),
     );
-    out.sample("custos_kek_epoch", &[], epoch.unwrap_or(0));
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
         out.finish(),

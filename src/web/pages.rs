@@ -24,6 +24,7 @@ const AGENT_HTML: &str = include_str!("assets/agent.html");
 const AGENT_JS: &str = include_str!("assets/agent.js");
 const CUSTOMER_HTML: &str = include_str!("assets/customer.html");
 const CUSTOMER_JS: &str = include_str!("assets/customer.js");
+const COMMON_JS: &str = include_str!("assets/common.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
 pub fn routes() -> Router<Arc<App>> {
@@ -38,6 +39,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route(
             "/static/agent.js",
             get(|| async { asset("text/javascript; charset=utf-8", AGENT_JS) }),
+        )
+        .route(
+            "/static/common.js",
+            get(|| async { asset("text/javascript; charset=utf-8", COMMON_JS) }),
         )
         .route(
             "/static/customer.js",

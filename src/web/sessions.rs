@@ -1003,11 +1003,11 @@ pub async fn redeem(
         via: "code",
         recording,
     };
-    // The code is used before the session exists: a second redemption racing this one fails.
-    let sid_placeholder = crate::session::new_session_id();
-    let (c, sp) = (code.clone(), sid_placeholder.clone());
+    // The code is used (claimed under a fresh id) before the session exists: a second redemption
+    // racing this one fails. The claim is replaced by the session's id once it is created.
+    let (c, claim) = (code.clone(), crate::session::new_session_id());
     if !app
-        .db(move |s| s.write(|tx| tx.code_use(&c, &sp, now)))
+        .db(move |s| s.write(|tx| tx.code_use(&c, &claim, now)))
         .await?
     {
         return Err(ApiError::new(
