@@ -329,16 +329,20 @@ impl Sessions {
         })
     }
 
-    /// Bumps the change counter and tells every waiting customer their new position.
-    fn announce(&self) {
-        self.changed.send_modify(|v| *v += 1);
-        let rooms: Vec<Arc<Room>> = self
-            .rooms
+    /// Every live room, copied out so that no room is locked while the map is.
+    fn live_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms
             .lock()
             .expect("rooms")
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Bumps the change counter and tells every waiting customer their new position.
+    fn announce(&self) {
+        self.changed.send_modify(|v| *v += 1);
+        let rooms = self.live_rooms();
         let mut queues: HashMap<(String, String), Vec<Queued>> = HashMap::new();
         for r in rooms {
             let st = r.state.lock().expect("room");
@@ -847,13 +851,7 @@ impl Sessions {
 
     /// What an agent's console shows: the requests they may take and their own sessions.
     pub fn queue_view(&self, uid: i64, skills: &[(String, String)]) -> Value {
-        let rooms: Vec<Arc<Room>> = self
-            .rooms
-            .lock()
-            .expect("rooms")
-            .values()
-            .cloned()
-            .collect();
+        let rooms = self.live_rooms();
         let mut waiting = Vec::new();
         let mut mine = Vec::new();
         for r in rooms {
@@ -891,13 +889,7 @@ impl Sessions {
 
     /// Every queue (portal and skill) with how many wait and the longest wait, for monitors.
     pub fn queues_view(&self, portals: &[crate::config::Portal]) -> Vec<Value> {
-        let rooms: Vec<Arc<Room>> = self
-            .rooms
-            .lock()
-            .expect("rooms")
-            .values()
-            .cloned()
-            .collect();
+        let rooms = self.live_rooms();
         let mut out = Vec::new();
         for p in portals {
             for skill in &p.skills {
@@ -1224,13 +1216,7 @@ impl Sessions {
 
     /// Seals every live session's recording (at shutdown). Returns how many.
     pub async fn seal_all(&self) -> usize {
-        let rooms: Vec<Arc<Room>> = self
-            .rooms
-            .lock()
-            .expect("rooms")
-            .values()
-            .cloned()
-            .collect();
+        let rooms = self.live_rooms();
         for r in &rooms {
             r.recorder.finish().await;
         }
