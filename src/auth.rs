@@ -37,10 +37,12 @@ pub enum Permission {
     HandleSessions,
     /// Read any session's recorded content (with a stated reason).
     ReadAnySession,
+    /// Webhooks, their delivery log, and knowledge-base articles.
+    ManageIntegrations,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::ManageUsers,
         Permission::ReadAudit,
         Permission::ReadSystem,
@@ -49,6 +51,7 @@ impl Permission {
         Permission::ReadCompliance,
         Permission::HandleSessions,
         Permission::ReadAnySession,
+        Permission::ManageIntegrations,
     ];
 
     /// The scope name an API token uses for this permission.
@@ -62,6 +65,7 @@ impl Permission {
             Permission::ReadCompliance => "read_compliance",
             Permission::HandleSessions => "handle_sessions",
             Permission::ReadAnySession => "read_any_session",
+            Permission::ManageIntegrations => "manage_integrations",
         }
     }
 
@@ -89,6 +93,7 @@ pub fn allowed(role: Role, p: Permission) -> bool {
         ReadCompliance => matches!(role, Admin | Compliance | Auditor),
         HandleSessions => matches!(role, Admin | Agent),
         ReadAnySession => matches!(role, Admin | Compliance | Auditor),
+        ManageIntegrations => role == Admin,
     }
 }
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::integrations::settings;
+
 pub const FILE_NAME: &str = "custos.toml";
 
 pub const DEFAULT_TOML: &str = r##"# Custos appliance configuration. Changes take effect at the next start of `custos serve`.
@@ -81,6 +83,54 @@ text = "Hello, thank you for contacting us. How can I help?"
 [[canned]]
 title = "Closing"
 text = "Is there anything else I can help you with today?"
+
+# Webhooks are registered through the API (/api/v1/webhooks). Their deliveries, and alert
+# e-mails, wait in a durable outbox and are retried with exponential backoff.
+# [delivery]
+# First retry after this many milliseconds; each further retry waits twice as long.
+# initial_backoff_ms = 10000
+# The longest wait between two attempts, in seconds.
+# max_backoff_s = 3600
+# A delivery not accepted within this many hours is marked failed (an admin can retry it).
+# give_up_after_h = 72
+# How long one attempt may take, in seconds.
+# timeout_s = 10
+
+# Alerts go to every webhook that subscribes to "alert", to the e-mail addresses below, and
+# to every [[syslog]] sink that forwards "alerts". Leave a threshold out to turn it off.
+# [alerts]
+# survey_rating_at_or_below = 2
+# queue_length_above = 10
+# queue_wait_above_s = 300
+# Agents expected online in business hours; an alert when one is offline for longer than
+# agent_offline_after_s.
+# agents_on_duty = ["alice", "bob"]
+# agent_offline_after_s = 300
+# business_hours = "Mon-Fri 08:00-18:00"
+# utc_offset = "+01:00"
+# email_to = ["oncall@example.org"]
+# A condition that persists is reported again after this many seconds.
+# repeat_after_s = 1800
+
+# [smtp]
+# server = "mail.example.org:587"
+# from = "custos@example.org"
+# starttls = true
+# username = "custos"
+# password_file = "/etc/custos/smtp-password"
+# ca_file = "/etc/custos/mail-ca.pem"
+
+# Audit entries, checkpoints and alerts as RFC 5424 syslog (octet-counted) over TCP or TLS.
+# [[syslog]]
+# name = "siem"
+# address = "siem.example.org:6514"
+# transport = "tls"
+# ca_file = "/etc/custos/siem-ca.pem"
+# forward = ["audit", "checkpoints", "alerts"]
+
+# Knowledge base: a folder of Markdown articles, indexed at start and when changed.
+# [knowledge]
+# articles = "/etc/custos/articles"
 "##;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +162,15 @@ struct Raw {
     portal: Vec<RawPortal>,
     #[serde(default)]
     canned: Vec<Canned>,
+    #[serde(default)]
+    delivery: settings::RawDelivery,
+    #[serde(default)]
+    alerts: settings::RawAlerts,
+    smtp: Option<settings::RawSmtp>,
+    #[serde(default)]
+    syslog: Vec<settings::RawSyslog>,
+    #[serde(default)]
+    knowledge: settings::RawKnowledge,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -277,6 +336,8 @@ pub struct Config {
     pub canned: Vec<Canned>,
     /// The offline recovery recipient every data key is also wrapped to.
     pub recovery_recipient: Option<crate::age::Recipient>,
+    /// Webhook delivery, alerts, e-mail, syslog and the knowledge base.
+    pub integrations: settings::Integrations,
 }
 
 impl Config {
@@ -552,7 +613,18 @@ impl Config {
                     .map_err(|e| err(r.span(), format!("keys.recovery_recipient: {e}")))?,
             ),
         };
+        let integrations = settings::validate(
+            settings::Raw {
+                delivery: &raw.delivery,
+                alerts: &raw.alerts,
+                smtp: raw.smtp.as_ref(),
+                syslog: &raw.syslog,
+                knowledge: &raw.knowledge,
+            },
+            &err,
+        )?;
         Ok(Config {
+            integrations,
             recovery_recipient,
             max_file_bytes: ranged(
                 &raw.sessions.max_file_bytes,

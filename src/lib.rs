@@ -10,6 +10,8 @@
 //! - `cli`: the `custos` command line, turned into validated requests for `app`.
 //! - `web`: HTTP (axum over hyper and rustls): health, authentication, the API. Wire types live
 //!   here only; status codes are mapped in one place.
+//! - `integrations`: webhooks and e-mail through a durable outbox, alerts, syslog forwarding to a
+//!   SIEM, and the knowledge base.
 //! - `client`: a small HTTPS / Unix-socket client for the CLI, the console and tests.
 //! - `auth`: passwords, tokens, login throttling.
 //! - `archive`: encrypted objects on disk (`archive::stream` is the pure chunk codec).
@@ -32,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod export;
+pub mod integrations;
 pub mod keys;
 pub mod metrics;
 pub mod model;

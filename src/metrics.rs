@@ -34,6 +34,8 @@ pub struct Metrics {
     relay_messages: [AtomicU64; 3],
     relay_bytes: AtomicU64,
     relay_open: AtomicU64,
+    /// Outbox delivery attempts: [webhook ok, webhook failed, email ok, email failed].
+    deliveries: [AtomicU64; 4],
 }
 
 impl Default for Metrics {
@@ -51,6 +53,7 @@ impl Metrics {
             relay_messages: Default::default(),
             relay_bytes: AtomicU64::new(0),
             relay_open: AtomicU64::new(0),
+            deliveries: Default::default(),
         }
     }
 
@@ -70,6 +73,12 @@ impl Metrics {
     pub fn relay_message(&self, bytes: usize, r: RelayResult) {
         self.relay_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.relay_messages[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one outbox delivery attempt on a channel kind ("webhook" or "email").
+    pub fn delivery(&self, kind: &str, ok: bool) {
+        let i = usize::from(kind == "email") * 2 + usize::from(!ok);
+        self.deliveries[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a relay connection as open until the guard drops.
@@ -143,6 +152,26 @@ impl Metrics {
             "Bytes of messages received on session relay connections.",
             self.relay_bytes.load(Ordering::Relaxed),
         );
+        out.family(
+            "custos_delivery_attempts_total",
+            Kind::Counter,
+            "Webhook and e-mail delivery attempts, by channel kind and result.",
+        );
+        for (i, (kind, result)) in [
+            ("webhook", "ok"),
+            ("webhook", "failed"),
+            ("email", "ok"),
+            ("email", "failed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out.sample(
+                "custos_delivery_attempts_total",
+                &[("kind", kind), ("result", result)],
+                self.deliveries[i].load(Ordering::Relaxed),
+            );
+        }
     }
 }
 

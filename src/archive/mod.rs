@@ -493,6 +493,10 @@ impl ObjectWriter {
         self.id
     }
 
+    pub fn class(&self) -> DataClass {
+        self.class
+    }
+
     /// Buffers plaintext; full 64 KiB chunks are encrypted and written as they fill.
     pub fn append(&mut self, data: &[u8]) -> Result<(), ArchiveError> {
         self.stream.append(data).map_err(io_at(&self.path))

@@ -169,6 +169,7 @@ pub fn append_tx(tx: &Tx<'_>, events: &[Event]) -> Result<Vec<u64>, StoreError> 
             action: &entry.action,
             target: &entry.target,
         })?;
+        crate::integrations::enqueue_tx(tx, &entry)?;
         for (level, idx, h) in frontier.push(leaf) {
             tx.audit_node_insert(level, idx, &h)?;
         }

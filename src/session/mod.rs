@@ -1116,6 +1116,31 @@ impl Sessions {
         Ok(shown)
     }
 
+    /// What the customer has said in a live session (the request's question and their recent
+    /// chat), for knowledge-base suggestions; None if the session is not live. Only the
+    /// session's agent, or an admin, may ask.
+    pub fn customer_words(&self, id: &str, who: &Principal) -> Result<String, SessionError> {
+        let room = self
+            .room(id)
+            .ok_or_else(|| SessionError::NotFound(format!("session {id} is not live")))?;
+        let st = room.state.lock().expect("room");
+        if who.role != Role::Admin && st.agent.as_ref().map(|a| a.0) != Some(who.user_id) {
+            return Err(SessionError::Forbidden("this session is not yours".into()));
+        }
+        let mut words = st.question.clone();
+        for (m, _) in st.history.iter().rev().take(20) {
+            if let Ok(v) = serde_json::from_str::<Value>(m)
+                && v["type"] == "chat"
+                && v["from"] == "customer"
+                && let Some(t) = v["text"].as_str()
+            {
+                words.push(' ');
+                words.push_str(t);
+            }
+        }
+        Ok(words)
+    }
+
     /// Detaches a connection (if it is still the current one for its side).
     pub fn detach(&self, room: &Room, side: Side, conn_id: u64) {
         let left = {

@@ -124,18 +124,40 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
             let _ = tx.try_send(super::Out::Text(v.to_string().into()));
         }
         if let Some(done) = finish {
-            for writer in [w.transcript.take(), w.events.take()].into_iter().flatten() {
-                if let Err(e) = app.db(move |s| writer.finish(s)).await {
-                    tracing::error!(session = %session_id, error = %e, "cannot seal a session object");
-                }
-            }
+            seal(&app, &session_id, w, "ended").await;
             let _ = done.send(());
             return;
         }
     }
     // The room was dropped without finishing (shutdown): seal what was written.
+    seal(&app, &session_id, w, "shutdown").await;
+}
+
+/// Seals the session's open objects and records `recording.sealed` with what each holds.
+async fn seal(app: &Arc<App>, session_id: &str, mut w: Writers, why: &str) {
+    let mut objects = Vec::new();
     for writer in [w.transcript.take(), w.events.take()].into_iter().flatten() {
-        let _ = app.db(move |s| writer.finish(s)).await;
+        let (id, class) = (writer.id(), writer.class());
+        match app.db(move |s| writer.finish(s)).await {
+            Ok(c) => objects.push(serde_json::json!({
+                "object": id.to_string(), "class": class.as_str(), "bytes": c.plain_len,
+                "chunks": c.chunks, "sha256": hex::encode(c.plain_sha256),
+            })),
+            Err(e) => {
+                tracing::error!(session = %session_id, error = %e, "cannot seal a session object")
+            }
+        }
+    }
+    if objects.is_empty() {
+        return;
+    }
+    let ev = crate::audit::Event::system(
+        "recording.sealed",
+        &format!("session:{session_id}"),
+        serde_json::json!({ "reason": why, "objects": objects }),
+    );
+    if let Err(e) = app.audit(ev).await {
+        tracing::error!(session = %session_id, error = %e, "cannot audit a sealed recording");
     }
 }
 

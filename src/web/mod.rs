@@ -9,6 +9,7 @@
 mod api;
 mod compliance;
 mod error;
+mod integrations;
 mod pages;
 mod sessions;
 
@@ -50,7 +51,8 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
     let mut r = api::routes()
         .merge(sessions::routes(&app))
         .merge(pages::routes())
-        .merge(compliance::routes());
+        .merge(compliance::routes())
+        .merge(integrations::routes());
     if surface == Surface::Local {
         r = r.merge(api::local_routes());
     }

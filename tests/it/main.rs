@@ -16,3 +16,4 @@ mod retention;
 mod sessions;
 mod util;
 mod webdriver;
+mod webhooks;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::util::*;
 
-const ALL: [(Permission, &str); 8] = [
+const ALL: [(Permission, &str); 9] = [
     (Permission::ManageUsers, "ManageUsers"),
     (Permission::ReadAudit, "ReadAudit"),
     (Permission::ReadSystem, "ReadSystem"),
@@ -17,6 +17,7 @@ const ALL: [(Permission, &str); 8] = [
     (Permission::ReadCompliance, "ReadCompliance"),
     (Permission::HandleSessions, "HandleSessions"),
     (Permission::ReadAnySession, "ReadAnySession"),
+    (Permission::ManageIntegrations, "ManageIntegrations"),
 ];
 
 #[test]
@@ -221,6 +222,78 @@ fn every_endpoint_for_every_role() {
             Method::POST,
             "/api/v1/sessions/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/messages".into(),
             Some(json!({ "type": "chat", "text": "walk" })),
+            Permission::HandleSessions,
+        ),
+        (
+            Method::GET,
+            "/api/v1/webhooks".into(),
+            None,
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::POST,
+            "/api/v1/webhooks".into(),
+            Some(json!({ "url": "ftp://x", "events": [] })),
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/webhooks/999999".into(),
+            None,
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::GET,
+            "/api/v1/deliveries".into(),
+            None,
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::POST,
+            "/api/v1/deliveries/999999/retry".into(),
+            Some(json!({})),
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/kb/articles/Bad%20Slug".into(),
+            Some(json!({ "title": "t", "body": "b" })),
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/kb/articles/no-such-article".into(),
+            None,
+            Permission::ManageIntegrations,
+        ),
+        (
+            Method::GET,
+            "/api/v1/kb/articles".into(),
+            None,
+            Permission::HandleSessions,
+        ),
+        (
+            Method::GET,
+            "/api/v1/kb/articles/no-such-article".into(),
+            None,
+            Permission::HandleSessions,
+        ),
+        (
+            Method::GET,
+            "/api/v1/kb/search?q=printer".into(),
+            None,
+            Permission::HandleSessions,
+        ),
+        (
+            Method::GET,
+            "/api/v1/sessions/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/suggestions".into(),
+            None,
+            Permission::HandleSessions,
+        ),
+        (
+            Method::POST,
+            "/api/v1/sessions/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/kb/no-such-article/push".into(),
+            Some(json!({})),
             Permission::HandleSessions,
         ),
         // Last: for the agent this takes the waiting request.

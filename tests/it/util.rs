@@ -385,3 +385,75 @@ impl Ws {
         }
     }
 }
+
+pub fn customer_post(s: &Server, path: &str, token: &str, body: Value) -> custos::client::Response {
+    raw(
+        s,
+        Method::POST,
+        path,
+        &format!("Customer {token}"),
+        serde_json::to_vec(&body).unwrap(),
+    )
+}
+
+/// A request with an arbitrary Authorization header and body.
+pub fn raw(
+    s: &Server,
+    method: Method,
+    path: &str,
+    auth: &str,
+    body: Vec<u8>,
+) -> custos::client::Response {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fp = custos::tls::parse_fingerprint(&s.fingerprint).unwrap();
+    let cfg = custos::tls::pinned_client_config(fp).unwrap();
+    let addr = s.addr.clone();
+    let (auth, path) = (auth.to_string(), path.to_string());
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", auth)
+            .header("content-type", "application/octet-stream")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        custos::client::Response {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+/// Whether a tool a test needs is here. Outside CI a missing tool is a loud skip; in CI
+/// (`CI=true`) it is a failure.
+pub fn tool_present(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI");
+    }
+    eprintln!("\n*** SKIPPED: {what} is not installed ***\n");
+    false
+}

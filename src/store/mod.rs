@@ -14,6 +14,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::model::{ObjectId, ObjectState, Role};
 
+mod integrations;
+pub use integrations::{DeliveryRow, KbArticle, NewDelivery, WebhookRow};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -222,6 +225,67 @@ CREATE TABLE holds (
     released_at    TEXT,
     release_reason TEXT
 ) STRICT;
+"#,
+    r#"
+-- Webhook endpoints. The secret (hex) signs every delivery with HMAC-SHA256; it is shown once
+-- when the endpoint is created. A deleted endpoint keeps its row so its delivery log stays
+-- readable.
+CREATE TABLE webhooks (
+    id          INTEGER PRIMARY KEY,
+    url         TEXT NOT NULL,
+    events      TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    deleted_at  TEXT
+) STRICT;
+
+-- The durable outbox: one row per message to send on one channel ("webhook:ID" or "email").
+-- Rows are written in the transaction that records the event, so nothing is lost across a
+-- restart; workers move them from pending to delivered, or to failed after the give-up time.
+CREATE TABLE deliveries (
+    id          INTEGER PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_ms     INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error  TEXT,
+    done_ms     INTEGER
+) STRICT;
+CREATE INDEX deliveries_due ON deliveries(state, next_ms);
+CREATE INDEX deliveries_channel ON deliveries(channel, id);
+
+-- How far each syslog sink has forwarded the audit log and the checkpoints.
+CREATE TABLE forward_cursors (
+    sink       TEXT PRIMARY KEY,
+    audit_seq  INTEGER NOT NULL,
+    checkpoint INTEGER NOT NULL
+) STRICT;
+
+-- Knowledge-base articles (from the articles folder or the API), their full-text index and their
+-- version rules ("package below version: suggest this article, or push this URL").
+CREATE TABLE kb_articles (
+    slug       TEXT PRIMARY KEY,
+    title      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    tags       TEXT NOT NULL,
+    source     TEXT NOT NULL CHECK (source IN ('folder', 'api')),
+    push_url   TEXT,
+    updated_at TEXT NOT NULL
+) STRICT;
+CREATE VIRTUAL TABLE kb_fts USING fts5(slug UNINDEXED, title, body, tags, tokenize = 'porter unicode61');
+CREATE TABLE kb_rules (
+    slug    TEXT NOT NULL REFERENCES kb_articles(slug) ON DELETE CASCADE,
+    package TEXT NOT NULL,
+    below   TEXT NOT NULL
+) STRICT;
+CREATE INDEX kb_rules_package ON kb_rules(package);
 "#,
 ];
 
