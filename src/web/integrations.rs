@@ -502,7 +502,12 @@ async fn push_article(
             title: Some(a.title.clone()),
         },
         None => {
-            let mut text = format!("{}\n\n{}", a.title, a.body);
+            // The body may open with the title as its heading; the chat shows it once.
+            let body = a
+                .body
+                .strip_prefix(&format!("# {}", a.title))
+                .map_or(a.body.as_str(), str::trim_start);
+            let mut text = format!("{}\n\n{}", a.title, body);
             if text.chars().count() > MAX_CHAT_CHARS {
                 text = text.chars().take(MAX_CHAT_CHARS - 1).collect::<String>() + "…";
             }

@@ -289,3 +289,49 @@ fn an_invite_link_from_the_code_api_fills_in_the_code_and_joins_on_a_press() {
     assert_eq!(v["ref"], "CRM-7");
     assert_eq!(v["via"], "code");
 }
+
+#[test]
+fn the_agent_sends_a_suggested_article_with_one_click() {
+    if !available() {
+        return;
+    }
+    let st = stage();
+    let article = json!({
+        "title": "The VPN disconnects every few minutes",
+        "body": "Install the newer VPN client from the software centre, then sign in again.",
+        "tags": ["vpn"],
+    });
+    let r = st.s.call(
+        hyper::Method::PUT,
+        "/api/v1/kb/articles/vpn-drops",
+        Some(&st.admin),
+        Some(article),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let base = format!("https://{}", st.s.addr);
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    let alice = driver.browser(profiles.path().join("alice"));
+    let cust = driver.browser(profiles.path().join("customer"));
+    agent_login(&alice, &base, "alice");
+    alice.click("#code-new");
+    alice.wait_text("#code-value", " ");
+    let code = alice.text("#code-value");
+    cust.goto(&format!("{base}/code"));
+    cust.type_into("#code", &code);
+    cust.type_into("#name", "Jan");
+    cust.click("#submit");
+    cust.find("#chat-input");
+    let id = cust.url().rsplit('/').next().unwrap().to_string();
+    alice.find(&panel(&id));
+    cust.type_into("#chat-input", "My VPN disconnects all the time");
+    cust.click("#send");
+    let item = format!("{} .kb-item[data-slug=\"vpn-drops\"]", panel(&id));
+    alice.wait_text(&item, "The VPN disconnects every few minutes");
+    alice.click(&format!("{item} .kb-push"));
+    cust.wait_text("#messages", "Install the newer VPN client");
+    alice.wait_text(
+        &format!("{} .kb-status", panel(&id)),
+        "Sent \"The VPN disconnects every few minutes\"",
+    );
+}

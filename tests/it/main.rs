@@ -10,6 +10,7 @@ mod export;
 mod https;
 mod integration_api;
 mod integration_docs;
+mod knowledge;
 mod metrics;
 mod permissions;
 mod retention;

@@ -124,6 +124,7 @@
         transferForm: q('.transfer-form'), transferAgent: q('.transfer-agent'),
         transferNote: q('.transfer-note'), transferQueue: q('.transfer-queue'),
         end: q('.end'), reconnect: q('.reconnect'), closeTab: q('.close-tab'),
+        kbForm: q('.kb-form'), kbQuery: q('.kb-query'), kbStatus: q('.kb-status'), kbList: q('.kb-list'),
       };
       fillCanned(this.p.canned);
       this.wire();
@@ -160,6 +161,75 @@
       p.end.addEventListener('click', () => this.end());
       p.reconnect.addEventListener('click', () => this.reopen());
       p.closeTab.addEventListener('click', () => closeSession(this.id));
+      p.kbForm.addEventListener('submit', (e) => { e.preventDefault(); this.searchArticles(); });
+    }
+
+    // Knowledge base: suggestions from what the customer wrote (refreshed a moment after each
+    // of their messages), a search, and one button per article that sends it to the customer.
+    suggestSoon() {
+      if (this.closed || this.kbSearching) return;
+      clearTimeout(this.kbTimer);
+      this.kbTimer = setTimeout(() => this.loadSuggestions(), 600);
+    }
+
+    async loadSuggestions() {
+      if (this.closed || this.state !== 'active') return;
+      try {
+        const r = await api('GET', `${API}/sessions/${encodeURIComponent(this.id)}/suggestions`);
+        if (this.kbSearching) return;
+        const list = Array.isArray(r.suggestions) ? r.suggestions : [];
+        this.renderArticles(list, list.length ? 'Suggested from the conversation:' : 'No suggestions yet.');
+      } catch (e) {
+        setText(this.p.kbStatus, `Suggestions unavailable: ${e.message}`);
+      }
+    }
+
+    async searchArticles() {
+      const q = this.p.kbQuery.value.trim();
+      if (!q) {
+        this.kbSearching = false;
+        this.loadSuggestions();
+        return;
+      }
+      this.kbSearching = true;
+      try {
+        const r = await api('GET', `${API}/kb/search?q=${encodeURIComponent(q)}`);
+        const list = Array.isArray(r.results) ? r.results : [];
+        this.renderArticles(list, list.length ? `Articles matching "${q}":` : `No article matches "${q}".`);
+      } catch (e) {
+        setText(this.p.kbStatus, e.message);
+      }
+    }
+
+    renderArticles(list, heading) {
+      setText(this.p.kbStatus, heading);
+      const items = list.filter((a) => a && typeof a === 'object' && typeof a.slug === 'string').map((a) => {
+        const li = el('li', 'kb-item');
+        li.dataset.slug = a.slug;
+        li.append(el('strong', 'kb-title', str(a.title)));
+        const why = a.reason === 'version' ?
+          `${str(a.package)} ${str(a.installed)} is below ${str(a.below)}` : str(a.snippet);
+        if (why) li.append(el('p', 'hint', why));
+        const send = el('button', 'kb-push', a.push_url ? 'Send link' : 'Send article');
+        send.type = 'button';
+        send.addEventListener('click', () => this.pushArticle(a, send));
+        li.append(send);
+        return li;
+      });
+      this.p.kbList.replaceChildren(...items);
+    }
+
+    async pushArticle(a, button) {
+      if (this.closed) return;
+      button.disabled = true;
+      try {
+        await api('POST', `${API}/sessions/${encodeURIComponent(this.id)}/kb/${encodeURIComponent(a.slug)}/push`);
+        setText(this.p.kbStatus, `Sent "${str(a.title)}" to the customer.`);
+      } catch (e) {
+        showError(this.p.error, e.message);
+      } finally {
+        button.disabled = false;
+      }
     }
 
     who(m, kind) {
@@ -230,7 +300,10 @@
         case 'hello': this.onHello(m); break;
         case 'chat':
           if (this.list.chat(m)) this.activity();
-          if (m.from === 'customer') this.theirTyping(false);
+          if (m.from === 'customer') {
+            this.theirTyping(false);
+            this.suggestSoon();
+          }
           break;
         case 'ack': this.list.ack(m); break;
         case 'url': if (this.list.url(m)) this.activity(); break;
@@ -250,6 +323,7 @@
         case 'accepted':
           this.state = 'active';
           if (!this.closed) this.renderStatus();
+          this.suggestSoon();
           this.list.system(`Session accepted by ${str(m.agent) || 'an agent'}.`);
           break;
         case 'transferred': this.onTransferred(m); break;
@@ -299,6 +373,7 @@
         if (s.status === 'waiting' || s.status === 'active') this.state = s.status;
         else if (this.state === 'connecting') this.state = 'active';
         this.renderStatus();
+        this.suggestSoon();
       }
     }
 
