@@ -22,6 +22,8 @@ use crate::session::Sessions;
 
 const AGENT_HTML: &str = include_str!("assets/agent.html");
 const AGENT_JS: &str = include_str!("assets/agent.js");
+const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const CUSTOMER_HTML: &str = include_str!("assets/customer.html");
 const CUSTOMER_JS: &str = include_str!("assets/customer.js");
 const COMMON_JS: &str = include_str!("assets/common.js");
@@ -36,6 +38,11 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/code", get(code_form).post(code_submit))
         .route("/s/{id}", get(|| async { Html(CUSTOMER_HTML) }))
         .route("/agent", get(|| async { Html(AGENT_HTML) }))
+        .route("/dashboard", get(|| async { Html(DASHBOARD_HTML) }))
+        .route(
+            "/static/dashboard.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }),
+        )
         .route(
             "/static/agent.js",
             get(|| async { asset("text/javascript; charset=utf-8", AGENT_JS) }),

@@ -335,3 +335,49 @@ fn the_agent_sends_a_suggested_article_with_one_click() {
         "Sent \"The VPN disconnects every few minutes\"",
     );
 }
+
+#[test]
+fn the_supervisor_dashboard_follows_representatives_and_queues_live() {
+    if !available() {
+        return;
+    }
+    let st = stage();
+    let base = format!("https://{}", st.s.addr);
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    let sup = driver.browser(profiles.path().join("supervisor"));
+    sup.goto(&format!("{base}/dashboard"));
+    // An agent may not watch the board.
+    sup.type_into("#login-name", "alice");
+    sup.type_into("#login-password", AGENT_PW);
+    sup.click("#login-submit");
+    sup.wait_text("#board-error", "role");
+    sup.click("#logout");
+    sup.type_into("#login-name", "admin");
+    sup.type_into("#login-password", "admin password long");
+    sup.click("#login-submit");
+    sup.wait_text("#stream-status", "Live");
+    sup.wait_text("#queues tbody", "general");
+
+    // alice comes online and a customer waits: the board shows both without a reload.
+    let alice = st.s.login("alice", AGENT_PW).0;
+    st.s.post(
+        "/api/v1/agent/presence",
+        Some(&alice),
+        json!({ "status": "available" }),
+    );
+    sup.wait_text("#reps tbody tr[data-agent=\"alice\"]", "available");
+    st.s.post(
+        "/api/v1/requests",
+        None,
+        json!({ "portal": "support", "name": "Kim", "question": "q" }),
+    );
+    sup.wait_text("#total-waiting", "1");
+    sup.wait_text("#queues tbody tr[data-queue=\"support/general\"]", "1");
+    st.s.post(
+        "/api/v1/agent/presence",
+        Some(&alice),
+        json!({ "status": "away" }),
+    );
+    sup.wait_text("#reps tbody tr[data-agent=\"alice\"]", "away");
+}
