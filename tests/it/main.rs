@@ -6,6 +6,7 @@ mod archive;
 mod audit;
 mod browser;
 mod cli;
+mod example_crm;
 mod export;
 mod https;
 mod integration_api;
