@@ -9,6 +9,7 @@
 //! The live state is rebuilt from SQLite at start, so a restart loses no waiting request and no
 //! session; participants reconnect by themselves.
 
+pub mod diagnostics;
 pub mod protocol;
 mod recorder;
 
@@ -134,6 +135,8 @@ struct RoomState {
     transfer_note: Option<String>,
     /// When the request first entered the queue: a session put back keeps its place.
     first_queued: Instant,
+    /// Installed packages from the latest diagnostics, for knowledge-base version rules.
+    packages: Vec<(String, String)>,
 }
 
 /// A waiting or active session.
@@ -325,6 +328,7 @@ impl Sessions {
                 history: VecDeque::new(),
                 transfer_note: None,
                 first_queued: Instant::now(),
+                packages: Vec::new(),
             }),
         })
     }
@@ -1116,10 +1120,14 @@ impl Sessions {
         Ok(shown)
     }
 
-    /// What the customer has said in a live session (the request's question and their recent
-    /// chat), for knowledge-base suggestions; None if the session is not live. Only the
-    /// session's agent, or an admin, may ask.
-    pub fn customer_words(&self, id: &str, who: &Principal) -> Result<String, SessionError> {
+    /// What knowledge-base suggestions work from in a live session: what the customer has said
+    /// (the request's question and their recent chat) and the packages from the latest
+    /// diagnostics. Only the session's agent, or an admin, may ask.
+    pub fn suggestion_inputs(
+        &self,
+        id: &str,
+        who: &Principal,
+    ) -> Result<(String, Vec<(String, String)>), SessionError> {
         let room = self
             .room(id)
             .ok_or_else(|| SessionError::NotFound(format!("session {id} is not live")))?;
@@ -1138,7 +1146,55 @@ impl Sessions {
                 words.push_str(t);
             }
         }
-        Ok(words)
+        Ok((words, st.packages.clone()))
+    }
+
+    /// Diagnostics arrived from the customer's machine (already stored): the agent is told, and
+    /// its packages feed the suggestions.
+    pub async fn diagnostics_arrived(
+        &self,
+        id: &str,
+        summary: Value,
+        packages: Vec<(String, String)>,
+    ) {
+        let Some(room) = self.room(id) else { return };
+        let text = protocol::simple(
+            "diagnostics",
+            json!({ "summary": summary, "at": now_rfc3339() }),
+        );
+        {
+            let mut st = room.state.lock().expect("room");
+            st.packages = packages;
+            st.history.push_back((text.clone().into(), true));
+            if st.history.len() > HISTORY {
+                st.history.pop_front();
+            }
+        }
+        room.broadcast(&text, true);
+        room.record_event(json!({ "event": "diagnostics", "summary": summary }))
+            .await;
+    }
+
+    /// The session's agent asks the customer's client for fresh diagnostics.
+    pub fn request_diagnostics(&self, id: &str, who: &Principal) -> Result<(), SessionError> {
+        Self::require_agent(who)?;
+        let room = self
+            .room(id)
+            .ok_or_else(|| SessionError::NotFound(format!("session {id} is not live")))?;
+        {
+            let st = room.state.lock().expect("room");
+            if st.agent.as_ref().map(|a| a.0) != Some(who.user_id) {
+                return Err(SessionError::Forbidden("this session is not yours".into()));
+            }
+            if st.status != Status::Active {
+                return Err(SessionError::Conflict("the session is not active".into()));
+            }
+        }
+        room.send_to(
+            Side::Customer,
+            protocol::simple("diagnostics_request", json!({ "by": who.name })).into(),
+        );
+        Ok(())
     }
 
     /// Detaches a connection (if it is still the current one for its side).

@@ -839,6 +839,20 @@ impl Tx<'_> {
         rows.into_iter().map(ObjectRowRaw::build).collect()
     }
 
+    /// A session's objects (shredded ones included, so a record shows what retention removed),
+    /// in creation order.
+    pub fn objects_of_session(&self, session_id: &str) -> Result<Vec<ObjectRow>> {
+        let sql = format!(
+            "SELECT {} FROM objects WHERE session_id = ?1 ORDER BY created_at, id",
+            Self::OBJECT_COLS
+        );
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt
+            .query_map([session_id], Self::object_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(ObjectRowRaw::build).collect()
+    }
+
     /// The wrapped data key of an object and the KEK epoch it is wrapped under.
     pub fn object_key(&self, id: ObjectId) -> Result<Option<(u32, Vec<u8>)>> {
         Ok(self

@@ -472,15 +472,16 @@ async fn search(
     Ok(Json(json!({ "results": results })))
 }
 
-/// Articles for the agent of a live session: from the customer's words.
+/// Articles for the agent of a live session: from the customer's words and, by version rules,
+/// from the installed packages in the session's diagnostics.
 async fn suggestions(
     State(app): State<Arc<App>>,
     Authed(p): Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require(&p, Permission::HandleSessions)?;
-    let words = app.sessions.customer_words(&id, &p)?;
-    let list = kb::suggest(&app, words, Vec::new()).await?;
+    let (words, packages) = app.sessions.suggestion_inputs(&id, &p)?;
+    let list = kb::suggest(&app, words, packages).await?;
     Ok(Json(json!({ "suggestions": list })))
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 mod compliance;
+mod diagnostics;
 mod error;
 mod integrations;
 mod pages;
@@ -52,7 +53,8 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
         .merge(sessions::routes(&app))
         .merge(pages::routes())
         .merge(compliance::routes())
-        .merge(integrations::routes());
+        .merge(integrations::routes())
+        .merge(diagnostics::routes());
     if surface == Surface::Local {
         r = r.merge(api::local_routes());
     }

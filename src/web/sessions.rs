@@ -106,12 +106,12 @@ fn customer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
 }
 
 /// Who may act on a session: its customer (by token) or an authenticated user.
-enum Party {
+pub(super) enum Party {
     Customer,
     User(Principal),
 }
 
-async fn party(
+pub(super) async fn party(
     app: &Arc<App>,
     id: &str,
     headers: &HeaderMap,
@@ -140,7 +140,7 @@ async fn party(
     }
 }
 
-fn valid_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn valid_id(id: &str) -> Result<(), ApiError> {
     if crate::session::valid_session_id(id) {
         Ok(())
     } else {
@@ -1244,11 +1244,20 @@ async fn customer_view(
 
 /// Reads a session's transcript from the archive: every transcript object, in order.
 async fn read_transcript(app: &Arc<App>, id: &str) -> Result<Vec<Value>, ApiError> {
+    read_lines(app, id, "transcript").await
+}
+
+/// Every JSON line of a session's objects of one class, oldest object first.
+pub(super) async fn read_lines(
+    app: &Arc<App>,
+    id: &str,
+    class: &'static str,
+) -> Result<Vec<Value>, ApiError> {
     let keys = app.keys().ok_or_else(ApiError::sealed)?;
     let archive = app.archive.clone();
     let sid = id.to_string();
     app.db(move |s| -> Result<Vec<Value>, ApiError> {
-        let ids = s.read(|tx| tx.session_objects(&sid, "transcript"))?;
+        let ids = s.read(|tx| tx.session_objects(&sid, class))?;
         let mut out = Vec::new();
         for oid in ids {
             let mut r = archive.open(s, &keys, oid).map_err(ApiError::internal)?;
@@ -1411,7 +1420,10 @@ struct DetailQuery {
 
 /// Compliance officers and auditors read session content only with a stated reason, which the
 /// audit entry keeps.
-fn stated_reason(p: &Principal, reason: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn stated_reason(
+    p: &Principal,
+    reason: Option<String>,
+) -> Result<Option<String>, ApiError> {
     let reason = reason
         .map(|r| r.trim().chars().take(500).collect::<String>())
         .filter(|r| !r.is_empty());
@@ -1433,13 +1445,14 @@ async fn session_detail(
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&id)?;
     let sid = id.clone();
-    let (row, participants, files) = app
+    let (row, participants, files, objects) = app
         .db(move |s| {
             s.read(|tx| {
                 Ok((
                     tx.session_get(&sid)?,
                     tx.participants(&sid)?,
                     tx.files(&sid)?,
+                    tx.objects_of_session(&sid)?,
                 ))
             })
         })
@@ -1471,7 +1484,7 @@ async fn session_detail(
         &src,
         "session.read",
         &format!("session:{id}"),
-        json!({ "parts": ["transcript", "file list", "survey rating"], "reason": reason, "include_sensitive": q.include_sensitive }),
+        json!({ "parts": ["transcript", "diagnostics", "file list", "survey rating"], "reason": reason, "include_sensitive": q.include_sensitive }),
     ))
     .await?;
     if q.include_sensitive
@@ -1524,6 +1537,17 @@ async fn session_detail(
         "transcript": visible,
         "files": files.iter().map(|f| json!({ "file_id": f.id, "name": f.name, "size": f.size, "sha256": hex::encode(&f.sha256), "from": f.sender, "at": f.created_at })).collect::<Vec<_>>(),
         "survey": row.survey_rating.map(|r| json!({ "rating": r, "at": row.survey_at })),
+        "diagnostics": read_lines(&app, &id, "diagnostics").await?,
+        // The recorded streams, as stored (encrypted) in the archive.
+        "recordings": objects
+            .iter()
+            .filter(|o| matches!(o.class.as_str(), "transcript" | "events" | "recording"))
+            .map(|o| json!({
+                "object": o.id.to_string(), "class": o.class, "state": o.state.as_str(),
+                "created_at": o.created_at, "closed_at": o.closed_at, "bytes": o.plain_len,
+                "sha256": o.plain_sha256.map(hex::encode),
+            }))
+            .collect::<Vec<_>>(),
     })))
 }
 

@@ -208,6 +208,62 @@ fn articles_are_indexed_suggested_from_the_chat_and_pushed_with_one_click() {
         "{sug}"
     );
 
+    // Diagnostics from the customer's machine: validated, stored, summarized to the agent, and
+    // checked against the version rules (openvpn 2.5.1 is below 2.6.0).
+    let ctoken = req["customer_token"].as_str().unwrap().to_string();
+    let diag_path = format!("/api/v1/sessions/{id}/diagnostics");
+    let diag = json!({
+        "v": 1, "collected_at": "2026-11-28T10:00:00Z",
+        "os": { "name": "Debian GNU/Linux", "version": "12", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "hostname": "pc-17" },
+        "cpu": { "model": "Xeon", "cores": 8, "load": [0.5, 0.4, 0.3] },
+        "memory": { "total_bytes": 17179869184u64, "available_bytes": 8589934592u64 },
+        "disks": [{ "mount": "/", "fs": "ext4", "total_bytes": 100, "free_bytes": 40 }],
+        "network": [{ "name": "eth0", "mac": "52:54:00:12:34:56", "addresses": ["10.0.0.7/24"], "up": true }],
+        "processes": [{ "pid": 1, "name": "systemd", "cpu_percent": 0.1, "rss_bytes": 1000 }],
+        "packages": { "manager": "dpkg", "list": [{ "name": "openvpn", "version": "2.5.1-3" }, { "name": "bash", "version": "5.2.15-2" }] }
+    });
+    assert_eq!(
+        s.post(&diag_path, Some(&alice), diag.clone()).status,
+        403,
+        "only the customer's machine sends them"
+    );
+    let mut bad = diag.clone();
+    bad["cpu"]["cores"] = json!(0);
+    let r = customer_post(&s, &diag_path, &ctoken, bad);
+    assert_eq!(r.status, 400);
+    assert!(r.error_message().contains("cores"), "{}", r.error_message());
+    let huge = raw(
+        &s,
+        Method::POST,
+        &diag_path,
+        &format!("Customer {ctoken}"),
+        vec![b' '; 5 * 1024 * 1024],
+    );
+    assert_eq!(huge.status, 413);
+    let r = customer_post(&s, &diag_path, &ctoken, diag);
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    assert_eq!(r.json().unwrap()["summary"]["packages"], 2);
+    let sug = s.get(&path, Some(&alice)).json().unwrap();
+    let by_version = sug["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["reason"] == "version")
+        .unwrap_or_else(|| panic!("{sug}"));
+    assert_eq!(by_version["slug"], "vpn-client");
+    assert_eq!(by_version["installed"], "2.5.1-3");
+    let got = s.get(&diag_path, Some(&alice)).json().unwrap();
+    assert_eq!(got["diagnostics"][0]["os"]["kernel"], "6.1.0-18-amd64");
+    assert_eq!(
+        s.get(&diag_path, Some(&admin)).status,
+        200,
+        "admins read any session"
+    );
+    // The agent asks for fresh diagnostics: the customer's client is told.
+    let r = s.post(&format!("{diag_path}/request"), Some(&alice), json!({}));
+    assert_eq!(r.status, 202, "{}", r.error_message());
+    assert_eq!(cust.expect("diagnostics_request")["by"], "alice");
+
     // One click: the article with a file to push arrives as a link; one without, as text.
     let r = s.post(
         &format!("/api/v1/sessions/{id}/kb/vpn-client/push"),

@@ -296,6 +296,18 @@ fn every_endpoint_for_every_role() {
             Some(json!({})),
             Permission::HandleSessions,
         ),
+        (
+            Method::GET,
+            format!("/api/v1/sessions/{sid}/diagnostics?reason=permission%20walk"),
+            None,
+            Permission::ReadAnySession,
+        ),
+        (
+            Method::POST,
+            "/api/v1/sessions/sess_aaaaaaaaaaaaaaaaaaaaaaaaaa/diagnostics/request".into(),
+            Some(json!({})),
+            Permission::HandleSessions,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,

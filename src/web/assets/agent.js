@@ -124,6 +124,7 @@
         transferForm: q('.transfer-form'), transferAgent: q('.transfer-agent'),
         transferNote: q('.transfer-note'), transferQueue: q('.transfer-queue'),
         end: q('.end'), reconnect: q('.reconnect'), closeTab: q('.close-tab'),
+        diagAsk: q('.diag-ask'), diagStatus: q('.diag-status'),
         kbForm: q('.kb-form'), kbQuery: q('.kb-query'), kbStatus: q('.kb-status'), kbList: q('.kb-list'),
       };
       fillCanned(this.p.canned);
@@ -162,6 +163,7 @@
       p.reconnect.addEventListener('click', () => this.reopen());
       p.closeTab.addEventListener('click', () => closeSession(this.id));
       p.kbForm.addEventListener('submit', (e) => { e.preventDefault(); this.searchArticles(); });
+      p.diagAsk.addEventListener('click', () => this.askDiagnostics());
     }
 
     // Knowledge base: suggestions from what the customer wrote (refreshed a moment after each
@@ -217,6 +219,19 @@
         return li;
       });
       this.p.kbList.replaceChildren(...items);
+    }
+
+    async askDiagnostics() {
+      if (this.closed) return;
+      this.p.diagAsk.disabled = true;
+      try {
+        await api('POST', `${API}/sessions/${encodeURIComponent(this.id)}/diagnostics/request`);
+        setText(this.p.diagStatus, 'Asked the customer\'s computer for diagnostics.');
+      } catch (e) {
+        showError(this.p.error, e.message);
+      } finally {
+        this.p.diagAsk.disabled = false;
+      }
     }
 
     async pushArticle(a, button) {
@@ -326,6 +341,14 @@
           this.suggestSoon();
           this.list.system(`Session accepted by ${str(m.agent) || 'an agent'}.`);
           break;
+        case 'diagnostics': {
+          const d = m.summary && typeof m.summary === 'object' ? m.summary : {};
+          const parts = [str(d.os), d.kernel ? `kernel ${str(d.kernel)}` : '', str(d.cpu),
+            d.packages ? `${str(d.packages)} packages` : ''].filter(Boolean);
+          this.list.system(`Diagnostics received: ${parts.join(', ') || 'no details'}.`, m.at);
+          this.suggestSoon();
+          break;
+        }
         case 'transferred': this.onTransferred(m); break;
         case 'ended':
           if (this.closed === 'ended') break;
