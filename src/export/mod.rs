@@ -182,6 +182,7 @@ pub fn build(
         let transcript = read_objects(store, archive, keys, sid, DataClass::Transcript)?;
         let events = read_objects(store, archive, keys, sid, DataClass::Events)?;
         let survey = read_objects(store, archive, keys, sid, DataClass::Survey)?;
+        let diagnostics = read_objects(store, archive, keys, sid, DataClass::Diagnostics)?;
         let mut text = String::new();
         for line in transcript.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             if let Ok(m) = serde_json::from_slice::<Value>(line) {
@@ -230,6 +231,12 @@ pub fn build(
                 .filter_map(|l| serde_json::from_slice(l).ok())
                 .collect(),
         );
+        for_viewer["diagnostics"] = Value::Array(
+            diagnostics
+                .split(|b| *b == b'\n')
+                .filter_map(|l| serde_json::from_slice(l).ok())
+                .collect(),
+        );
         for_viewer["encrypted"] = json!(!req.recipients.is_empty());
         viewer_sessions.push(for_viewer);
         payload.insert(
@@ -241,6 +248,9 @@ pub fn build(
         payload.insert(format!("{base}/events.jsonl"), events);
         if !survey.is_empty() {
             payload.insert(format!("{base}/survey.json"), survey);
+        }
+        if !diagnostics.is_empty() {
+            payload.insert(format!("{base}/diagnostics.jsonl"), diagnostics);
         }
         // The audit entries about this session, each with its inclusion proof to the checkpoint.
         let target = format!("session:{sid}");

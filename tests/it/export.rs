@@ -60,6 +60,14 @@ fn world() -> (Dir, Vec<String>) {
         ws.expect("hello");
         ws.send(&json!({ "type": "chat", "text": format!("hello number {i}"), "id": "a" }));
         ws.expect("ack");
+        let diag = json!({ "v": 1, "collected_at": "2026-11-28T10:00:00Z", "os": { "name": "Debian GNU/Linux", "kernel": format!("6.1.0-{i}") } });
+        let r = customer_post(
+            &s,
+            &format!("/api/v1/sessions/{id}/diagnostics"),
+            &token,
+            diag,
+        );
+        assert_eq!(r.status, 201, "{}", r.error_message());
         assert_eq!(
             s.post(
                 &format!("/api/v1/sessions/{id}/end"),
@@ -216,6 +224,10 @@ fn an_export_round_trips_is_deterministic_and_verifies_with_standard_tools() {
         std::fs::read_to_string(bag.join(format!("data/sessions/{}/transcript.txt", ids[0])))
             .unwrap();
     assert!(transcript.contains("hello number 0"), "{transcript}");
+    let diag =
+        std::fs::read_to_string(bag.join(format!("data/sessions/{}/diagnostics.jsonl", ids[0])))
+            .unwrap();
+    assert!(diag.contains("\"kernel\":\"6.1.0-0\""), "{diag}");
 }
 
 #[test]
