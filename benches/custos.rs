@@ -25,6 +25,12 @@ struct Sizes {
     audit_entries: u64,
     proof_entries: u64,
     sessions: usize,
+    /// Sessions synced through the Sessions API.
+    sync_sessions: usize,
+    /// Subscribers to the monitors stream.
+    subscribers: usize,
+    /// Webhook deliveries.
+    deliveries: usize,
 }
 
 struct Report {
@@ -324,6 +330,9 @@ fn main() {
             audit_entries: 20_000,
             proof_entries: 50_000,
             sessions: 100,
+            sync_sessions: 10_000,
+            subscribers: 100,
+            deliveries: 200,
         }
     } else {
         Sizes {
@@ -331,6 +340,9 @@ fn main() {
             audit_entries: 200_000,
             proof_entries: 1_000_000,
             sessions: 1000,
+            sync_sessions: 1_000_000,
+            subscribers: 1000,
+            deliveries: 2000,
         }
     };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -345,6 +357,7 @@ fn main() {
     bench_archive(tmp.path(), &sizes, &mut r);
     bench_audit(tmp.path(), &sizes, &mut r);
     sessions::run(tmp.path(), sizes.sessions, &mut r);
+    integrations::run(tmp.path(), &sizes, &mut r);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let commit = Command::new("git")
@@ -407,6 +420,8 @@ fn main() {
     println!("wrote docs/benchmarks.md and docs/benchmarks.json");
 }
 
+mod integrations;
+
 mod sessions {
     //! Sessions through a real server over TLS: queue notification latency, chat round trips
     //! with many concurrent sessions, memory per connected session, file relay throughput.
@@ -440,7 +455,7 @@ mod sessions {
         }
     }
 
-    fn start(data: &Path) -> (Server, Option<String>) {
+    pub fn start(data: &Path) -> (Server, Option<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
             .args([
                 "--data",
@@ -475,14 +490,14 @@ mod sessions {
     }
 
     impl Server {
-        fn ep(&self) -> Endpoint {
+        pub fn ep(&self) -> Endpoint {
             Endpoint::Https {
                 addr: self.addr.clone(),
                 tls: self.tls.clone(),
             }
         }
 
-        async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+        pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
             let r = self
                 .ep()
                 .request(Method::POST, path, token, Some(&body))
@@ -849,12 +864,17 @@ mod sessions {
         t.elapsed()
     }
 
-    struct Sse {
+    pub struct Sse {
         body: hyper::body::Incoming,
         buf: String,
     }
 
     async fn sse_stream(s: &Server, token: &str) -> Sse {
+        sse_at(s, token, "/api/v1/queue/stream").await
+    }
+
+    /// An event stream at `path` over its own TLS connection.
+    pub async fn sse_at(s: &Server, token: &str, path: &str) -> Sse {
         let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(s.tls.clone())
             .connect(
@@ -869,7 +889,7 @@ mod sessions {
                 .unwrap();
         tokio::spawn(conn);
         let req = hyper::Request::builder()
-            .uri("/api/v1/queue/stream")
+            .uri(path)
             .header("host", "localhost")
             .header("authorization", format!("Bearer {token}"))
             .body(http_body_util::Empty::<hyper::body::Bytes>::new())
@@ -883,7 +903,7 @@ mod sessions {
 
     impl Sse {
         /// The data of the next event.
-        async fn next_event(&mut self) -> String {
+        pub async fn next_event(&mut self) -> String {
             use http_body_util::BodyExt;
             loop {
                 if let Some(end) = self.buf.find("\n\n") {

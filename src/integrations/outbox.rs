@@ -107,6 +107,9 @@ async fn work(app: &Arc<App>, channel: &str) {
                 return;
             }
         };
+        // Attempts are recorded per batch, in one transaction: a crash before it is written
+        // sends those deliveries again (delivery is at least once), never loses them.
+        let mut results = Vec::with_capacity(due.len());
         for d in due {
             let (ok, status, error) = attempt(app, &d).await;
             let d_cfg = &app.config.integrations.delivery;
@@ -126,16 +129,21 @@ async fn work(app: &Arc<App>, channel: &str) {
             if !ok {
                 tracing::warn!(delivery = d.id, channel = %d.channel, error = error.as_deref().unwrap_or(""), "delivery failed");
             }
-            let id = d.id;
-            let r = app
-                .db(move |s| {
-                    s.write(|tx| tx.delivery_attempted(id, ok, status, error.as_deref(), next, now))
+            results.push((d.id, ok, status, error, next, now));
+        }
+        let r = app
+            .db(move |s| {
+                s.write(|tx| {
+                    for (id, ok, status, error, next, now) in &results {
+                        tx.delivery_attempted(*id, *ok, *status, error.as_deref(), *next, *now)?;
+                    }
+                    Ok(())
                 })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "cannot record a delivery attempt");
-                return;
-            }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot record delivery attempts");
+            return;
         }
     }
 }
