@@ -2,6 +2,7 @@
 //! commands in a shell, the JavaScript in Node.js, against a real appliance.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -11,13 +12,25 @@ use crate::webdriver::{Driver, available};
 
 const DOC_BASE: &str = "https://custos.example.org:8443";
 
-/// The fenced blocks of the guide that follow a `<!-- test: NAME -->` marker.
+/// The fenced blocks of the end-user guide that follow a `<!-- test: NAME -->` marker.
 fn examples() -> HashMap<String, String> {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/end-user-integration.md"
-    ))
-    .unwrap();
+    let out = examples_of("end-user-integration.md");
+    for want in [
+        "html-link",
+        "html-form",
+        "curl-request",
+        "node-request",
+        "curl-survey",
+    ] {
+        assert!(out.contains_key(want), "the guide lost its {want} example");
+    }
+    out
+}
+
+/// The fenced blocks of `docs/NAME` that follow a `<!-- test: NAME -->` marker.
+fn examples_of(doc: &str) -> HashMap<String, String> {
+    let doc =
+        std::fs::read_to_string(format!("{}/docs/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut out = HashMap::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {
@@ -37,15 +50,6 @@ fn examples() -> HashMap<String, String> {
             .take_while(|l| !l.starts_with("```"))
             .collect();
         out.insert(name.to_string(), body.join("\n"));
-    }
-    for want in [
-        "html-link",
-        "html-form",
-        "curl-request",
-        "node-request",
-        "curl-survey",
-    ] {
-        assert!(out.contains_key(want), "the guide lost its {want} example");
     }
     out
 }
@@ -118,10 +122,15 @@ impl Fixture {
 }
 
 fn shell(script: &str, env: &[(&str, &str)]) -> String {
+    shell_in(script, env, Path::new("."))
+}
+
+fn shell_in(script: &str, env: &[(&str, &str)], dir: &Path) -> String {
     let out = Command::new("bash")
         .arg("-ec")
         .arg(script)
         .envs(env.iter().copied())
+        .current_dir(dir)
         .output()
         .expect("bash");
     assert!(
@@ -242,4 +251,98 @@ fn the_html_examples_work_as_written() {
     assert_ne!(id, id2);
     f.assert_tagged(&id2, "CRM-1002");
     b.wait_text("#queue-position", "2");
+}
+
+/// The curl examples of docs/api.md for webhooks, the knowledge base and diagnostics, as written.
+#[test]
+fn the_api_guide_examples_work_as_written() {
+    let ex = examples_of("api.md");
+    for want in ["webhook-register", "webhook-verify", "kb", "diagnostics"] {
+        assert!(ex.contains_key(want), "docs/api.md lost its {want} example");
+    }
+    let f = fixture();
+    let rx = crate::webhooks::Receiver::start();
+    let env_admin = [("ADMIN", f.admin.as_str())];
+    let script = f
+        .adapt(&ex["webhook-register"])
+        .replace("https://crm.example.org/custos", &rx.url());
+    let hook: Value = serde_json::from_str(&shell(&script, &env_admin)).unwrap();
+    let secret = hook["secret"].as_str().unwrap().to_string();
+
+    // A request arrives and alice takes it: request.created reaches the receiver.
+    let r = f.s.post(
+        "/api/v1/requests",
+        None,
+        json!({ "portal": "support", "name": "Ola", "question": "Wi-Fi drops" }),
+    );
+    let req = r.json().unwrap();
+    let id = req["request_id"].as_str().unwrap().to_string();
+    let (alice, _) = f.s.login("alice", "agent password 123");
+    assert_eq!(
+        f.s.post(
+            &format!("/api/v1/requests/{id}/accept"),
+            Some(&alice),
+            json!({})
+        )
+        .status,
+        200
+    );
+    rx.wait_for("request.created", |g| !g.is_empty());
+    let (headers, body) = rx.raw(0);
+    let sig = crate::webhooks::header(&headers, "custos-signature").to_string();
+    let (t, v1) = sig.split_once(',').unwrap();
+    let (t, v1) = (t.trim_start_matches("t="), v1.trim_start_matches("v1="));
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("body.json"), &body).unwrap();
+    let verify_env = [("SECRET", secret.as_str()), ("T", t), ("V1", v1)];
+    assert_eq!(
+        shell_in(&ex["webhook-verify"], &verify_env, work.path()).trim(),
+        "valid"
+    );
+    // A changed body does not verify.
+    std::fs::write(
+        work.path().join("body.json"),
+        body.replace("request.created", "request.cancelled"),
+    )
+    .unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&ex["webhook-verify"])
+        .envs(verify_env)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("valid"));
+
+    // The knowledge-base examples, in a session alice handles.
+    let env = [
+        ("ADMIN", f.admin.as_str()),
+        ("AGENT_TOKEN", alice.as_str()),
+        ("ID", id.as_str()),
+    ];
+    let out = shell(&f.adapt(&ex["kb"]), &env);
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(docs.len(), 4, "{out}");
+    assert_eq!(docs[0]["slug"], "wifi", "{out}");
+    assert_eq!(docs[1]["results"], json!([]), "{out}");
+    assert_eq!(
+        docs[2]["suggestions"][0]["slug"], "wifi",
+        "the question mentions Wi-Fi: {out}"
+    );
+    assert_eq!(docs[3]["article"], "wifi", "{out}");
+
+    // Diagnostics: the customer's client has sent some; the agent asks again and reads them.
+    let diag = json!({ "v": 1, "collected_at": "2026-11-28T10:00:00Z", "os": { "name": "Debian GNU/Linux" }, "packages": { "manager": "dpkg", "list": [{ "name": "iwlwifi", "version": "1.5" }, { "name": "bash", "version": "5.2" }] } });
+    let r = crate::util::customer_post(
+        &f.s,
+        &format!("/api/v1/sessions/{id}/diagnostics"),
+        req["customer_token"].as_str().unwrap(),
+        diag,
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let out = shell(&f.adapt(&ex["diagnostics"]), &env);
+    assert_eq!(out.trim(), "2", "{out}");
 }

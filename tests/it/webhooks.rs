@@ -20,7 +20,7 @@ type Received = (Vec<(String, String)>, String);
 
 /// A webhook receiver on loopback: records every request and answers with `status` after
 /// `delay_ms`.
-struct Receiver {
+pub struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
@@ -28,7 +28,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start() -> Self {
+    pub fn start() -> Self {
         Self::on(TcpListener::bind("127.0.0.1:0").unwrap())
     }
 
@@ -53,8 +53,13 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// The `i`-th request exactly as received.
+    pub fn raw(&self, i: usize) -> Received {
+        self.got.lock().unwrap()[i].clone()
     }
 
     fn bodies(&self) -> Vec<(Vec<(String, String)>, Value)> {
@@ -67,7 +72,7 @@ impl Receiver {
     }
 
     /// Waits (bounded) until `pred` holds for what was received.
-    fn wait_for(&self, what: &str, pred: impl Fn(&[(Vec<(String, String)>, Value)]) -> bool) {
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[(Vec<(String, String)>, Value)]) -> bool) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
             if pred(&self.bodies()) {
@@ -115,7 +120,7 @@ fn serve_one(conn: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16, de
     );
 }
 
-fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+pub fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
     h.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
