@@ -125,6 +125,16 @@ pub enum Cmd {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// The terminal console for compliance officers and administrators. It talks to the running
+    /// appliance through its API: the Unix socket in the data directory, or HTTPS with --server.
+    Console {
+        /// An appliance elsewhere, host:port (with --fingerprint).
+        #[arg(long, requires = "fingerprint")]
+        server: Option<String>,
+        /// The SHA-256 fingerprint of its TLS certificate, as `custos serve` prints it.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -389,6 +399,32 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Seal { passphrase_file } => seal(&dir, passphrase_file.as_deref()),
         Cmd::Unseal { passphrase_file } => unseal(&dir, passphrase_file.as_deref()),
+        Cmd::Console {
+            server,
+            fingerprint,
+        } => {
+            let ep = match (server, fingerprint) {
+                (Some(addr), Some(fp)) => {
+                    let fp = crate::tls::parse_fingerprint(&fp)
+                        .context("--fingerprint is not a SHA-256 fingerprint (64 hex digits, colons allowed)")?;
+                    Endpoint::Https {
+                        addr,
+                        tls: crate::tls::pinned_client_config(fp)?,
+                    }
+                }
+                _ => {
+                    let sock = dir.socket_path();
+                    anyhow::ensure!(
+                        sock.exists(),
+                        "no appliance is running on {} (start `custos serve`, or give --server)",
+                        dir.root().display()
+                    );
+                    Endpoint::Unix(sock)
+                }
+            };
+            crate::console::run(ep)?;
+            Ok(0)
+        }
     }
 }
 

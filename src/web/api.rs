@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/audit/proof", get(audit_proof))
         .route("/api/v1/system", get(system_status))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/tokens", get(list_tokens).post(new_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
 }
@@ -49,6 +50,12 @@ pub fn local_routes() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v1/system/unseal", post(unseal))
         .route("/api/v1/system/seal", post(seal))
+}
+
+/// The OpenAPI 3 description of this API (src/web/openapi.json), public like the API's existence.
+async fn openapi() -> Response {
+    const SPEC: &str = include_str!("openapi.json");
+    ([(header::CONTENT_TYPE, "application/json")], SPEC).into_response()
 }
 
 pub async fn not_found() -> ApiError {

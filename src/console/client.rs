@@ -1,0 +1,276 @@
+//! Runs the console's commands against the appliance's API (the Unix socket or HTTPS) and turns
+//! the answers into display rows. Every act goes through the same endpoints, permission checks
+//! and audit entries as the web.
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::state::{
+    AgentRow, AuditLine, Command, Detail, HoldRow, Outcome, QueueRow, SessionRow, SystemInfo,
+    search_params,
+};
+use crate::client::Endpoint;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes a query value.
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+struct Call<'a> {
+    ep: &'a Endpoint,
+    token: Option<&'a str>,
+}
+
+impl Call<'_> {
+    async fn go(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Outcome> {
+        let r = self
+            .ep
+            .request(method, path, self.token, body.as_ref())
+            .await
+            .map_err(|e| Outcome::Failed {
+                message: format!("cannot reach the appliance: {e}"),
+                unauthorized: false,
+            })?;
+        let v = r.json().unwrap_or(Value::Null);
+        if r.status >= 400 {
+            let message = v["error"]["message"]
+                .as_str()
+                .map_or_else(|| format!("HTTP {}", r.status), String::from);
+            return Err(Outcome::Failed {
+                message,
+                unauthorized: r.status == 401,
+            });
+        }
+        Ok(v)
+    }
+}
+
+pub async fn run(ep: &Endpoint, token: Option<&str>, cmd: Command) -> Outcome {
+    let call = Call { ep, token };
+    match execute(&call, cmd).await {
+        Ok(o) | Err(o) => o,
+    }
+}
+
+async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
+    Ok(match cmd {
+        Command::Login { name, password } => {
+            let v = c
+                .go(
+                    Method::POST,
+                    "/api/v1/auth/login",
+                    Some(json!({ "name": name, "password": password })),
+                )
+                .await?;
+            if v["password_change_required"] == true {
+                return Err(Outcome::Failed {
+                    message: "this account's password must be changed first: sign in on the web at /agent".into(),
+                    unauthorized: true,
+                });
+            }
+            Outcome::LoggedIn {
+                token: s(&v["token"]),
+                name: s(&v["user"]["name"]),
+                role: s(&v["user"]["role"]),
+            }
+        }
+        Command::LoadDashboard => {
+            let agents = c.go(Method::GET, "/api/v1/monitors/agents", None).await?;
+            let queues = c.go(Method::GET, "/api/v1/monitors/queues", None).await?;
+            let system = c.go(Method::GET, "/api/v1/system", None).await.ok();
+            let list = |v: &Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
+            let mut agents: Vec<AgentRow> = list(&agents, "agents")
+                .iter()
+                .map(|a| AgentRow {
+                    name: s(&a["name"]),
+                    status: s(&a["status"]),
+                    since_s: a["since_s"].as_u64().unwrap_or(0),
+                    sessions: a["sessions"].as_u64().unwrap_or(0),
+                })
+                .collect();
+            agents.sort_by(|a, b| a.name.cmp(&b.name));
+            let queues = list(&queues, "queues")
+                .iter()
+                .map(|q| QueueRow {
+                    portal: s(&q["portal"]),
+                    skill: s(&q["skill"]),
+                    waiting: q["waiting"].as_u64().unwrap_or(0),
+                    longest_wait_s: q["longest_wait_s"].as_u64().unwrap_or(0),
+                })
+                .collect();
+            let system = system.map(|v| SystemInfo {
+                appliance_id: s(&v["appliance_id"]),
+                version: s(&v["version"]),
+                sealed: v["sealed"] == true,
+                audit_entries: v["audit_entries"].as_u64().unwrap_or(0),
+                checkpoint_size: v["latest_checkpoint_size"].as_u64(),
+                fingerprint: s(&v["tls_fingerprint_sha256"]),
+            });
+            Outcome::Dashboard {
+                agents,
+                queues,
+                system,
+            }
+        }
+        Command::LoadSessions { after, query } => {
+            let params = search_params(&query).map_err(|message| Outcome::Failed {
+                message,
+                unauthorized: false,
+            })?;
+            let mut path = "/api/v1/sessions?limit=200".to_string();
+            if let Some(a) = &after {
+                path.push_str(&format!("&after={}", enc(a)));
+            }
+            for (k, v) in params {
+                path.push_str(&format!("&{k}={}", enc(&v)));
+            }
+            let v = c.go(Method::GET, &path, None).await?;
+            let rows: Vec<SessionRow> = v["sessions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| SessionRow {
+                    id: s(&r["session_id"]),
+                    status: s(&r["status"]),
+                    portal: s(&r["portal"]),
+                    agent: s(&r["agent"]),
+                    external_ref: s(&r["ref"]),
+                    requested_at: s(&r["requested_at"]),
+                    survey: r["survey_rating"].as_i64(),
+                })
+                .collect();
+            let next = (rows.len() == 200).then(|| s(&v["next_cursor"]));
+            Outcome::Sessions { rows, next }
+        }
+        Command::LoadDetail { id, reason } => {
+            let mut path = format!("/api/v1/sessions/{}", enc(&id));
+            if let Some(r) = &reason {
+                path.push_str(&format!("?reason={}", enc(r)));
+            }
+            let v = c.go(Method::GET, &path, None).await?;
+            let fields = vec![
+                ("Status".to_string(), s(&v["status"])),
+                ("Customer".into(), s(&v["request"]["name"])),
+                ("Question".into(), s(&v["request"]["question"])),
+                (
+                    "Portal".into(),
+                    format!("{} / {}", s(&v["portal"]), s(&v["skill"])),
+                ),
+                ("Agent".into(), s(&v["agent"])),
+                ("Reference".into(), s(&v["ref"])),
+                ("Requested".into(), s(&v["timings"]["requested_at"])),
+                ("Ended".into(), s(&v["timings"]["ended_at"])),
+                ("Survey".into(), s(&v["survey"]["rating"])),
+                (
+                    "Files".into(),
+                    v["files"].as_array().map_or(0, Vec::len).to_string(),
+                ),
+            ];
+            let transcript = v["transcript"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    let what = m.get("text").or(m.get("url")).map(s).unwrap_or_default();
+                    format!(
+                        "{} {} ({}): {what}",
+                        s(&m["at"]).get(11..19).unwrap_or(""),
+                        s(&m["name"]),
+                        s(&m["type"])
+                    )
+                })
+                .collect();
+            Outcome::Detail(Detail {
+                id,
+                fields,
+                transcript,
+                scroll: 0,
+            })
+        }
+        Command::LoadHolds => {
+            let v = c.go(Method::GET, "/api/v1/holds", None).await?;
+            Outcome::Holds(
+                v["holds"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|h| HoldRow {
+                        id: h["id"].as_i64().unwrap_or(0),
+                        scope: s(&h["scope"]),
+                        value: s(&h["value"]),
+                        case_id: s(&h["case_id"]),
+                        reason: s(&h["reason"]),
+                        placed_by: s(&h["placed_by"]),
+                        placed_at: s(&h["placed_at"]),
+                    })
+                    .collect(),
+            )
+        }
+        Command::PlaceHold {
+            session,
+            reason,
+            case,
+        } => {
+            let v = c
+                .go(
+                    Method::POST,
+                    "/api/v1/holds",
+                    Some(json!({ "session": session, "reason": reason, "case": case })),
+                )
+                .await?;
+            Outcome::Done(format!(
+                "hold {} placed on session {session}",
+                s(&v["hold_id"])
+            ))
+        }
+        Command::ReleaseHold { id, reason } => {
+            c.go(
+                Method::POST,
+                &format!("/api/v1/holds/{id}/release"),
+                Some(json!({ "reason": reason })),
+            )
+            .await?;
+            Outcome::Done(format!("hold {id} released"))
+        }
+        Command::LoadAudit => {
+            let v = c
+                .go(Method::GET, "/api/v1/audit/entries?limit=500", None)
+                .await?;
+            Outcome::Audit(
+                v["entries"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| AuditLine {
+                        seq: e["seq"].as_u64().unwrap_or(0),
+                        time: s(&e["time"]),
+                        actor: s(&e["actor"]),
+                        action: s(&e["action"]),
+                        target: s(&e["target"]),
+                        outcome: s(&e["outcome"]),
+                    })
+                    .collect(),
+            )
+        }
+    })
+}

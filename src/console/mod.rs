@@ -1,0 +1,257 @@
+//! `custos console`: the terminal console for compliance officers and administrators.
+//!
+//! It never opens the database: it logs in like any user and works through the appliance's API,
+//! over the Unix socket in the data directory (or HTTPS with a pinned certificate), so every act
+//! is authorized and audited exactly as over the web. `state` holds every transition (pure),
+//! `ui` draws, `client` runs commands in the background: the screen never waits on the network,
+//! a spinner turns while requests are in flight.
+
+pub mod client;
+pub mod state;
+pub mod ui;
+
+use std::io::Write;
+use std::time::Duration;
+
+use crossterm::event::{self, Event, KeyEventKind};
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc;
+
+use crate::client::Endpoint;
+use state::{Command, Console, Outcome};
+
+/// Puts the terminal back however the console ends (a panic included).
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = disable_raw_mode();
+        let mut out = std::io::stdout();
+        let _ = crossterm::execute!(out, LeaveAlternateScreen, crossterm::cursor::Show);
+        let _ = out.flush();
+    }
+}
+
+/// Runs the console until the user quits.
+pub fn run(ep: Endpoint) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    enable_raw_mode()?;
+    let _restore = Restore;
+    let mut out = std::io::stdout();
+    crossterm::execute!(out, EnterAlternateScreen)?;
+    let mut term = Terminal::new(CrosstermBackend::new(out))?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+    let mut c = Console::new();
+    let spawn = |c: &Console, cmds: Vec<Command>| {
+        for cmd in cmds {
+            let (ep, tx, token) = (ep.clone(), tx.clone(), c.token.clone());
+            rt.spawn(async move {
+                let o = client::run(&ep, token.as_deref(), cmd).await;
+                let _ = tx.send(o);
+            });
+        }
+    };
+    while !c.quit {
+        term.draw(|f| ui::draw(f, &c))?;
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    let cmds = c.on_key(k);
+                    spawn(&c, cmds);
+                }
+                _ => {}
+            }
+        } else {
+            let cmds = c.on_tick();
+            spawn(&c, cmds);
+        }
+        while let Ok(o) = rx.try_recv() {
+            let cmds = c.on_outcome(o);
+            spawn(&c, cmds);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::state::*;
+    use super::ui;
+
+    /// A console with fixture data on `screen`.
+    fn fixture(screen: Screen) -> Console {
+        let mut c = Console::new();
+        c.on_outcome(Outcome::LoggedIn {
+            token: "t".into(),
+            name: "olga".into(),
+            role: "compliance".into(),
+        });
+        c.on_outcome(Outcome::Dashboard {
+            agents: vec![
+                AgentRow {
+                    name: "alice".into(),
+                    status: "available".into(),
+                    since_s: 754,
+                    sessions: 2,
+                },
+                AgentRow {
+                    name: "bob".into(),
+                    status: "away".into(),
+                    since_s: 3720,
+                    sessions: 0,
+                },
+            ],
+            queues: vec![
+                QueueRow {
+                    portal: "support".into(),
+                    skill: "general".into(),
+                    waiting: 3,
+                    longest_wait_s: 185,
+                },
+                QueueRow {
+                    portal: "billing".into(),
+                    skill: "invoices".into(),
+                    waiting: 0,
+                    longest_wait_s: 0,
+                },
+            ],
+            system: Some(SystemInfo {
+                appliance_id: "5f0c2a9e41b7d3c8".into(),
+                version: "0.1.0".into(),
+                sealed: false,
+                audit_entries: 1284,
+                checkpoint_size: Some(1280),
+                fingerprint: "3A:9F:...:C1".into(),
+            }),
+        });
+        c.on_outcome(Outcome::Sessions {
+            rows: (0..5)
+                .map(|i| SessionRow {
+                    id: format!("sess_fixture{i:014}"),
+                    status: if i == 0 {
+                        "active".into()
+                    } else {
+                        "ended".into()
+                    },
+                    portal: "support".into(),
+                    agent: "alice".into(),
+                    external_ref: format!("CRM-{}", 100 + i),
+                    requested_at: format!("2026-11-2{i}T09:1{i}:00Z"),
+                    survey: (i > 1).then_some(5 - i as i64 / 2),
+                })
+                .collect(),
+            next: Some("CURSOR".into()),
+        });
+        c.on_outcome(Outcome::Holds(vec![HoldRow {
+            id: 7,
+            scope: "ref".into(),
+            value: "CRM-101".into(),
+            case_id: "LIT-2026-4".into(),
+            reason: "litigation hold, Smith v. Clinic".into(),
+            placed_by: "olga".into(),
+            placed_at: "2026-11-27T15:00:00Z".into(),
+        }]));
+        c.on_outcome(Outcome::Audit(
+            (0..30)
+                .map(|i| AuditLine {
+                    seq: 1250 + i,
+                    time: format!("2026-11-28T10:{:02}:00.000Z", i),
+                    actor: if i % 3 == 0 {
+                        "alice".into()
+                    } else {
+                        "system".into()
+                    },
+                    action: if i % 5 == 0 {
+                        "session.read".into()
+                    } else {
+                        "request.created".into()
+                    },
+                    target: format!("session:sess_{i}"),
+                    outcome: if i == 29 {
+                        "denied".into()
+                    } else {
+                        "success".into()
+                    },
+                })
+                .collect(),
+        ));
+        c.screen = Some(screen);
+        c.busy = 0;
+        c
+    }
+
+    fn render(c: &Console, w: u16, h: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| ui::draw(f, c)).unwrap();
+        // (TestBackend cannot print a zero-width buffer; drawing it is what is tested.)
+        if w == 0 {
+            String::new()
+        } else {
+            t.backend().to_string()
+        }
+    }
+
+    #[test]
+    fn every_screen_at_80x24_and_160x48() {
+        let mut detail = fixture(Screen::Sessions);
+        detail.on_outcome(Outcome::Detail(Detail {
+            id: "sess_fixture00000000000001".into(),
+            fields: vec![
+                ("Status".into(), "ended".into()),
+                ("Customer".into(), "Fay Caller".into()),
+                ("Reference".into(), "CRM-101".into()),
+            ],
+            transcript: vec![
+                "09:11:02 Fay Caller (chat): My VPN drops".into(),
+                "09:11:40 alice (chat): Let me look".into(),
+            ],
+            scroll: 0,
+        }));
+        let mut help = fixture(Screen::Dashboard);
+        help.help = true;
+        let mut hold_form = fixture(Screen::Holds);
+        hold_form.on_key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char('n'),
+            crossterm::event::KeyModifiers::NONE,
+        ));
+        let cases = [
+            ("login", Console::new()),
+            ("dashboard", fixture(Screen::Dashboard)),
+            ("sessions", fixture(Screen::Sessions)),
+            ("detail", detail),
+            ("holds", fixture(Screen::Holds)),
+            ("hold_form", hold_form),
+            ("audit", fixture(Screen::Audit)),
+            ("help", help),
+        ];
+        for (name, c) in &cases {
+            for (w, h) in [(80, 24), (160, 48)] {
+                insta::assert_snapshot!(format!("{name}_{w}x{h}"), render(c, w, h));
+            }
+        }
+    }
+
+    #[test]
+    fn no_size_makes_it_panic() {
+        let c = fixture(Screen::Audit);
+        for (w, h) in [(0, 0), (1, 1), (0, 24), (80, 0), (3, 2), (20, 5), (300, 3)] {
+            for s in SCREENS {
+                let mut c2 = fixture(s);
+                c2.help = true;
+                render(&c2, w, h);
+            }
+            render(&c, w, h);
+            render(&Console::new(), w, h);
+        }
+    }
+}

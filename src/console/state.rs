@@ -1,0 +1,842 @@
+//! The console's state and every transition: keys in, commands out, results in. Pure: no I/O and
+//! no rendering, so each behaviour is tested without a terminal.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// The screens, in Tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Dashboard,
+    Sessions,
+    Holds,
+    Audit,
+}
+
+pub const SCREENS: [Screen; 4] = [
+    Screen::Dashboard,
+    Screen::Sessions,
+    Screen::Holds,
+    Screen::Audit,
+];
+
+impl Screen {
+    pub fn title(self) -> &'static str {
+        match self {
+            Screen::Dashboard => "Dashboard",
+            Screen::Sessions => "Sessions",
+            Screen::Holds => "Holds",
+            Screen::Audit => "Audit",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentRow {
+    pub name: String,
+    pub status: String,
+    pub since_s: u64,
+    pub sessions: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueRow {
+    pub portal: String,
+    pub skill: String,
+    pub waiting: u64,
+    pub longest_wait_s: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SystemInfo {
+    pub appliance_id: String,
+    pub version: String,
+    pub sealed: bool,
+    pub audit_entries: u64,
+    pub checkpoint_size: Option<u64>,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionRow {
+    pub id: String,
+    pub status: String,
+    pub portal: String,
+    pub agent: String,
+    pub external_ref: String,
+    pub requested_at: String,
+    pub survey: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Detail {
+    pub id: String,
+    /// (label, value) lines of the record.
+    pub fields: Vec<(String, String)>,
+    /// Transcript lines, ready to show.
+    pub transcript: Vec<String>,
+    pub scroll: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HoldRow {
+    pub id: i64,
+    pub scope: String,
+    pub value: String,
+    pub case_id: String,
+    pub reason: String,
+    pub placed_by: String,
+    pub placed_at: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditLine {
+    pub seq: u64,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+/// What the console asks the appliance for; run in the background.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Login {
+        name: String,
+        password: String,
+    },
+    LoadDashboard,
+    LoadSessions {
+        after: Option<String>,
+        query: String,
+    },
+    LoadDetail {
+        id: String,
+        reason: Option<String>,
+    },
+    LoadHolds,
+    PlaceHold {
+        session: String,
+        reason: String,
+        case: String,
+    },
+    ReleaseHold {
+        id: i64,
+        reason: String,
+    },
+    LoadAudit,
+}
+
+/// What came back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    LoggedIn {
+        token: String,
+        name: String,
+        role: String,
+    },
+    Dashboard {
+        agents: Vec<AgentRow>,
+        queues: Vec<QueueRow>,
+        system: Option<SystemInfo>,
+    },
+    Sessions {
+        rows: Vec<SessionRow>,
+        next: Option<String>,
+    },
+    Detail(Detail),
+    Holds(Vec<HoldRow>),
+    Done(String),
+    Audit(Vec<AuditLine>),
+    Failed {
+        message: String,
+        unauthorized: bool,
+    },
+}
+
+/// A one-line text input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Input {
+    pub label: String,
+    pub text: String,
+    pub secret: bool,
+}
+
+impl Input {
+    fn new(label: &str, secret: bool) -> Self {
+        Self {
+            label: label.into(),
+            text: String::new(),
+            secret,
+        }
+    }
+
+    /// Edits the text; returns true if the key was an edit.
+    fn edit(&mut self, k: &KeyEvent) -> bool {
+        match k.code {
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                if self.text.chars().count() < 500 {
+                    self.text.push(c);
+                }
+                true
+            }
+            KeyCode::Backspace => {
+                self.text.pop();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A form of a few inputs, one focused.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Form {
+    pub title: String,
+    pub inputs: Vec<Input>,
+    pub focus: usize,
+}
+
+/// What a form is for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FormKind {
+    Login,
+    Filter,
+    Reason { id: String },
+    PlaceHold,
+    ReleaseHold { id: i64 },
+}
+
+#[derive(Debug, Default)]
+pub struct Console {
+    pub screen: Option<Screen>,
+    pub user: Option<(String, String)>,
+    pub token: Option<String>,
+    pub agents: Vec<AgentRow>,
+    pub queues: Vec<QueueRow>,
+    pub system: Option<SystemInfo>,
+    pub sessions: Vec<SessionRow>,
+    pub session_sel: usize,
+    pub query: String,
+    /// Cursors of the pages before this one (for going back) and of the next page.
+    pub pages: Vec<Option<String>>,
+    pub next_page: Option<String>,
+    pub detail: Option<Detail>,
+    pub holds: Vec<HoldRow>,
+    pub hold_sel: usize,
+    pub audit: Vec<AuditLine>,
+    pub audit_sel: usize,
+    pub form: Option<(FormKind, Form)>,
+    pub help: bool,
+    /// Requests in flight, and the spinner frame.
+    pub busy: usize,
+    pub spin: usize,
+    pub status: Option<(String, bool)>,
+    pub quit: bool,
+    ticks: u64,
+}
+
+fn form(title: &str, kind: FormKind, inputs: &[(&str, bool)]) -> Option<(FormKind, Form)> {
+    Some((
+        kind,
+        Form {
+            title: title.into(),
+            inputs: inputs.iter().map(|(l, s)| Input::new(l, *s)).collect(),
+            focus: 0,
+        },
+    ))
+}
+
+impl Console {
+    /// A console at its login form.
+    pub fn new() -> Self {
+        Console {
+            form: form(
+                "Sign in to Custos",
+                FormKind::Login,
+                &[("Name", false), ("Password", true)],
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn issue(&mut self, c: Command) -> Vec<Command> {
+        self.busy += 1;
+        vec![c]
+    }
+
+    /// What a role needs to give before reading content.
+    fn needs_reason(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|(_, r)| r == "compliance" || r == "auditor")
+    }
+
+    fn load(&mut self, s: Screen) -> Vec<Command> {
+        match s {
+            Screen::Dashboard => self.issue(Command::LoadDashboard),
+            Screen::Sessions => {
+                let q = self.query.clone();
+                self.issue(Command::LoadSessions {
+                    after: self.pages.last().cloned().flatten(),
+                    query: q,
+                })
+            }
+            Screen::Holds => self.issue(Command::LoadHolds),
+            Screen::Audit => self.issue(Command::LoadAudit),
+        }
+    }
+
+    fn go(&mut self, s: Screen) -> Vec<Command> {
+        self.screen = Some(s);
+        self.detail = None;
+        self.load(s)
+    }
+
+    /// Handles one key press.
+    pub fn on_key(&mut self, k: KeyEvent) -> Vec<Command> {
+        if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return vec![];
+        }
+        if self.form.is_some() {
+            return self.on_form_key(k);
+        }
+        if self.help {
+            self.help = false;
+            return vec![];
+        }
+        let Some(screen) = self.screen else {
+            return vec![];
+        };
+        match k.code {
+            KeyCode::Char('?') => {
+                self.help = true;
+                return vec![];
+            }
+            KeyCode::Char('q') => {
+                self.quit = true;
+                return vec![];
+            }
+            KeyCode::Tab | KeyCode::BackTab => {
+                let i = SCREENS.iter().position(|s| *s == screen).unwrap_or(0);
+                let n = SCREENS.len();
+                let next = if k.code == KeyCode::Tab {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
+                return self.go(SCREENS[next]);
+            }
+            KeyCode::Char(c @ '1'..='4') => return self.go(SCREENS[c as usize - '1' as usize]),
+            KeyCode::Char('r') => return self.load(screen),
+            _ => {}
+        }
+        if let Some(d) = self.detail.as_mut() {
+            match k.code {
+                KeyCode::Esc | KeyCode::Left => self.detail = None,
+                KeyCode::Down => {
+                    d.scroll = (d.scroll + 1).min(d.transcript.len().saturating_sub(1))
+                }
+                KeyCode::Up => d.scroll = d.scroll.saturating_sub(1),
+                KeyCode::PageDown => {
+                    d.scroll = (d.scroll + 10).min(d.transcript.len().saturating_sub(1))
+                }
+                KeyCode::PageUp => d.scroll = d.scroll.saturating_sub(10),
+                _ => {}
+            }
+            return vec![];
+        }
+        let move_sel = |sel: &mut usize, len: usize, code: KeyCode| match code {
+            KeyCode::Down => *sel = (*sel + 1).min(len.saturating_sub(1)),
+            KeyCode::Up => *sel = sel.saturating_sub(1),
+            KeyCode::Home => *sel = 0,
+            KeyCode::End => *sel = len.saturating_sub(1),
+            _ => {}
+        };
+        match screen {
+            Screen::Dashboard => vec![],
+            Screen::Sessions => match k.code {
+                KeyCode::Char('/') => {
+                    self.form = form(
+                        "Search sessions (ref:, portal:, agent:, since:, until:)",
+                        FormKind::Filter,
+                        &[("Search", false)],
+                    );
+                    if let Some((_, f)) = self.form.as_mut() {
+                        f.inputs[0].text = self.query.clone();
+                    }
+                    vec![]
+                }
+                KeyCode::Enter => match self.sessions.get(self.session_sel).map(|s| s.id.clone()) {
+                    Some(id) if self.needs_reason() => {
+                        self.form = form(
+                            "Why do you read this session? (audited)",
+                            FormKind::Reason { id },
+                            &[("Reason", false)],
+                        );
+                        vec![]
+                    }
+                    Some(id) => self.issue(Command::LoadDetail { id, reason: None }),
+                    None => vec![],
+                },
+                KeyCode::PageDown | KeyCode::Right => match self.next_page.clone() {
+                    Some(c) if !self.sessions.is_empty() => {
+                        self.pages.push(Some(c));
+                        self.load(Screen::Sessions)
+                    }
+                    _ => vec![],
+                },
+                KeyCode::PageUp | KeyCode::Left => {
+                    if self.pages.pop().is_some() {
+                        self.load(Screen::Sessions)
+                    } else {
+                        vec![]
+                    }
+                }
+                code => {
+                    move_sel(&mut self.session_sel, self.sessions.len(), code);
+                    vec![]
+                }
+            },
+            Screen::Holds => match k.code {
+                KeyCode::Char('n') => {
+                    self.form = form(
+                        "Place a legal hold on a session",
+                        FormKind::PlaceHold,
+                        &[("Session id", false), ("Reason", false), ("Case", false)],
+                    );
+                    vec![]
+                }
+                KeyCode::Char('x') => {
+                    if let Some(h) = self.holds.get(self.hold_sel) {
+                        let id = h.id;
+                        self.form = form(
+                            &format!("Release hold {id} (needs a second officer's approval)"),
+                            FormKind::ReleaseHold { id },
+                            &[("Reason", false)],
+                        );
+                    }
+                    vec![]
+                }
+                code => {
+                    move_sel(&mut self.hold_sel, self.holds.len(), code);
+                    vec![]
+                }
+            },
+            Screen::Audit => {
+                move_sel(&mut self.audit_sel, self.audit.len(), k.code);
+                vec![]
+            }
+        }
+    }
+
+    fn on_form_key(&mut self, k: KeyEvent) -> Vec<Command> {
+        let (kind, f) = self.form.as_mut().expect("a form is open");
+        match k.code {
+            KeyCode::Esc if *kind != FormKind::Login => {
+                self.form = None;
+                vec![]
+            }
+            KeyCode::Tab | KeyCode::Down => {
+                f.focus = (f.focus + 1) % f.inputs.len();
+                vec![]
+            }
+            KeyCode::BackTab | KeyCode::Up => {
+                f.focus = (f.focus + f.inputs.len() - 1) % f.inputs.len();
+                vec![]
+            }
+            KeyCode::Enter => {
+                if f.focus + 1 < f.inputs.len() {
+                    f.focus += 1;
+                    return vec![];
+                }
+                let values: Vec<String> =
+                    f.inputs.iter().map(|i| i.text.trim().to_string()).collect();
+                if let Some(i) = values.iter().position(|v| v.is_empty())
+                    && *kind != FormKind::Filter
+                {
+                    let label = f.inputs[i].label.clone();
+                    f.focus = i;
+                    self.status = Some((format!("{label} is required"), true));
+                    return vec![];
+                }
+                let (kind, _) = self.form.take().expect("a form is open");
+                self.status = None;
+                let cmd = match kind {
+                    FormKind::Login => Command::Login {
+                        name: values[0].clone(),
+                        password: values[1].clone(),
+                    },
+                    FormKind::Filter => {
+                        self.query = values[0].clone();
+                        self.pages.clear();
+                        self.session_sel = 0;
+                        return self.load(Screen::Sessions);
+                    }
+                    FormKind::Reason { id } => Command::LoadDetail {
+                        id,
+                        reason: Some(values[0].clone()),
+                    },
+                    FormKind::PlaceHold => Command::PlaceHold {
+                        session: values[0].clone(),
+                        reason: values[1].clone(),
+                        case: values[2].clone(),
+                    },
+                    FormKind::ReleaseHold { id } => Command::ReleaseHold {
+                        id,
+                        reason: values[0].clone(),
+                    },
+                };
+                self.issue(cmd)
+            }
+            _ => {
+                let input = &mut f.inputs[f.focus];
+                input.edit(&k);
+                vec![]
+            }
+        }
+    }
+
+    /// A result from the background.
+    pub fn on_outcome(&mut self, o: Outcome) -> Vec<Command> {
+        self.busy = self.busy.saturating_sub(1);
+        match o {
+            Outcome::LoggedIn { token, name, role } => {
+                self.form = None;
+                self.token = Some(token);
+                self.user = Some((name, role));
+                return self.go(Screen::Dashboard);
+            }
+            Outcome::Dashboard {
+                agents,
+                queues,
+                system,
+            } => {
+                self.agents = agents;
+                self.queues = queues;
+                self.system = system;
+            }
+            Outcome::Sessions { rows, next } => {
+                self.session_sel = self.session_sel.min(rows.len().saturating_sub(1));
+                self.sessions = rows;
+                self.next_page = next;
+            }
+            Outcome::Detail(d) => self.detail = Some(d),
+            Outcome::Holds(h) => {
+                self.hold_sel = self.hold_sel.min(h.len().saturating_sub(1));
+                self.holds = h;
+            }
+            Outcome::Done(message) => {
+                self.status = Some((message, false));
+                if self.screen == Some(Screen::Holds) {
+                    return self.load(Screen::Holds);
+                }
+            }
+            Outcome::Audit(a) => {
+                let at_end = self.audit_sel + 1 >= self.audit.len();
+                self.audit = a;
+                if at_end {
+                    self.audit_sel = self.audit.len().saturating_sub(1);
+                }
+            }
+            Outcome::Failed {
+                message,
+                unauthorized,
+            } => {
+                if unauthorized {
+                    *self = Console::new();
+                }
+                self.status = Some((message, true));
+            }
+        }
+        vec![]
+    }
+
+    /// Called every 100 ms: the spinner turns, and the live screens refresh every 2 s.
+    pub fn on_tick(&mut self) -> Vec<Command> {
+        self.ticks += 1;
+        if self.busy > 0 {
+            self.spin = self.spin.wrapping_add(1);
+        }
+        let live = matches!(self.screen, Some(Screen::Dashboard) | Some(Screen::Audit));
+        if live && self.busy == 0 && self.form.is_none() && self.ticks.is_multiple_of(20) {
+            return self.load(self.screen.expect("live"));
+        }
+        vec![]
+    }
+}
+
+/// Parses the sessions search: `ref:X portal:Y agent:Z since:DATE until:DATE`, into query
+/// parameters, or says which word it does not understand.
+pub fn search_params(query: &str) -> Result<Vec<(&'static str, String)>, String> {
+    let mut out = Vec::new();
+    for word in query.split_whitespace() {
+        let (k, v) = word.split_once(':').ok_or_else(|| {
+            format!("{word:?}: search with ref:, portal:, agent:, since: or until:")
+        })?;
+        let key = match k {
+            "ref" => "ref",
+            "portal" => "portal",
+            "agent" => "agent",
+            "since" => "since",
+            "until" => "until",
+            other => {
+                return Err(format!(
+                    "{other:?} is not a filter; use ref:, portal:, agent:, since: or until:"
+                ));
+            }
+        };
+        if v.is_empty() {
+            return Err(format!("{key}: needs a value"));
+        }
+        out.push((key, v.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    fn type_text(c: &mut Console, s: &str) {
+        for ch in s.chars() {
+            c.on_key(key(KeyCode::Char(ch)));
+        }
+    }
+
+    fn logged_in(role: &str) -> Console {
+        let mut c = Console::new();
+        let cmds = c.on_outcome(Outcome::LoggedIn {
+            token: "t".into(),
+            name: "ann".into(),
+            role: role.into(),
+        });
+        assert_eq!(cmds, [Command::LoadDashboard]);
+        c.on_outcome(Outcome::Dashboard {
+            agents: vec![],
+            queues: vec![],
+            system: None,
+        });
+        c
+    }
+
+    #[test]
+    fn login_needs_both_fields_then_asks_the_appliance() {
+        let mut c = Console::new();
+        assert!(
+            c.on_key(key(KeyCode::Enter)).is_empty(),
+            "Enter moves to the password"
+        );
+        assert!(c.on_key(key(KeyCode::Enter)).is_empty());
+        assert_eq!(c.status.as_ref().unwrap().0, "Name is required");
+        type_text(&mut c, "ann");
+        c.on_key(key(KeyCode::Tab));
+        type_text(&mut c, "pw 123");
+        c.on_key(key(KeyCode::Backspace));
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::Login {
+                name: "ann".into(),
+                password: "pw 12".into()
+            }]
+        );
+        assert_eq!(c.busy, 1);
+        // Esc does not leave the login form; a refused login keeps it open with the message.
+        c.on_outcome(Outcome::Failed {
+            message: "unknown user or wrong password".into(),
+            unauthorized: true,
+        });
+        assert!(matches!(c.form, Some((FormKind::Login, _))));
+        assert!(c.on_key(key(KeyCode::Esc)).is_empty());
+        assert!(c.form.is_some());
+    }
+
+    #[test]
+    fn tabs_cycle_and_each_screen_loads() {
+        let mut c = logged_in("admin");
+        assert_eq!(
+            c.on_key(key(KeyCode::Tab)),
+            [Command::LoadSessions {
+                after: None,
+                query: String::new()
+            }]
+        );
+        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadHolds]);
+        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadAudit]);
+        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadDashboard]);
+        assert_eq!(c.on_key(key(KeyCode::BackTab)), [Command::LoadAudit]);
+        assert_eq!(
+            c.on_key(key(KeyCode::Char('2'))),
+            [Command::LoadSessions {
+                after: None,
+                query: String::new()
+            }]
+        );
+        c.on_key(key(KeyCode::Char('?')));
+        assert!(c.help);
+        assert!(c.on_key(key(KeyCode::Char('x'))).is_empty());
+        assert!(!c.help, "any key closes the help");
+    }
+
+    #[test]
+    fn sessions_search_page_and_open_with_a_reason_for_compliance() {
+        let mut c = logged_in("compliance");
+        c.on_key(key(KeyCode::Char('2')));
+        let rows: Vec<SessionRow> = (0..3)
+            .map(|i| SessionRow {
+                id: format!("sess_{i}"),
+                ..Default::default()
+            })
+            .collect();
+        c.on_outcome(Outcome::Sessions {
+            rows,
+            next: Some("CUR1".into()),
+        });
+        c.on_key(key(KeyCode::Char('/')));
+        type_text(&mut c, "ref:T-1");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::LoadSessions {
+                after: None,
+                query: "ref:T-1".into()
+            }]
+        );
+        c.on_outcome(Outcome::Sessions {
+            rows: vec![SessionRow {
+                id: "sess_a".into(),
+                ..Default::default()
+            }],
+            next: Some("CUR2".into()),
+        });
+        assert_eq!(
+            c.on_key(key(KeyCode::PageDown)),
+            [Command::LoadSessions {
+                after: Some("CUR2".into()),
+                query: "ref:T-1".into()
+            }]
+        );
+        c.on_outcome(Outcome::Sessions {
+            rows: vec![SessionRow {
+                id: "sess_b".into(),
+                ..Default::default()
+            }],
+            next: None,
+        });
+        assert!(
+            c.on_key(key(KeyCode::PageDown)).is_empty(),
+            "no page after the last"
+        );
+        assert_eq!(
+            c.on_key(key(KeyCode::PageUp)),
+            [Command::LoadSessions {
+                after: None,
+                query: "ref:T-1".into()
+            }]
+        );
+        c.on_outcome(Outcome::Sessions {
+            rows: vec![SessionRow {
+                id: "sess_a".into(),
+                ..Default::default()
+            }],
+            next: None,
+        });
+        // Compliance states a reason before the content is read.
+        assert!(c.on_key(key(KeyCode::Enter)).is_empty());
+        assert!(matches!(c.form, Some((FormKind::Reason { .. }, _))));
+        type_text(&mut c, "case 7");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::LoadDetail {
+                id: "sess_a".into(),
+                reason: Some("case 7".into())
+            }]
+        );
+        let d = Detail {
+            id: "sess_a".into(),
+            transcript: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        c.on_outcome(Outcome::Detail(d));
+        c.on_key(key(KeyCode::Down));
+        c.on_key(key(KeyCode::Down));
+        assert_eq!(c.detail.as_ref().unwrap().scroll, 1);
+        c.on_key(key(KeyCode::Esc));
+        assert!(c.detail.is_none());
+    }
+
+    #[test]
+    fn holds_are_placed_and_released_through_forms() {
+        let mut c = logged_in("compliance");
+        c.on_key(key(KeyCode::Char('3')));
+        c.on_outcome(Outcome::Holds(vec![HoldRow {
+            id: 4,
+            ..Default::default()
+        }]));
+        c.on_key(key(KeyCode::Char('n')));
+        type_text(&mut c, "sess_x");
+        c.on_key(key(KeyCode::Enter));
+        type_text(&mut c, "litigation");
+        c.on_key(key(KeyCode::Enter));
+        assert!(
+            c.on_key(key(KeyCode::Enter)).is_empty(),
+            "the case is required"
+        );
+        type_text(&mut c, "C-1");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::PlaceHold {
+                session: "sess_x".into(),
+                reason: "litigation".into(),
+                case: "C-1".into()
+            }]
+        );
+        assert_eq!(
+            c.on_outcome(Outcome::Done("hold 5 placed".into())),
+            [Command::LoadHolds]
+        );
+        c.on_key(key(KeyCode::Char('x')));
+        type_text(&mut c, "settled");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::ReleaseHold {
+                id: 4,
+                reason: "settled".into()
+            }]
+        );
+        c.on_key(key(KeyCode::Char('n')));
+        assert!(c.on_key(key(KeyCode::Esc)).is_empty());
+        assert!(c.form.is_none(), "Esc closes a form");
+    }
+
+    #[test]
+    fn live_screens_refresh_and_an_expired_login_returns_to_the_form() {
+        let mut c = logged_in("admin");
+        let cmds: Vec<Command> = (0..20).flat_map(|_| c.on_tick()).collect();
+        assert_eq!(cmds, [Command::LoadDashboard]);
+        c.on_outcome(Outcome::Failed {
+            message: "log in first".into(),
+            unauthorized: true,
+        });
+        assert!(c.token.is_none() && matches!(c.form, Some((FormKind::Login, _))));
+    }
+
+    #[test]
+    fn search_words_become_filters_or_a_clear_error() {
+        assert_eq!(
+            search_params("ref:T-1 agent:alice").unwrap(),
+            [("ref", "T-1".to_string()), ("agent", "alice".to_string())]
+        );
+        assert!(search_params("printer").unwrap_err().contains("ref:"));
+        assert!(
+            search_params("colour:red")
+                .unwrap_err()
+                .contains("not a filter")
+        );
+        assert!(search_params("ref:").unwrap_err().contains("needs a value"));
+    }
+}

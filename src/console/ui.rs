@@ -1,0 +1,430 @@
+//! Drawing the console: a header with the screens, the screen, and a help line with its keys.
+//! Plain colours that read on a VGA text console; selection is shown reversed, not by colour
+//! alone. Draws at any size, zero included.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
+
+use super::state::{Console, FormKind, SCREENS, Screen};
+
+const SPINNER: [&str; 4] = ["|", "/", "-", "\\"];
+
+fn selected() -> Style {
+    Style::new().add_modifier(Modifier::REVERSED)
+}
+
+fn heading() -> Style {
+    Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
+}
+
+fn duration(s: u64) -> String {
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+pub fn draw(f: &mut Frame<'_>, c: &Console) {
+    let area = f.area();
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    let [top, body, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    header(f, top, c);
+    match (c.screen, &c.detail) {
+        (None, _) => {}
+        (Some(Screen::Sessions), Some(_)) => detail(f, body, c),
+        (Some(Screen::Dashboard), _) => dashboard(f, body, c),
+        (Some(Screen::Sessions), None) => sessions(f, body, c),
+        (Some(Screen::Holds), _) => holds(f, body, c),
+        (Some(Screen::Audit), _) => audit(f, body, c),
+    }
+    footer(f, bottom, c);
+    if let Some((kind, form)) = &c.form {
+        let w = area.width.min(70);
+        let h = (form.inputs.len() as u16 * 2 + 3).min(area.height);
+        let r = Rect::new(
+            area.x + (area.width - w) / 2,
+            area.y + (area.height - h) / 2,
+            w,
+            h,
+        );
+        f.render_widget(Clear, r);
+        let mut lines = Vec::new();
+        for (i, input) in form.inputs.iter().enumerate() {
+            let shown = if input.secret {
+                "*".repeat(input.text.chars().count())
+            } else {
+                input.text.clone()
+            };
+            let style = if i == form.focus {
+                selected()
+            } else {
+                Style::new()
+            };
+            lines.push(Line::from(vec![
+                Span::raw(format!("{}: ", input.label)),
+                Span::styled(format!("{shown}_"), style),
+            ]));
+            lines.push(Line::raw(""));
+        }
+        let title = if *kind == FormKind::Login {
+            format!(" {} ", form.title)
+        } else {
+            format!(" {} (Esc cancels) ", form.title)
+        };
+        f.render_widget(
+            Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)),
+            r,
+        );
+    }
+    if c.help {
+        let text = [
+            "Tab / Shift+Tab   next / previous screen   1-4  go to a screen",
+            "Up / Down         move                     Enter  open",
+            "/                 search sessions          r      refresh",
+            "PgDn / PgUp       next / previous page     Esc    back, cancel",
+            "n / x             place / release a hold   q      quit",
+            "",
+            "Any key closes this help.",
+        ];
+        let w = area.width.min(72);
+        let h = (text.len() as u16 + 2).min(area.height);
+        let r = Rect::new(
+            area.x + (area.width - w) / 2,
+            area.y + (area.height - h) / 2,
+            w,
+            h,
+        );
+        f.render_widget(Clear, r);
+        let lines: Vec<Line> = text.iter().map(|t| Line::raw(*t)).collect();
+        f.render_widget(
+            Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(" Keys ")),
+            r,
+        );
+    }
+}
+
+fn header(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let mut spans = vec![Span::styled(" Custos ", heading())];
+    for (i, s) in SCREENS.iter().enumerate() {
+        let style = if c.screen == Some(*s) {
+            selected()
+        } else {
+            Style::new()
+        };
+        spans.push(Span::styled(format!(" {} {} ", i + 1, s.title()), style));
+    }
+    let right = match &c.user {
+        Some((n, role)) => format!("{n} ({role}) "),
+        None => String::new(),
+    };
+    let spin = if c.busy > 0 {
+        SPINNER[c.spin % SPINNER.len()]
+    } else {
+        " "
+    };
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let pad = (r.width as usize).saturating_sub(used + right.chars().count() + 2);
+    spans.push(Span::raw(" ".repeat(pad)));
+    spans.push(Span::raw(right));
+    spans.push(Span::raw(format!("{spin} ")));
+    f.render_widget(Paragraph::new(Line::from(spans)), r);
+}
+
+fn footer(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let line = match &c.status {
+        Some((m, true)) => Line::from(Span::styled(
+            format!(" {m}"),
+            Style::new().fg(Color::White).bg(Color::Red),
+        )),
+        Some((m, false)) => Line::from(Span::styled(
+            format!(" {m}"),
+            Style::new().fg(Color::Black).bg(Color::Green),
+        )),
+        None => {
+            let keys = match (c.screen, c.detail.is_some(), c.form.is_some()) {
+                (_, _, true) => "Enter next/submit  Tab move  Esc cancel",
+                (None, _, _) => "",
+                (Some(Screen::Sessions), true, _) => "Up/Down scroll  Esc back  ? help  q quit",
+                (Some(Screen::Sessions), false, _) => {
+                    "/ search  Enter open  PgDn/PgUp page  Tab screens  ? help  q quit"
+                }
+                (Some(Screen::Holds), _, _) => {
+                    "n place hold  x release  Tab screens  ? help  q quit"
+                }
+                (Some(_), _, _) => "r refresh  Tab screens  ? help  q quit",
+            };
+            Line::from(Span::styled(
+                format!(" {keys}"),
+                Style::new().add_modifier(Modifier::DIM),
+            ))
+        }
+    };
+    f.render_widget(Paragraph::new(line), r);
+}
+
+fn block(title: &str) -> Block<'static> {
+    Block::new()
+        .borders(Borders::ALL)
+        .title(Span::styled(format!(" {title} "), heading()))
+}
+
+fn dashboard(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(r);
+    let [agents_r, queues_r] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(left);
+    let rows = c.agents.iter().map(|a| {
+        Row::new(vec![
+            a.name.clone(),
+            a.status.clone(),
+            duration(a.since_s),
+            a.sessions.to_string(),
+        ])
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Min(10),
+            Constraint::Length(10),
+            Constraint::Length(7),
+            Constraint::Length(8),
+        ],
+    )
+    .header(Row::new(vec!["Agent", "Status", "Since", "Sessions"]).style(heading()))
+    .block(block("Agents"));
+    f.render_widget(t, agents_r);
+    let rows = c.queues.iter().map(|q| {
+        Row::new(vec![
+            format!("{}/{}", q.portal, q.skill),
+            q.waiting.to_string(),
+            duration(q.longest_wait_s),
+        ])
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Min(12),
+            Constraint::Length(8),
+            Constraint::Length(12),
+        ],
+    )
+    .header(Row::new(vec!["Queue", "Waiting", "Longest"]).style(heading()))
+    .block(block("Queues"));
+    f.render_widget(t, queues_r);
+    let mut lines = Vec::new();
+    match &c.system {
+        Some(s) => {
+            let seal = if s.sealed {
+                Span::styled("SEALED", Style::new().fg(Color::White).bg(Color::Red))
+            } else {
+                Span::raw("unsealed")
+            };
+            lines.push(Line::from(vec![Span::raw("State:       "), seal]));
+            lines.push(Line::raw(format!("Appliance:   {}", s.appliance_id)));
+            lines.push(Line::raw(format!("Version:     {}", s.version)));
+            lines.push(Line::raw(format!(
+                "Audit log:   {} entries",
+                s.audit_entries
+            )));
+            lines.push(Line::raw(format!(
+                "Checkpoint:  {}",
+                s.checkpoint_size
+                    .map_or("none yet".to_string(), |n| format!("signed at size {n}"))
+            )));
+            lines.push(Line::raw("TLS SHA-256:"));
+            lines.push(Line::raw(format!(" {}", s.fingerprint)));
+        }
+        None => lines.push(Line::raw(
+            "Appliance status needs the admin or compliance role.",
+        )),
+    }
+    let waiting: u64 = c.queues.iter().map(|q| q.waiting).sum();
+    let available = c.agents.iter().filter(|a| a.status == "available").count();
+    lines.push(Line::raw(""));
+    lines.push(Line::raw(format!(
+        "Waiting now: {waiting}   Agents available: {available}"
+    )));
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block("Appliance")),
+        right,
+    );
+}
+
+fn sessions(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let title = if c.query.is_empty() {
+        format!("Sessions, page {}", c.pages.len() + 1)
+    } else {
+        format!(
+            "Sessions matching {:?}, page {}",
+            c.query,
+            c.pages.len() + 1
+        )
+    };
+    let rows = c.sessions.iter().enumerate().map(|(i, s)| {
+        let style = if i == c.session_sel {
+            selected()
+        } else {
+            Style::new()
+        };
+        Row::new(vec![
+            Cell::from(
+                s.requested_at
+                    .get(..16)
+                    .unwrap_or(&s.requested_at)
+                    .replace('T', " "),
+            ),
+            Cell::from(s.status.clone()),
+            Cell::from(s.portal.clone()),
+            Cell::from(s.agent.clone()),
+            Cell::from(s.external_ref.clone()),
+            Cell::from(s.survey.map_or(String::new(), |v| v.to_string())),
+            Cell::from(s.id.clone()),
+        ])
+        .style(style)
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Length(16),
+            Constraint::Length(9),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(12),
+            Constraint::Length(6),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "Requested",
+            "Status",
+            "Portal",
+            "Agent",
+            "Ref",
+            "Survey",
+            "Id",
+        ])
+        .style(heading()),
+    )
+    .block(block(&title));
+    f.render_widget(t, r);
+}
+
+fn detail(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let d = c.detail.as_ref().expect("a detail");
+    let h = (d.fields.len() as u16 + 2).min(r.height / 2);
+    let [top, bottom] = Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(r);
+    let lines: Vec<Line> = d
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!("{k:<12}"), heading()),
+                Span::raw(v.clone()),
+            ])
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(block(&format!("Session {}", d.id))),
+        top,
+    );
+    let lines: Vec<Line> = d
+        .transcript
+        .iter()
+        .skip(d.scroll)
+        .map(|t| Line::raw(t.clone()))
+        .collect();
+    let title = format!(
+        "Transcript ({} lines, reading is audited)",
+        d.transcript.len()
+    );
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block(&title)),
+        bottom,
+    );
+}
+
+fn holds(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let rows = c.holds.iter().enumerate().map(|(i, h)| {
+        let style = if i == c.hold_sel {
+            selected()
+        } else {
+            Style::new()
+        };
+        Row::new(vec![
+            h.id.to_string(),
+            format!("{} {}", h.scope, h.value),
+            h.case_id.clone(),
+            h.placed_by.clone(),
+            h.placed_at.get(..10).unwrap_or(&h.placed_at).to_string(),
+            h.reason.clone(),
+        ])
+        .style(style)
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Length(4),
+            Constraint::Min(14),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(vec!["Id", "Scope", "Case", "Placed by", "Placed", "Reason"]).style(heading()))
+    .block(block(&format!("Legal holds in force ({})", c.holds.len())));
+    f.render_widget(t, r);
+}
+
+fn audit(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let visible = r.height.saturating_sub(3) as usize;
+    let start = (c.audit_sel + 1).saturating_sub(visible);
+    let rows = c.audit.iter().enumerate().skip(start).map(|(i, e)| {
+        let style = if i == c.audit_sel {
+            selected()
+        } else if e.outcome != "success" {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
+        Row::new(vec![
+            e.seq.to_string(),
+            e.time.get(11..19).unwrap_or(&e.time).to_string(),
+            e.actor.clone(),
+            e.action.clone(),
+            e.target.clone(),
+            e.outcome.clone(),
+        ])
+        .style(style)
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(8),
+            Constraint::Length(14),
+            Constraint::Min(18),
+            Constraint::Min(14),
+            Constraint::Length(8),
+        ],
+    )
+    .header(Row::new(vec!["Seq", "Time", "Actor", "Action", "Target", "Outcome"]).style(heading()))
+    .block(block("Audit log (live)"));
+    f.render_widget(t, r);
+}
