@@ -6,8 +6,8 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::state::{
-    AgentRow, AuditLine, Command, Detail, HoldRow, Outcome, QueueRow, SessionRow, SystemInfo,
-    search_params,
+    AgentRow, AuditLine, Command, Detail, HoldRow, Outcome, PlanLine, QueueRow, SessionRow,
+    SystemInfo, TokenLine, UserLine, search_params,
 };
 use crate::client::Endpoint;
 
@@ -58,6 +58,19 @@ impl Call<'_> {
             });
         }
         Ok(v)
+    }
+}
+
+fn system_info(v: &Value) -> SystemInfo {
+    SystemInfo {
+        appliance_id: s(&v["appliance_id"]),
+        version: s(&v["version"]),
+        sealed: v["sealed"] == true,
+        unseal_mode: s(&v["unseal_mode"]),
+        kek_epoch: v["kek_epoch"].as_u64().unwrap_or(0),
+        audit_entries: v["audit_entries"].as_u64().unwrap_or(0),
+        checkpoint_size: v["latest_checkpoint_size"].as_u64(),
+        fingerprint: s(&v["tls_fingerprint_sha256"]),
     }
 }
 
@@ -114,14 +127,7 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                     longest_wait_s: q["longest_wait_s"].as_u64().unwrap_or(0),
                 })
                 .collect();
-            let system = system.map(|v| SystemInfo {
-                appliance_id: s(&v["appliance_id"]),
-                version: s(&v["version"]),
-                sealed: v["sealed"] == true,
-                audit_entries: v["audit_entries"].as_u64().unwrap_or(0),
-                checkpoint_size: v["latest_checkpoint_size"].as_u64(),
-                fingerprint: s(&v["tls_fingerprint_sha256"]),
-            });
+            let system = system.as_ref().map(system_info);
             Outcome::Dashboard {
                 agents,
                 queues,
@@ -250,6 +256,79 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             )
             .await?;
             Outcome::Done(format!("hold {id} released"))
+        }
+        Command::LoadSystem => Outcome::System(system_info(
+            &c.go(Method::GET, "/api/v1/system", None).await?,
+        )),
+        Command::LoadUsers => {
+            let users = c.go(Method::GET, "/api/v1/users", None).await?;
+            let tokens = c.go(Method::GET, "/api/v1/tokens", None).await?;
+            let list = |v: &Value, k: &str| v[k].as_array().cloned().unwrap_or_default();
+            Outcome::Users {
+                users: list(&users, "users")
+                    .iter()
+                    .map(|u| UserLine {
+                        name: s(&u["name"]),
+                        role: s(&u["role"]),
+                        disabled: u["disabled"] == true,
+                        created_at: s(&u["created_at"]),
+                    })
+                    .collect(),
+                tokens: list(&tokens, "tokens")
+                    .iter()
+                    .map(|t| TokenLine {
+                        id: s(&t["id"]),
+                        user: s(&t["user"]),
+                        name: s(&t["name"]),
+                        scopes: t["scopes"]
+                            .as_array()
+                            .map_or("all of the role".into(), |a| {
+                                a.iter().map(s).collect::<Vec<_>>().join(",")
+                            }),
+                        expires_at: s(&t["expires_at"]),
+                    })
+                    .collect(),
+            }
+        }
+        Command::LoadPlan => {
+            let now = time::OffsetDateTime::now_utc();
+            let mut lines: Vec<PlanLine> = Vec::new();
+            for (i, days) in [0i64, 30, 90, 365].into_iter().enumerate() {
+                let at = crate::model::format_rfc3339(now + time::Duration::days(days));
+                let v = c
+                    .go(
+                        Method::GET,
+                        &format!("/api/v1/retention/plan?at={}", enc(&at)),
+                        None,
+                    )
+                    .await?;
+                for o in v["objects"].as_array().cloned().unwrap_or_default() {
+                    let policy = o["policy"]
+                        .as_str()
+                        .unwrap_or("(no policy: kept)")
+                        .to_string();
+                    let line = match lines.iter_mut().position(|l| l.policy == policy) {
+                        Some(p) => &mut lines[p],
+                        None => {
+                            lines.push(PlanLine {
+                                policy,
+                                ..Default::default()
+                            });
+                            lines.last_mut().expect("just pushed")
+                        }
+                    };
+                    if o["due"] == true {
+                        line.due[i] += 1;
+                    }
+                    if i == 0 {
+                        line.total += 1;
+                        line.held +=
+                            u64::from(o["holds"].as_array().is_some_and(|h| !h.is_empty()));
+                    }
+                }
+            }
+            lines.sort_by(|a, b| a.policy.cmp(&b.policy));
+            Outcome::Plan(lines)
         }
         Command::LoadAudit => {
             let v = c

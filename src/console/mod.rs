@@ -129,6 +129,8 @@ mod tests {
                 appliance_id: "5f0c2a9e41b7d3c8".into(),
                 version: "0.1.0".into(),
                 sealed: false,
+                unseal_mode: "key file".into(),
+                kek_epoch: 2,
                 audit_entries: 1284,
                 checkpoint_size: Some(1280),
                 fingerprint: "3A:9F:...:C1".into(),
@@ -185,6 +187,49 @@ mod tests {
                 })
                 .collect(),
         ));
+        c.on_outcome(Outcome::Plan(vec![
+            PlanLine {
+                policy: "hipaa-six-years".into(),
+                due: [0, 0, 12, 40],
+                held: 3,
+                total: 120,
+            },
+            PlanLine {
+                policy: "gdpr-support-90-days".into(),
+                due: [5, 31, 88, 88],
+                held: 1,
+                total: 90,
+            },
+        ]));
+        c.on_outcome(Outcome::Users {
+            users: vec![
+                UserLine {
+                    name: "admin".into(),
+                    role: "admin".into(),
+                    disabled: false,
+                    created_at: "2026-11-01T08:00:00Z".into(),
+                },
+                UserLine {
+                    name: "olga".into(),
+                    role: "compliance".into(),
+                    disabled: false,
+                    created_at: "2026-11-02T08:00:00Z".into(),
+                },
+                UserLine {
+                    name: "carl".into(),
+                    role: "agent".into(),
+                    disabled: true,
+                    created_at: "2026-11-03T08:00:00Z".into(),
+                },
+            ],
+            tokens: vec![TokenLine {
+                id: "3f2a9c1d00b1e2f3".into(),
+                user: "crm".into(),
+                name: "CRM sync".into(),
+                scopes: "read_any_session".into(),
+                expires_at: "2027-02-26T00:00:00Z".into(),
+            }],
+        });
         c.screen = Some(screen);
         c.busy = 0;
         c
@@ -232,6 +277,9 @@ mod tests {
             ("holds", fixture(Screen::Holds)),
             ("hold_form", hold_form),
             ("audit", fixture(Screen::Audit)),
+            ("policies", fixture(Screen::Policies)),
+            ("users", fixture(Screen::Users)),
+            ("system", fixture(Screen::System)),
             ("help", help),
         ];
         for (name, c) in &cases {

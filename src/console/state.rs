@@ -8,24 +8,46 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 pub enum Screen {
     Dashboard,
     Sessions,
+    Policies,
     Holds,
     Audit,
+    Users,
+    System,
 }
 
-pub const SCREENS: [Screen; 4] = [
+pub const SCREENS: [Screen; 7] = [
     Screen::Dashboard,
     Screen::Sessions,
+    Screen::Policies,
     Screen::Holds,
     Screen::Audit,
+    Screen::Users,
+    Screen::System,
 ];
 
 impl Screen {
+    /// A short title for narrow terminals.
+    pub fn short(self) -> &'static str {
+        match self {
+            Screen::Dashboard => "Dash",
+            Screen::Sessions => "Sess",
+            Screen::Policies => "Policy",
+            Screen::Holds => "Holds",
+            Screen::Audit => "Audit",
+            Screen::Users => "Users",
+            Screen::System => "System",
+        }
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Screen::Dashboard => "Dashboard",
             Screen::Sessions => "Sessions",
+            Screen::Policies => "Policies",
             Screen::Holds => "Holds",
             Screen::Audit => "Audit",
+            Screen::Users => "Users",
+            Screen::System => "System",
         }
     }
 }
@@ -51,9 +73,38 @@ pub struct SystemInfo {
     pub appliance_id: String,
     pub version: String,
     pub sealed: bool,
+    pub unseal_mode: String,
+    pub kek_epoch: u64,
     pub audit_entries: u64,
     pub checkpoint_size: Option<u64>,
     pub fingerprint: String,
+}
+
+/// What retention will remove, per policy: due now and within 30, 90 and 365 days, and how much
+/// holds keep.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanLine {
+    pub policy: String,
+    pub due: [u64; 4],
+    pub held: u64,
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UserLine {
+    pub name: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenLine {
+    pub id: String,
+    pub user: String,
+    pub name: String,
+    pub scopes: String,
+    pub expires_at: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -125,6 +176,9 @@ pub enum Command {
         reason: String,
     },
     LoadAudit,
+    LoadPlan,
+    LoadUsers,
+    LoadSystem,
 }
 
 /// What came back.
@@ -148,6 +202,12 @@ pub enum Outcome {
     Holds(Vec<HoldRow>),
     Done(String),
     Audit(Vec<AuditLine>),
+    Plan(Vec<PlanLine>),
+    Users {
+        users: Vec<UserLine>,
+        tokens: Vec<TokenLine>,
+    },
+    System(SystemInfo),
     Failed {
         message: String,
         unauthorized: bool,
@@ -226,6 +286,9 @@ pub struct Console {
     pub hold_sel: usize,
     pub audit: Vec<AuditLine>,
     pub audit_sel: usize,
+    pub plan: Vec<PlanLine>,
+    pub users: Vec<UserLine>,
+    pub tokens: Vec<TokenLine>,
     pub form: Option<(FormKind, Form)>,
     pub help: bool,
     /// Requests in flight, and the spinner frame.
@@ -284,6 +347,9 @@ impl Console {
             }
             Screen::Holds => self.issue(Command::LoadHolds),
             Screen::Audit => self.issue(Command::LoadAudit),
+            Screen::Policies => self.issue(Command::LoadPlan),
+            Screen::Users => self.issue(Command::LoadUsers),
+            Screen::System => self.issue(Command::LoadSystem),
         }
     }
 
@@ -328,7 +394,7 @@ impl Console {
                 };
                 return self.go(SCREENS[next]);
             }
-            KeyCode::Char(c @ '1'..='4') => return self.go(SCREENS[c as usize - '1' as usize]),
+            KeyCode::Char(c @ '1'..='7') => return self.go(SCREENS[c as usize - '1' as usize]),
             KeyCode::Char('r') => return self.load(screen),
             _ => {}
         }
@@ -355,7 +421,7 @@ impl Console {
             _ => {}
         };
         match screen {
-            Screen::Dashboard => vec![],
+            Screen::Dashboard | Screen::Policies | Screen::Users | Screen::System => vec![],
             Screen::Sessions => match k.code {
                 KeyCode::Char('/') => {
                     self.form = form(
@@ -540,6 +606,12 @@ impl Console {
                     self.audit_sel = self.audit.len().saturating_sub(1);
                 }
             }
+            Outcome::Plan(p) => self.plan = p,
+            Outcome::Users { users, tokens } => {
+                self.users = users;
+                self.tokens = tokens;
+            }
+            Outcome::System(sys) => self.system = Some(sys),
             Outcome::Failed {
                 message,
                 unauthorized,
@@ -666,10 +738,13 @@ mod tests {
                 query: String::new()
             }]
         );
+        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadPlan]);
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadHolds]);
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadAudit]);
+        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadUsers]);
+        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadSystem]);
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadDashboard]);
-        assert_eq!(c.on_key(key(KeyCode::BackTab)), [Command::LoadAudit]);
+        assert_eq!(c.on_key(key(KeyCode::BackTab)), [Command::LoadSystem]);
         assert_eq!(
             c.on_key(key(KeyCode::Char('2'))),
             [Command::LoadSessions {
@@ -772,7 +847,7 @@ mod tests {
     #[test]
     fn holds_are_placed_and_released_through_forms() {
         let mut c = logged_in("compliance");
-        c.on_key(key(KeyCode::Char('3')));
+        c.on_key(key(KeyCode::Char('4')));
         c.on_outcome(Outcome::Holds(vec![HoldRow {
             id: 4,
             ..Default::default()

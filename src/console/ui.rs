@@ -47,6 +47,9 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
         (Some(Screen::Sessions), None) => sessions(f, body, c),
         (Some(Screen::Holds), _) => holds(f, body, c),
         (Some(Screen::Audit), _) => audit(f, body, c),
+        (Some(Screen::Policies), _) => policies(f, body, c),
+        (Some(Screen::Users), _) => users(f, body, c),
+        (Some(Screen::System), _) => system(f, body, c),
     }
     footer(f, bottom, c);
     if let Some((kind, form)) = &c.form {
@@ -89,7 +92,7 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
     }
     if c.help {
         let text = [
-            "Tab / Shift+Tab   next / previous screen   1-4  go to a screen",
+            "Tab / Shift+Tab   next / previous screen   1-7  go to a screen",
             "Up / Down         move                     Enter  open",
             "/                 search sessions          r      refresh",
             "PgDn / PgUp       next / previous page     Esc    back, cancel",
@@ -115,15 +118,6 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
 }
 
 fn header(f: &mut Frame<'_>, r: Rect, c: &Console) {
-    let mut spans = vec![Span::styled(" Custos ", heading())];
-    for (i, s) in SCREENS.iter().enumerate() {
-        let style = if c.screen == Some(*s) {
-            selected()
-        } else {
-            Style::new()
-        };
-        spans.push(Span::styled(format!(" {} {} ", i + 1, s.title()), style));
-    }
     let right = match &c.user {
         Some((n, role)) => format!("{n} ({role}) "),
         None => String::new(),
@@ -133,7 +127,36 @@ fn header(f: &mut Frame<'_>, r: Rect, c: &Console) {
     } else {
         " "
     };
-    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let tabs = |short: bool| -> Vec<Span<'static>> {
+        let mut spans = vec![Span::styled(" Custos ", heading())];
+        for (i, s) in SCREENS.iter().enumerate() {
+            let style = if c.screen == Some(*s) {
+                selected()
+            } else {
+                Style::new()
+            };
+            let t = if short { s.short() } else { s.title() };
+            spans.push(Span::styled(format!(" {} {t} ", i + 1), style));
+        }
+        spans
+    };
+    let width = |spans: &[Span<'_>]| {
+        spans
+            .iter()
+            .map(|s| s.content.chars().count())
+            .sum::<usize>()
+    };
+    let mut spans = tabs(false);
+    if width(&spans) + right.chars().count() + 2 > r.width as usize {
+        spans = tabs(true);
+    }
+    let used = width(&spans);
+    // The user's name goes where it fits; the spinner always shows.
+    let right = if used + right.chars().count() + 2 <= r.width as usize {
+        right
+    } else {
+        String::new()
+    };
     let pad = (r.width as usize).saturating_sub(used + right.chars().count() + 2);
     spans.push(Span::raw(" ".repeat(pad)));
     spans.push(Span::raw(right));
@@ -427,4 +450,151 @@ fn audit(f: &mut Frame<'_>, r: Rect, c: &Console) {
     .header(Row::new(vec!["Seq", "Time", "Actor", "Action", "Target", "Outcome"]).style(heading()))
     .block(block("Audit log (live)"));
     f.render_widget(t, r);
+}
+
+fn policies(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let rows = c.plan.iter().map(|p| {
+        let mut cells = vec![p.policy.clone()];
+        cells.extend(p.due.iter().map(|d| d.to_string()));
+        cells.push(p.held.to_string());
+        cells.push(p.total.to_string());
+        Row::new(cells)
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Min(20),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Length(8),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "Policy", "Due now", "30 days", "90 days", "365 days", "Held", "Objects",
+        ])
+        .style(heading()),
+    )
+    .block(block(
+        "Retention plan: objects each policy removes by then (holds keep theirs)",
+    ));
+    f.render_widget(t, r);
+}
+
+fn users(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(r);
+    let rows = c.users.iter().map(|u| {
+        let style = if u.disabled {
+            Style::new().add_modifier(Modifier::DIM)
+        } else {
+            Style::new()
+        };
+        Row::new(vec![
+            u.name.clone(),
+            u.role.clone(),
+            if u.disabled {
+                "disabled".into()
+            } else {
+                "active".into()
+            },
+            u.created_at.get(..10).unwrap_or(&u.created_at).to_string(),
+        ])
+        .style(style)
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Min(14),
+            Constraint::Length(12),
+            Constraint::Length(9),
+            Constraint::Length(11),
+        ],
+    )
+    .header(Row::new(vec!["User", "Role", "State", "Created"]).style(heading()))
+    .block(block(&format!("Users ({})", c.users.len())));
+    f.render_widget(t, top);
+    let rows = c.tokens.iter().map(|t| {
+        Row::new(vec![
+            t.id.clone(),
+            t.user.clone(),
+            t.name.clone(),
+            t.scopes.clone(),
+            t.expires_at.get(..10).unwrap_or(&t.expires_at).to_string(),
+        ])
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Length(17),
+            Constraint::Length(12),
+            Constraint::Min(12),
+            Constraint::Min(16),
+            Constraint::Length(11),
+        ],
+    )
+    .header(Row::new(vec!["Token", "User", "Label", "Scopes", "Expires"]).style(heading()))
+    .block(block(&format!("API tokens ({})", c.tokens.len())));
+    f.render_widget(t, bottom);
+}
+
+fn system(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let lines = match &c.system {
+        Some(s) => vec![
+            Line::from(vec![
+                Span::styled("State         ", heading()),
+                Span::raw(if s.sealed {
+                    "SEALED: only unseal answers"
+                } else {
+                    "unsealed, serving"
+                }),
+            ]),
+            Line::from(vec![
+                Span::styled("Unseal mode   ", heading()),
+                Span::raw(s.unseal_mode.clone()),
+            ]),
+            Line::from(vec![
+                Span::styled("Key epoch     ", heading()),
+                Span::raw(format!(
+                    "KEK epoch {} (rotate: custos key rotate)",
+                    s.kek_epoch
+                )),
+            ]),
+            Line::from(vec![
+                Span::styled("Appliance     ", heading()),
+                Span::raw(s.appliance_id.clone()),
+            ]),
+            Line::from(vec![
+                Span::styled("Version       ", heading()),
+                Span::raw(s.version.clone()),
+            ]),
+            Line::from(vec![
+                Span::styled("Audit log     ", heading()),
+                Span::raw(format!("{} entries", s.audit_entries)),
+            ]),
+            Line::from(vec![
+                Span::styled("Checkpoint    ", heading()),
+                Span::raw(
+                    s.checkpoint_size
+                        .map_or("none yet".to_string(), |n| format!("signed at size {n}")),
+                ),
+            ]),
+            Line::from(vec![
+                Span::styled("TLS SHA-256   ", heading()),
+                Span::raw(s.fingerprint.clone()),
+            ]),
+        ],
+        None => vec![Line::raw(
+            "The appliance's status needs the admin or compliance role.",
+        )],
+    };
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block("System")),
+        r,
+    );
 }

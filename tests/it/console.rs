@@ -179,7 +179,7 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     assert!(screen.contains("Pia"), "{screen}");
 
     // Holds: place one on the session.
-    t.keys(&["Escape", "3"]);
+    t.keys(&["Escape", "4"]);
     t.wait_for("Legal holds in force (0)");
     t.keys(&["n"]);
     t.wait_for("Place a legal hold");
@@ -193,7 +193,7 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     t.wait_for("LIT-12");
 
     // The audit tail shows the read and the hold.
-    t.keys(&["4"]);
+    t.keys(&["5"]);
     let screen = t.wait_for("hold.placed");
     assert!(screen.contains("session.read"), "{screen}");
     t.keys(&["q"]);
