@@ -282,10 +282,29 @@ mod tests {
             ("system", fixture(Screen::System)),
             ("help", help),
         ];
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/console.md"))
+            .unwrap();
         for (name, c) in &cases {
             for (w, h) in [(80, 24), (160, 48)] {
                 insta::assert_snapshot!(format!("{name}_{w}x{h}"), render(c, w, h));
             }
+        }
+        for (name, c) in &cases {
+            // docs/console.md shows each screen as it is.
+            let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+            t.draw(|f| ui::draw(f, c)).unwrap();
+            let buf = t.backend().buffer();
+            let text: Vec<String> = (0..24)
+                .map(|y| {
+                    (0..80)
+                        .map(|x| buf[(x, y)].symbol().to_string())
+                        .collect::<String>()
+                })
+                .collect();
+            assert!(
+                doc.contains(&text.join("\n")),
+                "docs/console.md does not show the {name} screen as drawn now"
+            );
         }
     }
 

@@ -129,6 +129,9 @@ fn header(f: &mut Frame<'_>, r: Rect, c: &Console) {
     };
     let tabs = |short: bool| -> Vec<Span<'static>> {
         let mut spans = vec![Span::styled(" Custos ", heading())];
+        if c.user.is_none() {
+            return spans;
+        }
         for (i, s) in SCREENS.iter().enumerate() {
             let style = if c.screen == Some(*s) {
                 selected()
@@ -176,6 +179,9 @@ fn footer(f: &mut Frame<'_>, r: Rect, c: &Console) {
         )),
         None => {
             let keys = match (c.screen, c.detail.is_some(), c.form.is_some()) {
+                _ if matches!(c.form, Some((FormKind::Login, _))) => {
+                    "Enter next/sign in  Tab move  Ctrl+C quit"
+                }
                 (_, _, true) => "Enter next/submit  Tab move  Esc cancel",
                 (None, _, _) => "",
                 (Some(Screen::Sessions), true, _) => "Up/Down scroll  Esc back  ? help  q quit",
