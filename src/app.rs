@@ -270,6 +270,8 @@ pub struct App {
     pub request_limit: crate::auth::RateLimit,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The audit verification run for API clients (one at a time).
+    pub audit_jobs: Arc<audit::job::Jobs>,
     /// Set when the server begins to shut down; long-lived streams and sockets watch it.
     pub stop: watch::Sender<bool>,
     store: Arc<Mutex<Store>>,
@@ -532,6 +534,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         sessions: crate::session::Sessions::new(),
         request_limit: crate::auth::RateLimit::new(10.0, 100.0),
         metrics: crate::metrics::Metrics::new(),
+        audit_jobs: Arc::default(),
         stop: watch::channel(false).0,
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),

@@ -8,6 +8,7 @@
 //!
 //! docs/formats/audit.md specifies the entry encoding and the checkpoint byte by byte.
 
+pub mod job;
 pub mod merkle;
 pub mod note;
 

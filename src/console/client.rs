@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::state::{
     AgentRow, AuditLine, Command, Detail, HoldRow, Outcome, PlanLine, QueueRow, SessionRow,
-    SystemInfo, TokenLine, UserLine, search_params,
+    SystemInfo, TokenLine, UserLine, Verification, search_params,
 };
 use crate::client::Endpoint;
 
@@ -71,6 +71,29 @@ fn system_info(v: &Value) -> SystemInfo {
         audit_entries: v["audit_entries"].as_u64().unwrap_or(0),
         checkpoint_size: v["latest_checkpoint_size"].as_u64(),
         fingerprint: s(&v["tls_fingerprint_sha256"]),
+    }
+}
+
+fn verification(v: &Value) -> Verification {
+    let r = &v["result"];
+    let summary = match v["state"].as_str() {
+        Some("intact") => format!(
+            "Audit log intact: {} entries, {} checkpoints verified; root {}…; key {}",
+            s(&r["entries"]),
+            s(&r["checkpoints"]),
+            s(&r["root"]).get(..16).unwrap_or(""),
+            s(&r["key"]).split('+').next().unwrap_or("")
+        ),
+        Some("broken") => format!("AUDIT LOG BROKEN: {}", s(&r["problem"])),
+        Some("failed") => format!("Verification could not run: {}", s(&r["error"])),
+        _ => String::new(),
+    };
+    Verification {
+        id: v["id"].as_u64().unwrap_or(0),
+        state: s(&v["state"]),
+        checked: v["checked"].as_u64().unwrap_or(0),
+        total: v["total"].as_u64().unwrap_or(0),
+        summary,
     }
 }
 
@@ -330,6 +353,14 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             lines.sort_by(|a, b| a.policy.cmp(&b.policy));
             Outcome::Plan(lines)
         }
+        Command::StartVerify => Outcome::Verify(verification(
+            &c.go(Method::POST, "/api/v1/audit/verify", Some(json!({})))
+                .await?,
+        )),
+        Command::PollVerify { id } => Outcome::Verify(verification(
+            &c.go(Method::GET, &format!("/api/v1/audit/verify/{id}"), None)
+                .await?,
+        )),
         Command::LoadAudit => {
             let v = c
                 .go(Method::GET, "/api/v1/audit/entries?limit=500", None)

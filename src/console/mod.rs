@@ -269,6 +269,22 @@ mod tests {
             crossterm::event::KeyCode::Char('n'),
             crossterm::event::KeyModifiers::NONE,
         ));
+        let mut verifying = fixture(Screen::Audit);
+        verifying.verify = Some(Verification {
+            id: 1,
+            state: "running".into(),
+            checked: 642,
+            total: 1284,
+            summary: String::new(),
+        });
+        let mut verified = fixture(Screen::Audit);
+        verified.verify = Some(Verification {
+            id: 1,
+            state: "intact".into(),
+            checked: 1284,
+            total: 1284,
+            summary: "Audit log intact: 1284 entries, 57 checkpoints verified; root 9b1c04e5a7d2f3e1…; key custos/5f0c2a9e41b7d3c8".into(),
+        });
         let cases = [
             ("login", Console::new()),
             ("dashboard", fixture(Screen::Dashboard)),
@@ -277,6 +293,8 @@ mod tests {
             ("holds", fixture(Screen::Holds)),
             ("hold_form", hold_form),
             ("audit", fixture(Screen::Audit)),
+            ("audit_verifying", verifying),
+            ("audit_verified", verified),
             ("policies", fixture(Screen::Policies)),
             ("users", fixture(Screen::Users)),
             ("system", fixture(Screen::System)),

@@ -90,6 +90,18 @@ pub struct PlanLine {
     pub total: u64,
 }
 
+/// The audit verification the appliance runs for the console.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verification {
+    pub id: u64,
+    /// `running`, `intact`, `broken` or `failed`.
+    pub state: String,
+    pub checked: u64,
+    pub total: u64,
+    /// When done: the result, in a line.
+    pub summary: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UserLine {
     pub name: String,
@@ -179,6 +191,10 @@ pub enum Command {
     LoadPlan,
     LoadUsers,
     LoadSystem,
+    StartVerify,
+    PollVerify {
+        id: u64,
+    },
 }
 
 /// What came back.
@@ -208,6 +224,7 @@ pub enum Outcome {
         tokens: Vec<TokenLine>,
     },
     System(SystemInfo),
+    Verify(Verification),
     Failed {
         message: String,
         unauthorized: bool,
@@ -289,6 +306,7 @@ pub struct Console {
     pub plan: Vec<PlanLine>,
     pub users: Vec<UserLine>,
     pub tokens: Vec<TokenLine>,
+    pub verify: Option<Verification>,
     pub form: Option<(FormKind, Form)>,
     pub help: bool,
     /// Requests in flight, and the spinner frame.
@@ -490,10 +508,15 @@ impl Console {
                     vec![]
                 }
             },
-            Screen::Audit => {
-                move_sel(&mut self.audit_sel, self.audit.len(), k.code);
-                vec![]
-            }
+            Screen::Audit => match k.code {
+                KeyCode::Char('v') if self.verify.as_ref().is_none_or(|v| v.state != "running") => {
+                    self.issue(Command::StartVerify)
+                }
+                code => {
+                    move_sel(&mut self.audit_sel, self.audit.len(), code);
+                    vec![]
+                }
+            },
         }
     }
 
@@ -612,6 +635,7 @@ impl Console {
                 self.tokens = tokens;
             }
             Outcome::System(sys) => self.system = Some(sys),
+            Outcome::Verify(v) => self.verify = Some(v),
             Outcome::Failed {
                 message,
                 unauthorized,
@@ -630,6 +654,14 @@ impl Console {
         self.ticks += 1;
         if self.busy > 0 {
             self.spin = self.spin.wrapping_add(1);
+        }
+        if let Some(v) = &self.verify
+            && v.state == "running"
+            && self.busy == 0
+            && self.ticks.is_multiple_of(2)
+        {
+            let id = v.id;
+            return self.issue(Command::PollVerify { id });
         }
         let live = matches!(self.screen, Some(Screen::Dashboard) | Some(Screen::Audit));
         if live && self.busy == 0 && self.form.is_none() && self.ticks.is_multiple_of(20) {
@@ -898,6 +930,47 @@ mod tests {
             unauthorized: true,
         });
         assert!(c.token.is_none() && matches!(c.form, Some((FormKind::Login, _))));
+    }
+
+    #[test]
+    fn verification_starts_once_and_is_polled_until_done() {
+        let mut c = logged_in("auditor");
+        c.on_key(key(KeyCode::Char('5')));
+        c.on_outcome(Outcome::Audit(vec![]));
+        assert_eq!(c.on_key(key(KeyCode::Char('v'))), [Command::StartVerify]);
+        let running = Verification {
+            id: 3,
+            state: "running".into(),
+            ..Default::default()
+        };
+        c.on_outcome(Outcome::Verify(running.clone()));
+        assert!(
+            c.on_key(key(KeyCode::Char('v'))).is_empty(),
+            "not twice at once"
+        );
+        let polls: Vec<Command> = (0..4)
+            .flat_map(|_| {
+                let cmds = c.on_tick();
+                if !cmds.is_empty() {
+                    c.on_outcome(Outcome::Verify(running.clone()));
+                }
+                cmds
+            })
+            .collect();
+        assert_eq!(
+            polls,
+            [Command::PollVerify { id: 3 }, Command::PollVerify { id: 3 }]
+        );
+        c.on_outcome(Outcome::Verify(Verification {
+            id: 3,
+            state: "intact".into(),
+            ..Default::default()
+        }));
+        assert!(
+            (0..10)
+                .flat_map(|_| c.on_tick())
+                .all(|cmd| cmd != Command::PollVerify { id: 3 })
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Table, Wrap};
 
 use super::state::{Console, FormKind, SCREENS, Screen};
 
@@ -96,7 +96,8 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
             "Up / Down         move                     Enter  open",
             "/                 search sessions          r      refresh",
             "PgDn / PgUp       next / previous page     Esc    back, cancel",
-            "n / x             place / release a hold   q      quit",
+            "n / x             place / release a hold   v      verify the audit log",
+            "q                 quit",
             "",
             "Any key closes this help.",
         ];
@@ -422,6 +423,38 @@ fn holds(f: &mut Frame<'_>, r: Rect, c: &Console) {
 }
 
 fn audit(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let r = match &c.verify {
+        Some(v) => {
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(r);
+            let b = block("Verification (v)");
+            if v.state == "running" {
+                let ratio = if v.total == 0 {
+                    0.0
+                } else {
+                    (v.checked as f64 / v.total as f64).clamp(0.0, 1.0)
+                };
+                let g = Gauge::default()
+                    .block(b)
+                    .gauge_style(Style::new().fg(Color::Cyan).bg(Color::Black))
+                    .ratio(ratio)
+                    .label(format!("{} of {} entries rehashed", v.checked, v.total));
+                f.render_widget(g, top);
+            } else {
+                let style = if v.state == "intact" {
+                    Style::new().fg(Color::Green)
+                } else {
+                    Style::new().fg(Color::White).bg(Color::Red)
+                };
+                f.render_widget(
+                    Paragraph::new(Span::styled(v.summary.clone(), style)).block(b),
+                    top,
+                );
+            }
+            rest
+        }
+        None => r,
+    };
     let visible = r.height.saturating_sub(3) as usize;
     let start = (c.audit_sel + 1).saturating_sub(visible);
     let rows = c.audit.iter().enumerate().skip(start).map(|(i, e)| {

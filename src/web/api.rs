@@ -38,6 +38,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/api/v1/audit/entries", get(audit_entries))
         .route("/api/v1/audit/proof", get(audit_proof))
+        .route("/api/v1/audit/verify", post(audit_verify))
+        .route("/api/v1/audit/verify/{id}", get(audit_verify_status))
         .route("/api/v1/system", get(system_status))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
@@ -523,6 +525,46 @@ async fn disable_user(
     })
     .await?;
     Ok(Json(json!({ "name": name, "disabled": true })))
+}
+
+/// Starts verifying the whole audit log (or returns the verification already running); poll
+/// `GET /api/v1/audit/verify/{id}` for its progress and result.
+async fn audit_verify(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+) -> Result<Response, ApiError> {
+    require(&p, Permission::ReadAudit)?;
+    let (job, started) = app
+        .audit_jobs
+        .start(app.dir.db_path(), app.dir.vkey_path(), &p.name);
+    if started {
+        app.audit(event(
+            &p,
+            &src,
+            "audit.verify.started",
+            "audit",
+            json!({ "job": job.id }),
+        ))
+        .await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+async fn audit_verify_status(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadAudit)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("the job id must be a number"))?;
+    let job = app
+        .audit_jobs
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("no such verification (only the latest is kept)"))?;
+    Ok(Json(serde_json::to_value(job).expect("a job serializes")))
 }
 
 async fn audit_checkpoint(

@@ -196,6 +196,9 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     t.keys(&["5"]);
     let screen = t.wait_for("hold.placed");
     assert!(screen.contains("session.read"), "{screen}");
+    // And the appliance verifies the whole log for the officer.
+    t.keys(&["v"]);
+    t.wait_for("Audit log intact");
     t.keys(&["q"]);
     let start = Instant::now();
     while Command::new("tmux")
@@ -216,4 +219,61 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
         .unwrap();
     assert_eq!(holds["holds"][0]["case_id"], "LIT-12");
     assert_eq!(holds["holds"][0]["placed_by"], "olga");
+}
+
+#[test]
+fn the_verification_api_reports_progress_and_names_a_tampered_entry() {
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let s = dir.serve();
+    let admin = s.admin(&one_time, "admin password long");
+    let poll = |id: u64| -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let r = s.get(&format!("/api/v1/audit/verify/{id}"), Some(&admin));
+            assert_eq!(r.status, 200, "{}", r.error_message());
+            let v = r.json().unwrap();
+            if v["state"] != "running" {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "still running: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let r = s.post("/api/v1/audit/verify", Some(&admin), json!({}));
+    assert_eq!(r.status, 202, "{}", r.error_message());
+    let id = r.json().unwrap()["id"].as_u64().unwrap();
+    let v = poll(id);
+    assert_eq!(v["state"], "intact", "{v}");
+    assert!(v["result"]["entries"].as_u64().unwrap() > 0);
+    assert_eq!(v["checked"], v["total"]);
+    assert_eq!(s.get("/api/v1/audit/verify/999", Some(&admin)).status, 404);
+    assert_eq!(s.get("/api/v1/audit/verify/abc", Some(&admin)).status, 400);
+    assert_eq!(s.post("/api/v1/audit/verify", None, json!({})).status, 401);
+
+    // Someone with the database file changes an entry's text (and its stored leaf hash).
+    let db = raw_db(&dir);
+    let entry: Vec<u8> = db
+        .query_row("SELECT entry FROM audit_log WHERE seq = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let forged = String::from_utf8(entry)
+        .unwrap()
+        .replace("\"success\"", "\"denied\"");
+    db.execute(
+        "UPDATE audit_log SET entry = ?1 WHERE seq = 1",
+        [forged.as_bytes()],
+    )
+    .unwrap();
+    let r = s.post("/api/v1/audit/verify", Some(&admin), json!({}));
+    let v = poll(r.json().unwrap()["id"].as_u64().unwrap());
+    assert_eq!(v["state"], "broken", "{v}");
+    assert!(
+        v["result"]["problem"].as_str().unwrap().contains("#1"),
+        "{v}"
+    );
 }

@@ -308,6 +308,18 @@ fn every_endpoint_for_every_role() {
             Some(json!({})),
             Permission::HandleSessions,
         ),
+        (
+            Method::POST,
+            "/api/v1/audit/verify".into(),
+            Some(json!({})),
+            Permission::ReadAudit,
+        ),
+        (
+            Method::GET,
+            "/api/v1/audit/verify/1".into(),
+            None,
+            Permission::ReadAudit,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,
