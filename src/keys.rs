@@ -285,6 +285,12 @@ impl Keyring {
         }
     }
 
+    /// The key of the transcript word index: each indexed word is stored only as its HMAC under
+    /// this key, which exists only while the appliance is unsealed.
+    pub fn index_key(&self) -> SecretKey {
+        crypto::hkdf(self.master.expose(), b"", b"custos transcript index v1")
+    }
+
     /// Also wraps every new data key to this recovery recipient.
     pub fn with_recovery(mut self, recovery: Option<crate::age::Recipient>) -> Self {
         self.recovery = recovery;

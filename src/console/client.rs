@@ -157,16 +157,33 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                 system,
             }
         }
-        Command::LoadSessions { after, query } => {
-            let params = search_params(&query).map_err(|message| Outcome::Failed {
+        Command::LoadSessions {
+            after,
+            query,
+            reason,
+        } => {
+            let (filters, words) = search_params(&query).map_err(|message| Outcome::Failed {
                 message,
                 unauthorized: false,
             })?;
-            let mut path = "/api/v1/sessions?limit=200".to_string();
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={}", enc(a)));
-            }
-            for (k, v) in params {
+            let mut path = if words.is_empty() {
+                let mut p = "/api/v1/sessions?limit=200".to_string();
+                if let Some(a) = &after {
+                    p.push_str(&format!("&after={}", enc(a)));
+                }
+                p
+            } else {
+                // A search of transcript words: one page of the newest matches.
+                let mut p = format!(
+                    "/api/v1/sessions/search?limit=200&words={}",
+                    enc(&words.join(" "))
+                );
+                if let Some(r) = &reason {
+                    p.push_str(&format!("&reason={}", enc(r)));
+                }
+                p
+            };
+            for (k, v) in filters {
                 path.push_str(&format!("&{k}={}", enc(&v)));
             }
             let v = c.go(Method::GET, &path, None).await?;
@@ -185,7 +202,7 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                     survey: r["survey_rating"].as_i64(),
                 })
                 .collect();
-            let next = (rows.len() == 200).then(|| s(&v["next_cursor"]));
+            let next = (rows.len() == 200 && words.is_empty()).then(|| s(&v["next_cursor"]));
             Outcome::Sessions { rows, next }
         }
         Command::LoadDetail { id, reason } => {

@@ -172,6 +172,8 @@ pub enum Command {
     LoadSessions {
         after: Option<String>,
         query: String,
+        /// For a search of transcript words by a role that must state why.
+        reason: Option<String>,
     },
     LoadDetail {
         id: String,
@@ -280,6 +282,7 @@ pub enum FormKind {
     Login,
     Filter,
     Reason { id: String },
+    SearchReason { query: String },
     PlaceHold,
     ReleaseHold { id: i64 },
 }
@@ -307,6 +310,8 @@ pub struct Console {
     pub users: Vec<UserLine>,
     pub tokens: Vec<TokenLine>,
     pub verify: Option<Verification>,
+    /// Why this officer searches transcripts (asked once, sent with each search).
+    pub search_reason: Option<String>,
     pub form: Option<(FormKind, Form)>,
     pub help: bool,
     /// Requests in flight, and the spinner frame.
@@ -358,9 +363,11 @@ impl Console {
             Screen::Dashboard => self.issue(Command::LoadDashboard),
             Screen::Sessions => {
                 let q = self.query.clone();
+                let reason = self.search_reason.clone();
                 self.issue(Command::LoadSessions {
                     after: self.pages.last().cloned().flatten(),
                     query: q,
+                    reason,
                 })
             }
             Screen::Holds => self.issue(Command::LoadHolds),
@@ -443,7 +450,7 @@ impl Console {
             Screen::Sessions => match k.code {
                 KeyCode::Char('/') => {
                     self.form = form(
-                        "Search sessions (ref:, portal:, agent:, since:, until:)",
+                        "Search: words in transcripts, ref:, portal:, agent:, since:, until:",
                         FormKind::Filter,
                         &[("Search", false)],
                     );
@@ -558,7 +565,24 @@ impl Console {
                         password: values[1].clone(),
                     },
                     FormKind::Filter => {
-                        self.query = values[0].clone();
+                        let query = values[0].clone();
+                        let has_words = search_params(&query).is_ok_and(|(_, w)| !w.is_empty());
+                        if has_words && self.needs_reason() && self.search_reason.is_none() {
+                            self.form = form(
+                                "Why do you search transcripts? (audited)",
+                                FormKind::SearchReason { query },
+                                &[("Reason", false)],
+                            );
+                            return vec![];
+                        }
+                        self.query = query;
+                        self.pages.clear();
+                        self.session_sel = 0;
+                        return self.load(Screen::Sessions);
+                    }
+                    FormKind::SearchReason { query } => {
+                        self.search_reason = Some(values[0].clone());
+                        self.query = query;
                         self.pages.clear();
                         self.session_sel = 0;
                         return self.load(Screen::Sessions);
@@ -671,14 +695,19 @@ impl Console {
     }
 }
 
-/// Parses the sessions search: `ref:X portal:Y agent:Z since:DATE until:DATE`, into query
-/// parameters, or says which word it does not understand.
-pub fn search_params(query: &str) -> Result<Vec<(&'static str, String)>, String> {
-    let mut out = Vec::new();
+/// Query filters as (parameter, value).
+pub type Filters = Vec<(&'static str, String)>;
+
+/// Parses the sessions search: filters `ref:X portal:Y agent:Z since:DATE until:DATE` and plain
+/// words, which are searched for in transcripts; or says what it does not understand.
+pub fn search_params(query: &str) -> Result<(Filters, Vec<String>), String> {
+    let mut filters = Vec::new();
+    let mut words = Vec::new();
     for word in query.split_whitespace() {
-        let (k, v) = word.split_once(':').ok_or_else(|| {
-            format!("{word:?}: search with ref:, portal:, agent:, since: or until:")
-        })?;
+        let Some((k, v)) = word.split_once(':') else {
+            words.push(word.to_string());
+            continue;
+        };
         let key = match k {
             "ref" => "ref",
             "portal" => "portal",
@@ -687,16 +716,19 @@ pub fn search_params(query: &str) -> Result<Vec<(&'static str, String)>, String>
             "until" => "until",
             other => {
                 return Err(format!(
-                    "{other:?} is not a filter; use ref:, portal:, agent:, since: or until:"
+                    "{other:?} is not a filter; use ref:, portal:, agent:, since:, until: or plain words"
                 ));
             }
         };
         if v.is_empty() {
             return Err(format!("{key}: needs a value"));
         }
-        out.push((key, v.to_string()));
+        filters.push((key, v.to_string()));
     }
-    Ok(out)
+    if !words.is_empty() && filters.iter().any(|(k, _)| *k == "since" || *k == "until") {
+        return Err("since: and until: cannot be combined with words".into());
+    }
+    Ok((filters, words))
 }
 
 #[cfg(test)]
@@ -767,7 +799,8 @@ mod tests {
             c.on_key(key(KeyCode::Tab)),
             [Command::LoadSessions {
                 after: None,
-                query: String::new()
+                query: String::new(),
+                reason: None
             }]
         );
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadPlan]);
@@ -781,7 +814,8 @@ mod tests {
             c.on_key(key(KeyCode::Char('2'))),
             [Command::LoadSessions {
                 after: None,
-                query: String::new()
+                query: String::new(),
+                reason: None
             }]
         );
         c.on_key(key(KeyCode::Char('?')));
@@ -810,7 +844,8 @@ mod tests {
             c.on_key(key(KeyCode::Enter)),
             [Command::LoadSessions {
                 after: None,
-                query: "ref:T-1".into()
+                query: "ref:T-1".into(),
+                reason: None
             }]
         );
         c.on_outcome(Outcome::Sessions {
@@ -824,7 +859,8 @@ mod tests {
             c.on_key(key(KeyCode::PageDown)),
             [Command::LoadSessions {
                 after: Some("CUR2".into()),
-                query: "ref:T-1".into()
+                query: "ref:T-1".into(),
+                reason: None
             }]
         );
         c.on_outcome(Outcome::Sessions {
@@ -842,7 +878,8 @@ mod tests {
             c.on_key(key(KeyCode::PageUp)),
             [Command::LoadSessions {
                 after: None,
-                query: "ref:T-1".into()
+                query: "ref:T-1".into(),
+                reason: None
             }]
         );
         c.on_outcome(Outcome::Sessions {
@@ -977,9 +1014,23 @@ mod tests {
     fn search_words_become_filters_or_a_clear_error() {
         assert_eq!(
             search_params("ref:T-1 agent:alice").unwrap(),
-            [("ref", "T-1".to_string()), ("agent", "alice".to_string())]
+            (
+                vec![("ref", "T-1".to_string()), ("agent", "alice".to_string())],
+                vec![]
+            )
         );
-        assert!(search_params("printer").unwrap_err().contains("ref:"));
+        assert_eq!(
+            search_params("printer jam ref:T-1").unwrap(),
+            (
+                vec![("ref", "T-1".to_string())],
+                vec!["printer".to_string(), "jam".to_string()]
+            )
+        );
+        assert!(
+            search_params("printer since:2026-01-01")
+                .unwrap_err()
+                .contains("cannot be combined")
+        );
         assert!(
             search_params("colour:red")
                 .unwrap_err()

@@ -12,6 +12,7 @@
 pub mod diagnostics;
 pub mod protocol;
 mod recorder;
+pub mod terms;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -73,10 +73,61 @@ async fn open(app: &Arc<App>, session_id: &str, class: DataClass) -> Option<Obje
     }
 }
 
+/// Terms for the transcript word index, written at most once a second (and when the session's
+/// objects are sealed): the index may miss the last second of words after a crash, never the
+/// transcript itself. `custos` can always read the transcript back from the archive.
+struct Index {
+    key: Option<crate::crypto::SecretKey>,
+    pending: std::collections::BTreeSet<crate::store::Term>,
+    flushed: std::time::Instant,
+}
+
+impl Index {
+    fn add(&mut self, lines: &[String]) {
+        let Some(key) = &self.key else { return };
+        for l in lines {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && v["type"] == "chat"
+                && let Some(text) = v["text"].as_str()
+            {
+                for w in super::terms::words(text) {
+                    self.pending.insert(super::terms::term(key, &w));
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, app: &Arc<App>, session_id: &str, now: bool) {
+        if self.pending.is_empty()
+            || !(now || self.flushed.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        let terms: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        let sid = session_id.to_string();
+        if let Err(e) = app
+            .db(move |s| s.write(|tx| tx.terms_insert(&sid, &terms)))
+            .await
+        {
+            tracing::warn!(session = %session_id, error = %e, "cannot update the transcript index");
+        }
+        self.flushed = std::time::Instant::now();
+    }
+}
+
 async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::Receiver<Record>) {
     let mut w = Writers {
         transcript: None,
         events: None,
+    };
+    let mut index = Index {
+        key: if recording {
+            app.keys().map(|k| k.index_key())
+        } else {
+            None
+        },
+        pending: Default::default(),
+        flushed: std::time::Instant::now(),
     };
     let mut batch = Vec::with_capacity(64);
     loop {
@@ -98,6 +149,7 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
             }
         }
         if recording {
+            index.add(&t_lines);
             if !t_lines.is_empty() && w.transcript.is_none() {
                 w.transcript = open(&app, &session_id, DataClass::Transcript).await;
             }
@@ -123,6 +175,7 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
             v["recorded"] = serde_json::json!(recorded);
             let _ = tx.try_send(super::Out::Text(v.to_string().into()));
         }
+        index.flush(&app, &session_id, finish.is_some()).await;
         if let Some(done) = finish {
             seal(&app, &session_id, w, "ended").await;
             let _ = done.send(());
@@ -130,6 +183,7 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
         }
     }
     // The room was dropped without finishing (shutdown): seal what was written.
+    index.flush(&app, &session_id, true).await;
     seal(&app, &session_id, w, "shutdown").await;
 }
 

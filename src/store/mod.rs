@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::model::{ObjectId, ObjectState, Role};
 
 mod integrations;
+mod search;
 pub use integrations::{DeliveryRow, KbArticle, NewDelivery, WebhookRow};
+pub use search::Term;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -286,6 +288,15 @@ CREATE TABLE kb_rules (
     below   TEXT NOT NULL
 ) STRICT;
 CREATE INDEX kb_rules_package ON kb_rules(package);
+
+-- The transcript word index: which sessions' transcripts hold a word, the word stored only as
+-- the first 16 bytes of its HMAC-SHA256 under a key derived from the master key (a blind index:
+-- the database alone does not tell which words). Rows go when the transcript is shredded.
+CREATE TABLE transcript_terms (
+    term       BLOB NOT NULL,
+    session_id TEXT NOT NULL,
+    PRIMARY KEY (term, session_id)
+) STRICT, WITHOUT ROWID;
 "#,
 ];
 
@@ -1696,6 +1707,11 @@ impl Tx<'_> {
             "UPDATE objects SET state = 'shredded', closed_at = COALESCE(closed_at, ?2) WHERE id = ?1 AND state != 'shredded'",
             params![id.to_string(), now],
         )?;
+        // A shredded transcript leaves nothing searchable behind.
+        self.0.execute(
+            "DELETE FROM transcript_terms WHERE session_id = (SELECT session_id FROM objects WHERE id = ?1 AND class = 'transcript')",
+            [id.to_string()],
+        )?;
         Ok(n == 1)
     }
 
@@ -1842,5 +1858,57 @@ mod tests {
         })
         .unwrap();
         assert!(s.write(|tx| tx.kek_delete(1)).is_err());
+    }
+
+    #[test]
+    fn shredding_a_transcript_removes_its_session_from_the_word_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db")).unwrap();
+        let (transcript, file) = (ObjectId::random(), ObjectId::random());
+        s.write(|tx| {
+            tx.kek_insert(1, &[0; 40], "t")?;
+            tx.object_insert(
+                transcript,
+                Some("sess_a"),
+                "transcript",
+                "t",
+                1,
+                &[1; 40],
+                None,
+            )?;
+            tx.object_insert(file, Some("sess_b"), "file", "t", 1, &[1; 40], None)?;
+            tx.terms_insert("sess_a", &[[1; 16], [2; 16]])?;
+            tx.terms_insert("sess_b", &[[1; 16]])
+        })
+        .unwrap();
+        let count = |s: &mut Store| {
+            s.read(|tx| {
+                Ok(tx
+                    .sessions_with_terms(&[[1; 16]], 10, None, None, None)?
+                    .len())
+            })
+            .unwrap()
+        };
+        // Neither session row exists in this bare store, so count the index itself.
+        let terms = |s: &mut Store, sid: &str| -> i64 {
+            s.read(|tx| {
+                Ok(tx.0.query_row(
+                    "SELECT COUNT(*) FROM transcript_terms WHERE session_id = ?1",
+                    [sid],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
+        };
+        assert_eq!(count(&mut s), 0);
+        assert_eq!((terms(&mut s, "sess_a"), terms(&mut s, "sess_b")), (2, 1));
+        s.write(|tx| tx.object_shred(file, "t2")).unwrap();
+        assert_eq!(
+            terms(&mut s, "sess_b"),
+            1,
+            "a file's shred leaves the index alone"
+        );
+        s.write(|tx| tx.object_shred(transcript, "t2")).unwrap();
+        assert_eq!(terms(&mut s, "sess_a"), 0);
     }
 }

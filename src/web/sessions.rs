@@ -56,6 +56,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/api/v1/codes/{code}", delete(cancel_code))
         .route("/api/v1/codes/{code}/redeem", post(redeem_code))
         .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/search", get(search_sessions))
         .route("/api/v1/sessions/{id}", get(session_detail))
         .route("/api/v1/sessions/{id}/customer", get(customer_view))
         .route("/api/v1/sessions/{id}/transfer", post(transfer))
@@ -1280,6 +1281,77 @@ pub(super) async fn read_lines(
         Ok(out)
     })
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    words: String,
+    portal: Option<String>,
+    agent: Option<String>,
+    #[serde(rename = "ref")]
+    external_ref: Option<String>,
+    limit: Option<u32>,
+    reason: Option<String>,
+}
+
+/// Sessions whose transcripts contain every given word, newest first, through the blind word
+/// index. Searching reads content, so it needs `ReadAnySession` and a stated reason from
+/// compliance officers and auditors, and it is audited (with how many words and hits, never the
+/// words: the audit log cannot be shredded).
+async fn search_sessions(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadAnySession)?;
+    let reason = stated_reason(&p, q.reason)?;
+    let words: Vec<String> = crate::session::terms::words(&q.words).into_iter().collect();
+    if words.is_empty() || words.len() > 10 {
+        return Err(ApiError::bad_request(
+            "words must hold 1 to 10 words of 3 to 40 letters or digits",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let key = app.keys().ok_or_else(ApiError::sealed)?.index_key();
+    let terms: Vec<crate::store::Term> = words
+        .iter()
+        .map(|w| crate::session::terms::term(&key, w))
+        .collect();
+    let (portal, agent, ext) = (q.portal, q.agent, q.external_ref);
+    let rows = app
+        .db(move |s| {
+            s.read(|tx| {
+                tx.sessions_with_terms(
+                    &terms,
+                    limit,
+                    portal.as_deref(),
+                    agent.as_deref(),
+                    ext.as_deref(),
+                )
+            })
+        })
+        .await?;
+    app.audit(event(
+        &p,
+        &src,
+        "sessions.searched",
+        "sessions",
+        json!({ "words": words.len(), "hits": rows.len(), "reason": reason }),
+    ))
+    .await?;
+    let sessions: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "session_id": r.id, "status": r.status, "via": r.via, "portal": r.portal, "skill": r.skill,
+                "ref": r.external_ref, "agent": r.agent_name, "requested_at": r.requested_at, "accepted_at": r.accepted_at,
+                "ended_at": r.ended_at, "survey_rating": r.survey_rating,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })))
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,6 @@
 //! `custos console` in a real terminal (tmux), against a running appliance: a compliance officer
-//! logs in, finds a session by its reference, reads it with a reason, places a hold on it and sees
-//! the hold and the read in the audit tail.
+//! logs in, finds a session by a word in its transcript, reads it with a reason, places a hold on
+//! it, sees the hold and the read in the audit tail, and runs the audit verification.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -162,14 +162,17 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     t.wait_for("olga (compliance)");
     t.wait_for("support/general");
 
-    // Sessions: search by the reference, open with a reason.
     t.keys(&["2"]);
     t.wait_for("Sessions, page 1");
+    // Sessions: find it by a word its transcript holds (the officer says why, once).
     t.keys(&["/"]);
-    t.wait_for("Search sessions");
-    t.text("ref:CRM-4711");
+    t.wait_for("Search: words in transcripts");
+    t.text("tray");
     t.keys(&["Enter"]);
-    t.wait_for("Sessions matching \"ref:CRM-4711\"");
+    t.wait_for("Why do you search transcripts?");
+    t.text("complaint 88");
+    t.keys(&["Enter"]);
+    t.wait_for("Sessions matching \"tray\"");
     t.wait_for("CRM-4711");
     t.keys(&["Enter"]);
     t.wait_for("Why do you read this session?");
@@ -275,5 +278,154 @@ fn the_verification_api_reports_progress_and_names_a_tampered_entry() {
     assert!(
         v["result"]["problem"].as_str().unwrap().contains("#1"),
         "{v}"
+    );
+}
+
+#[test]
+fn transcript_words_find_sessions_through_the_blind_index_only() {
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let pw = dir.secret("pw", "officer password 1");
+    dir.run(&[
+        "user",
+        "add",
+        "olga",
+        "--role",
+        "compliance",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .ok();
+    dir.run(&[
+        "user",
+        "add",
+        "alice",
+        "--role",
+        "agent",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--skills",
+        "support:general",
+    ])
+    .ok();
+    let s = dir.serve();
+    let admin = s.admin(&one_time, "admin password long");
+    let alice = s.login("alice", "officer password 1").0;
+    let mut ids = Vec::new();
+    for text in [
+        "The toner cartridge leaks",
+        "My toner is empty and the drum squeaks",
+    ] {
+        let r = s.post(
+            "/api/v1/requests",
+            None,
+            json!({ "portal": "support", "name": "x", "question": "q" }),
+        );
+        let id = r.json().unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            s.post(
+                &format!("/api/v1/requests/{id}/accept"),
+                Some(&alice),
+                json!({})
+            )
+            .status,
+            200
+        );
+        assert_eq!(
+            s.post(
+                &format!("/api/v1/sessions/{id}/messages"),
+                Some(&alice),
+                json!({ "type": "chat", "text": text })
+            )
+            .status,
+            200
+        );
+        assert_eq!(
+            s.post(
+                &format!("/api/v1/sessions/{id}/end"),
+                Some(&alice),
+                json!({})
+            )
+            .status,
+            200
+        );
+        ids.push(id);
+    }
+    let found = |q: &str, token: &str| -> Vec<String> {
+        let r = s.get(&format!("/api/v1/sessions/search?{q}"), Some(token));
+        assert_eq!(r.status, 200, "{q}: {}", r.error_message());
+        r.json().unwrap()["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["session_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut both = found("words=TONER", &admin);
+    both.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(both, want);
+    assert_eq!(
+        found("words=toner+drum", &admin),
+        [ids[1].clone()],
+        "every word must match"
+    );
+    assert!(found("words=printer", &admin).is_empty());
+    assert_eq!(found("words=toner&agent=alice&limit=1", &admin).len(), 1);
+    // Refusals: the agent role, a compliance officer without a reason, nothing to search for.
+    assert_eq!(
+        s.get("/api/v1/sessions/search?words=toner", Some(&alice))
+            .status,
+        403
+    );
+    let olga = s.login("olga", "officer password 1").0;
+    assert_eq!(
+        s.get("/api/v1/sessions/search?words=toner", Some(&olga))
+            .status,
+        400
+    );
+    assert_eq!(found("words=toner&reason=complaint+88", &olga).len(), 2);
+    assert_eq!(
+        s.get("/api/v1/sessions/search?words=a+b", Some(&admin))
+            .status,
+        400
+    );
+    assert_eq!(s.get("/api/v1/sessions/search", Some(&admin)).status, 400);
+    // The database holds no word of the transcripts: only 16-byte terms.
+    let db = raw_db(&dir);
+    let (n, bad): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), SUM(length(term) != 16) FROM transcript_terms",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(n >= 8 && bad == 0, "{n} terms, {bad} not 16 bytes");
+    for f in ["custos.db", "custos.db-wal"] {
+        let raw = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(
+            !raw.windows(6).any(|w| w == b"squeak"),
+            "a transcript word reached {f}"
+        );
+    }
+    // The audit log says a search happened, not what was searched for.
+    let audit = s
+        .get("/api/v1/audit/entries?limit=50", Some(&admin))
+        .json()
+        .unwrap();
+    let searches: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "sessions.searched")
+        .collect();
+    assert!(!searches.is_empty());
+    assert!(
+        !audit.to_string().contains("toner"),
+        "search words in the audit log"
     );
 }

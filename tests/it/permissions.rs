@@ -320,6 +320,12 @@ fn every_endpoint_for_every_role() {
             None,
             Permission::ReadAudit,
         ),
+        (
+            Method::GET,
+            "/api/v1/sessions/search?words=printer&reason=permission%20walk".into(),
+            None,
+            Permission::ReadAnySession,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,
