@@ -79,6 +79,7 @@ pub fn run(dir: &Path, sizes: &super::Sizes, r: &mut super::Report) {
         json!({ "deliveries": sizes.deliveries, "deliveries_per_s": rate, "drain_s": drained.as_secs_f64() }),
     );
     sync(&rt, &s, &admin, &data, sizes.sync_sessions, r);
+    console(&rt, &s, &admin, &data, sizes.sync_sessions, r);
 }
 
 /// Queues `n` deliveries to webhook `hook` straight into the outbox.
@@ -139,6 +140,107 @@ fn fill(data: &Path, n: usize) {
             .unwrap();
         done += batch;
     }
+}
+
+/// Gives every filled session a few words in the transcript index, as the recorder would: three
+/// of a 5,000-word vocabulary, so a word matches about one session in 1,700.
+fn fill_terms(data: &Path, n: usize) {
+    let dir = custos::app::DataDir::new(data.to_path_buf());
+    let master = dir.master_files().load_keyfile().unwrap();
+    let key = custos::keys::Keyring::new(master).index_key();
+    let vocab: Vec<custos::store::Term> = (0..5000)
+        .map(|i| custos::session::terms::term(&key, &format!("word{i}")))
+        .collect();
+    let mut store = custos::store::Store::open(&data.join("custos.db")).unwrap();
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(50_000);
+        store
+            .write(|tx| {
+                for i in done..done + batch {
+                    let id = format!("sess_{:026}", i);
+                    let picks = [
+                        vocab[i % 5000],
+                        vocab[(i * 7 + 1) % 5000],
+                        vocab[(i * 13 + 2) % 5000],
+                    ];
+                    tx.terms_insert(&id, &picks)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        done += batch;
+    }
+}
+
+/// The console over a million sessions: one page of the sessions screen (fetch and render) and
+/// a transcript word search, each timed over repeated runs.
+fn console(
+    rt: &tokio::runtime::Runtime,
+    s: &Server,
+    admin: &str,
+    data: &Path,
+    n: usize,
+    r: &mut super::Report,
+) {
+    fill_terms(data, n);
+    let ep = s.ep();
+    let runs = 20;
+    let (page_ms, search_ms, hits) = rt.block_on(async {
+        let mut page = Vec::new();
+        let mut search = Vec::new();
+        let mut hits = 0;
+        for i in 0..runs {
+            let t = Instant::now();
+            let o = custos::console::client::run(
+                &ep,
+                Some(admin),
+                custos::console::state::Command::LoadSessions {
+                    after: None,
+                    query: String::new(),
+                    reason: None,
+                },
+            )
+            .await;
+            let mut c = custos::console::state::Console::default();
+            c.screen = Some(custos::console::state::Screen::Sessions);
+            c.on_outcome(o);
+            let mut term =
+                ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 48)).unwrap();
+            term.draw(|f| custos::console::ui::draw(f, &c)).unwrap();
+            page.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            let res = ep
+                .request(
+                    Method::GET,
+                    &format!("/api/v1/sessions/search?words=word{}", i * 37),
+                    Some(admin),
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status, 200, "{}", res.error_message());
+            hits += res.json().unwrap()["sessions"].as_array().unwrap().len();
+            search.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        (pct(&mut page, 0.5), pct(&mut search, 0.5), hits / runs)
+    });
+    r.add(
+        "console_sessions_page",
+        &format!("console sessions screen: fetch 200 of {n} sessions and draw at 160x48"),
+        format!("median {page_ms:.1} ms"),
+        String::new(),
+        String::new(),
+        json!({ "sessions": n, "median_ms": page_ms, "runs": runs }),
+    );
+    r.add(
+        "transcript_search",
+        &format!("transcript word search over {n} sessions (blind index), about {hits} hits"),
+        format!("median {search_ms:.1} ms"),
+        String::new(),
+        String::new(),
+        json!({ "sessions": n, "median_ms": search_ms, "mean_hits": hits, "runs": runs }),
+    );
 }
 
 /// Pages through every session with the incremental cursor.
