@@ -244,10 +244,42 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                     )
                 })
                 .collect();
+            // The access history is for roles that read compliance data; others see none.
+            let access = match c
+                .go(
+                    Method::GET,
+                    &format!("/api/v1/sessions/{}/access", enc(&id)),
+                    None,
+                )
+                .await
+            {
+                Ok(a) => a["access"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| {
+                        let why = e["details"]["reason"]
+                            .as_str()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{} {} ({}) {} {}{why}",
+                            s(&e["time"]).get(..19).unwrap_or("").replace('T', " "),
+                            s(&e["actor"]),
+                            s(&e["role"]),
+                            s(&e["action"]),
+                            s(&e["outcome"])
+                        )
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
             Outcome::Detail(Detail {
                 id,
                 fields,
                 transcript,
+                access,
                 scroll: 0,
             })
         }

@@ -260,6 +260,10 @@ mod tests {
                 "09:11:02 Fay Caller (chat): My VPN drops".into(),
                 "09:11:40 alice (chat): Let me look".into(),
             ],
+            access: vec![
+                "2026-11-27 16:02:11 alice (agent) session.read success".into(),
+                "2026-11-28 10:14:03 olga (compliance) session.read success: complaint 88".into(),
+            ],
             scroll: 0,
         }));
         let mut help = fixture(Screen::Dashboard);

@@ -137,6 +137,8 @@ pub struct Detail {
     pub fields: Vec<(String, String)>,
     /// Transcript lines, ready to show.
     pub transcript: Vec<String>,
+    /// Who read the session and when (for roles that may see it).
+    pub access: Vec<String>,
     pub scroll: usize,
 }
 

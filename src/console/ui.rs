@@ -357,6 +357,11 @@ fn detail(f: &mut Frame<'_>, r: Rect, c: &Console) {
     let d = c.detail.as_ref().expect("a detail");
     let h = (d.fields.len() as u16 + 2).min(r.height / 2);
     let [top, bottom] = Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(r);
+    let [fields_r, access_r] = if d.access.is_empty() {
+        [top, Rect::default()]
+    } else {
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(top)
+    };
     let lines: Vec<Line> = d
         .fields
         .iter()
@@ -369,8 +374,20 @@ fn detail(f: &mut Frame<'_>, r: Rect, c: &Console) {
         .collect();
     f.render_widget(
         Paragraph::new(lines).block(block(&format!("Session {}", d.id))),
-        top,
+        fields_r,
     );
+    if !d.access.is_empty() {
+        let lines: Vec<Line> = d
+            .access
+            .iter()
+            .rev()
+            .map(|a| Line::raw(a.clone()))
+            .collect();
+        f.render_widget(
+            Paragraph::new(lines).block(block(&format!("Access history ({})", d.access.len()))),
+            access_r,
+        );
+    }
     let lines: Vec<Line> = d
         .transcript
         .iter()
