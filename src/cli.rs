@@ -667,21 +667,8 @@ fn export_cmd(
     }
     let actor = officer(dir, user, password_file)?;
     let mut store = dir.open_store()?;
-    let ids = match (sessions.is_empty(), external_ref, since, until) {
-        (false, None, None, None) => sessions,
-        (true, Some(r), None, None) => store.read(|tx| tx.session_ids_by(Some(&r), None, None))?,
-        (true, None, Some(a), Some(b)) => {
-            let (a, b) = (
-                crate::model::format_rfc3339(crate::model::parse_time(&a)?),
-                crate::model::format_rfc3339(crate::model::parse_range_end(&b)?),
-            );
-            store.read(|tx| tx.session_ids_by(None, Some(&a), Some(&b)))?
-        }
-        _ => bail!("choose sessions with --session (repeatable), --ref, or --since with --until"),
-    };
-    let mut ids = ids;
-    ids.sort();
-    ids.dedup();
+    let ids = crate::export::select(&mut store, sessions, external_ref, since, until)
+        .map_err(|e| anyhow!("{e} (--session, repeatable; --ref; or --since with --until)"))?;
     let selection = format!("{} session(s): {}", ids.len(), ids.join(" "));
     let keys = keyring(dir, passphrase_file)?;
     store.read(|tx| {
@@ -721,20 +708,7 @@ fn export_cmd(
     f.write_all(&built.tar)?;
     f.sync_all()?;
     // Every export is audited, and counts as a read of each session it holds.
-    let mut events = vec![Event {
-        action: "export.created".into(),
-        target: format!("export:{}", built.export_id),
-        details: json!({ "sessions": ids, "reason": reason, "encrypted": encrypted, "manifest_sha256": built.manifest_sha256, "bundle_sha256": hex::encode(crate::crypto::sha256(&built.tar)) }),
-        ..actor.clone()
-    }];
-    for id in &ids {
-        events.push(Event {
-            action: "session.read".into(),
-            target: format!("session:{id}"),
-            details: json!({ "parts": ["export"], "export": built.export_id, "reason": reason }),
-            ..actor.clone()
-        });
-    }
+    let events = crate::export::audit_events(&actor, &built, &ids, reason, encrypted);
     audit::append(&mut store, &events)?;
     println!(
         "wrote export {} ({} sessions, {} files, {} bytes) to {}",

@@ -74,6 +74,21 @@ fn system_info(v: &Value) -> SystemInfo {
     }
 }
 
+/// Writes a new file readable by its owner only; never replaces one.
+fn write_new(path: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {path}: {e}"))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("writing {path}: {e}"))
+}
+
 fn verification(v: &Value) -> Verification {
     let r = &v["result"];
     let summary = match v["state"].as_str() {
@@ -401,6 +416,46 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             }
             lines.sort_by(|a, b| a.policy.cmp(&b.policy));
             Outcome::Plan(lines)
+        }
+        Command::Export {
+            sessions,
+            reason,
+            recipients,
+            path,
+        } => {
+            let body = json!({ "sessions": sessions, "reason": reason, "recipients": recipients });
+            let r =
+                c.ep.request(Method::POST, "/api/v1/exports", c.token, Some(&body))
+                    .await
+                    .map_err(|e| Outcome::Failed {
+                        message: format!("cannot reach the appliance: {e}"),
+                        unauthorized: false,
+                    })?;
+            if r.status >= 400 {
+                let v = r.json().unwrap_or(Value::Null);
+                let message = v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| format!("HTTP {}", r.status), String::from);
+                return Err(Outcome::Failed {
+                    message,
+                    unauthorized: r.status == 401,
+                });
+            }
+            let id = r
+                .headers
+                .get("custos-export-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            write_new(&path, &r.body).map_err(|message| Outcome::Failed {
+                message,
+                unauthorized: false,
+            })?;
+            Outcome::Done(format!(
+                "wrote export {id} ({} sessions, {} bytes) to {path}; check it with custos verify",
+                sessions.len(),
+                r.body.len()
+            ))
         }
         Command::StartVerify => Outcome::Verify(verification(
             &c.go(Method::POST, "/api/v1/audit/verify", Some(json!({})))

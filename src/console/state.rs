@@ -199,6 +199,13 @@ pub enum Command {
     PollVerify {
         id: u64,
     },
+    /// A signed bundle of these sessions, written to `path` on this machine.
+    Export {
+        sessions: Vec<String>,
+        reason: String,
+        recipients: Vec<String>,
+        path: String,
+    },
 }
 
 /// What came back.
@@ -287,6 +294,7 @@ pub enum FormKind {
     SearchReason { query: String },
     PlaceHold,
     ReleaseHold { id: i64 },
+    Export { sessions: Vec<String> },
 }
 
 #[derive(Debug, Default)]
@@ -461,6 +469,27 @@ impl Console {
                     }
                     vec![]
                 }
+                KeyCode::Char('e') if !self.sessions.is_empty() => {
+                    let sessions: Vec<String> =
+                        self.sessions.iter().map(|s| s.id.clone()).collect();
+                    let title = format!(
+                        "Export the {} sessions listed as a signed bundle",
+                        sessions.len()
+                    );
+                    self.form = form(
+                        &title,
+                        FormKind::Export { sessions },
+                        &[
+                            ("Reason", false),
+                            ("Auditors' age keys (optional)", false),
+                            ("Save as", false),
+                        ],
+                    );
+                    if let Some((_, f)) = self.form.as_mut() {
+                        f.inputs[2].text = "custos-export.tar".into();
+                    }
+                    vec![]
+                }
                 KeyCode::Enter => match self.sessions.get(self.session_sel).map(|s| s.id.clone()) {
                     Some(id) if self.needs_reason() => {
                         self.form = form(
@@ -551,8 +580,13 @@ impl Console {
                 }
                 let values: Vec<String> =
                     f.inputs.iter().map(|i| i.text.trim().to_string()).collect();
-                if let Some(i) = values.iter().position(|v| v.is_empty())
-                    && *kind != FormKind::Filter
+                let optional = |i: usize| {
+                    *kind == FormKind::Filter || (matches!(kind, FormKind::Export { .. }) && i == 1)
+                };
+                if let Some(i) = values
+                    .iter()
+                    .enumerate()
+                    .position(|(i, v)| v.is_empty() && !optional(i))
                 {
                     let label = f.inputs[i].label.clone();
                     f.focus = i;
@@ -597,6 +631,12 @@ impl Console {
                         session: values[0].clone(),
                         reason: values[1].clone(),
                         case: values[2].clone(),
+                    },
+                    FormKind::Export { sessions } => Command::Export {
+                        sessions,
+                        reason: values[0].clone(),
+                        recipients: values[1].split_whitespace().map(String::from).collect(),
+                        path: values[2].clone(),
                     },
                     FormKind::ReleaseHold { id } => Command::ReleaseHold {
                         id,

@@ -97,6 +97,7 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
             "/                 search sessions          r      refresh",
             "PgDn / PgUp       next / previous page     Esc    back, cancel",
             "n / x             place / release a hold   v      verify the audit log",
+            "e                 export the sessions listed (a signed bundle)",
             "q                 quit",
             "",
             "Any key closes this help.",
@@ -187,7 +188,7 @@ fn footer(f: &mut Frame<'_>, r: Rect, c: &Console) {
                 (None, _, _) => "",
                 (Some(Screen::Sessions), true, _) => "Up/Down scroll  Esc back  ? help  q quit",
                 (Some(Screen::Sessions), false, _) => {
-                    "/ search  Enter open  PgDn/PgUp page  Tab screens  ? help  q quit"
+                    "/ search  Enter open  e export  PgDn/PgUp page  Tab  ? help  q quit"
                 }
                 (Some(Screen::Holds), _, _) => {
                     "n place hold  x release  Tab screens  ? help  q quit"

@@ -99,6 +99,68 @@ fn read_objects(
     Ok(out)
 }
 
+/// Resolves a selection: explicit session ids, every session with an external ref, or every
+/// session requested in a time range. Sorted, without repeats.
+pub fn select(
+    store: &mut Store,
+    sessions: Vec<String>,
+    external_ref: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+) -> Result<Vec<String>, ExportError> {
+    let time = |t: &str, end: bool| {
+        if end {
+            crate::model::parse_range_end(t)
+        } else {
+            crate::model::parse_time(t)
+        }
+        .map(crate::model::format_rfc3339)
+        .map_err(|e| ExportError::Refused(e.to_string()))
+    };
+    let mut ids = match (sessions.is_empty(), external_ref, since, until) {
+        (false, None, None, None) => sessions,
+        (true, Some(r), None, None) => store.read(|tx| tx.session_ids_by(Some(&r), None, None))?,
+        (true, None, Some(a), Some(b)) => {
+            let (a, b) = (time(&a, false)?, time(&b, true)?);
+            store.read(|tx| tx.session_ids_by(None, Some(&a), Some(&b)))?
+        }
+        _ => {
+            return Err(ExportError::Refused(
+                "choose sessions by id, by ref, or by since with until".into(),
+            ));
+        }
+    };
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The audit entries of an export: `export.created` with its digests, and one `session.read`
+/// per session it holds (an export reads them all).
+pub fn audit_events(
+    actor: &crate::audit::Event,
+    built: &Built,
+    ids: &[String],
+    reason: &str,
+    encrypted: bool,
+) -> Vec<crate::audit::Event> {
+    let mut events = vec![crate::audit::Event {
+        action: "export.created".into(),
+        target: format!("export:{}", built.export_id),
+        details: json!({ "sessions": ids, "reason": reason, "encrypted": encrypted, "manifest_sha256": built.manifest_sha256, "bundle_sha256": hex::encode(crate::crypto::sha256(&built.tar)) }),
+        ..actor.clone()
+    }];
+    for id in ids {
+        events.push(crate::audit::Event {
+            action: "session.read".into(),
+            target: format!("session:{id}"),
+            details: json!({ "parts": ["export"], "export": built.export_id, "reason": reason }),
+            ..actor.clone()
+        });
+    }
+    events
+}
+
 /// Builds a bundle. Everything it contains is decided by the selection and the appliance's
 /// state (the newest checkpoint), so the same inputs give the same bytes.
 pub fn build(

@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/holds/{id}/release", post(release_hold))
         .route("/api/v1/retention/plan", get(plan))
         .route("/api/v1/sessions/{id}/access", get(access_history))
+        .route("/api/v1/exports", post(create_export))
 }
 
 impl From<RetentionError> for ApiError {
@@ -158,4 +159,120 @@ async fn access_history(
         .map(|e| json!({ "seq": e.seq, "time": e.time, "actor": e.actor, "role": e.role, "action": e.action, "outcome": e.outcome, "source": e.source, "details": e.details }))
         .collect();
     Ok(Json(json!({ "session_id": id, "access": reads })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewExport {
+    #[serde(default)]
+    sessions: Vec<String>,
+    #[serde(rename = "ref")]
+    external_ref: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    reason: String,
+    /// Auditors' age recipients (`age1…`): the payload is encrypted to them.
+    #[serde(default)]
+    recipients: Vec<String>,
+}
+
+/// A signed export bundle (docs/formats/export.md), answered as the tar itself: it is built in
+/// memory and never stored on the appliance. Unencrypted bundles need the compliance role; every
+/// export needs a reason and is audited with its digests, as a read of each session it holds.
+async fn create_export(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&p, Permission::ReadAnySession)?;
+    let req: NewExport = parse(&body)?;
+    if req.reason.trim().is_empty() || req.reason.chars().count() > 500 {
+        return Err(ApiError::bad_request(
+            "an export needs a stated reason (1-500 characters)",
+        ));
+    }
+    if req.recipients.is_empty() && p.role != crate::model::Role::Compliance {
+        return Err(ApiError::forbidden(
+            "an unencrypted export needs the compliance role; give auditors' recipients to encrypt it",
+        ));
+    }
+    let recipients = req
+        .recipients
+        .iter()
+        .map(|r| {
+            crate::age::Recipient::parse(r)
+                .map_err(|e| ApiError::bad_request(format!("recipient {r:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = app.keys().ok_or_else(ApiError::sealed)?;
+    let (archive, db, appliance_id) = (
+        app.archive.clone(),
+        app.dir.db_path(),
+        app.appliance_id.clone(),
+    );
+    let actor = event(&p, &src, "", "", json!({}));
+    let reason = req.reason.trim().to_string();
+    // On its own connection and thread: a large export must not hold the appliance's database.
+    let built = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let export_err = |e: crate::export::ExportError| match e {
+            crate::export::ExportError::Refused(m) => ApiError::bad_request(m),
+            other => ApiError::internal(other),
+        };
+        let mut store = crate::store::Store::open(&db)?;
+        let ids = crate::export::select(
+            &mut store,
+            req.sessions,
+            req.external_ref,
+            req.since,
+            req.until,
+        )
+        .map_err(export_err)?;
+        let signing = store.read(|tx| {
+            keys.signing_key(tx)
+                .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
+        })?;
+        let encrypted = !recipients.is_empty();
+        let request = crate::export::Request {
+            sessions: ids.clone(),
+            exported_by: actor.actor.clone(),
+            reason: reason.clone(),
+            selection: format!("{} session(s): {}", ids.len(), ids.join(" ")),
+            recipients,
+            since_checkpoint: None,
+        };
+        let built = crate::export::build(
+            &mut store,
+            &archive,
+            &keys,
+            &signing,
+            &appliance_id,
+            &request,
+        )
+        .map_err(export_err)?;
+        audit::append(
+            &mut store,
+            &crate::export::audit_events(&actor, &built, &ids, &reason, encrypted),
+        )?;
+        Ok(built)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let mut res = built.tar.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-tar"),
+    );
+    let name = format!(
+        "attachment; filename=\"custos-export-{}.tar\"",
+        built.export_id
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
+        h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&built.export_id) {
+        h.insert("custos-export-id", v);
+    }
+    Ok(res)
 }

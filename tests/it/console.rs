@@ -135,6 +135,7 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
         bin().display(),
         dir.path().display()
     );
+    let work = tempfile::tempdir().unwrap();
     let out = Command::new("tmux")
         .args([
             "new-session",
@@ -145,8 +146,10 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
             "100",
             "-y",
             "30",
-            &console,
+            "-c",
         ])
+        .arg(work.path())
+        .arg(&console)
         .output()
         .unwrap();
     assert!(
@@ -202,6 +205,17 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     // And the appliance verifies the whole log for the officer.
     t.keys(&["v"]);
     t.wait_for("Audit log intact");
+
+    // Back on the sessions it found: a signed export of them, saved where the console runs.
+    t.keys(&["2"]);
+    t.wait_for("CRM-4711");
+    t.keys(&["e"]);
+    t.wait_for("Export the 1 sessions listed");
+    t.text("records request 5");
+    t.keys(&["Enter", "Enter", "Enter"]);
+    t.wait_for("wrote export");
+    let bundle = work.path().join("custos-export.tar");
+    dir.run(&["verify", bundle.to_str().unwrap()]).ok();
     t.keys(&["q"]);
     let start = Instant::now();
     while Command::new("tmux")

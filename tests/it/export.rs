@@ -660,3 +660,84 @@ fn the_auditor_guide_commands_work_as_written() {
         format!("{script}\ngrep -q 'hello number 0' data/sessions/*/transcript.jsonl"),
     );
 }
+
+#[test]
+fn exports_over_the_api_need_a_reason_and_the_compliance_role_unless_encrypted() {
+    let (dir, ids) = world();
+    let s = dir.serve();
+    let officer = s.login("officer1", PW).0;
+    let alice = s.login("alice", PW).0;
+    let admin = s.login("admin", "admin password long").0;
+    let body = |reason: &str, recipients: serde_json::Value| json!({ "sessions": ids, "reason": reason, "recipients": recipients });
+    // Refusals first.
+    assert_eq!(
+        s.post("/api/v1/exports", Some(&alice), body("r", json!([])))
+            .status,
+        403,
+        "agents do not export"
+    );
+    let r = s.post("/api/v1/exports", Some(&admin), body("audit", json!([])));
+    assert_eq!(r.status, 403, "an admin may not take content out in clear");
+    assert!(
+        r.error_message().contains("compliance"),
+        "{}",
+        r.error_message()
+    );
+    assert_eq!(
+        s.post("/api/v1/exports", Some(&officer), body("  ", json!([])))
+            .status,
+        400
+    );
+    let r = s.post(
+        "/api/v1/exports",
+        Some(&officer),
+        body("audit", json!(["age1notakey"])),
+    );
+    assert_eq!(r.status, 400, "{}", r.error_message());
+    let r = s.post(
+        "/api/v1/exports",
+        Some(&officer),
+        json!({ "ref": "NO-SUCH-REF", "reason": "audit" }),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error_message().contains("no session"),
+        "{}",
+        r.error_message()
+    );
+
+    // The officer's bundle verifies offline, and the export is audited.
+    let r = s.post(
+        "/api/v1/exports",
+        Some(&officer),
+        json!({ "ref": "T-100", "reason": "court order 17" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.headers.get("content-type").unwrap(), "application/x-tar");
+    let id = r
+        .headers
+        .get("custos-export-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("b.tar");
+    std::fs::write(&bundle, &r.body).unwrap();
+    dir.run(&["verify", bundle.to_str().unwrap()]).ok();
+    let audit = s
+        .get("/api/v1/audit/entries?limit=100", Some(&admin))
+        .json()
+        .unwrap();
+    let created = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "export.created")
+        .unwrap()
+        .clone();
+    assert_eq!(created["target"], format!("export:{id}"));
+    assert_eq!(created["actor"], "officer1");
+    assert_eq!(created["details"]["reason"], "court order 17");
+    assert_eq!(created["details"]["sessions"], json!([ids[0]]));
+}

@@ -326,6 +326,12 @@ fn every_endpoint_for_every_role() {
             None,
             Permission::ReadAnySession,
         ),
+        (
+            Method::POST,
+            "/api/v1/exports".into(),
+            Some(json!({ "sessions": [], "reason": "" })),
+            Permission::ReadAnySession,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,
