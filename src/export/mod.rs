@@ -117,6 +117,7 @@ pub fn select(
         .map(crate::model::format_rfc3339)
         .map_err(|e| ExportError::Refused(e.to_string()))
     };
+    let by_filter = sessions.is_empty();
     let mut ids = match (sessions.is_empty(), external_ref, since, until) {
         (false, None, None, None) => sessions,
         (true, Some(r), None, None) => store.read(|tx| tx.session_ids_by(Some(&r), None, None))?,
@@ -132,6 +133,23 @@ pub fn select(
     };
     ids.sort();
     ids.dedup();
+    if by_filter {
+        // Sessions still live are left out of a selection by ref or time (an explicit id of one
+        // is refused by `build`).
+        let live = store.read(|tx| {
+            let mut live = std::collections::HashSet::new();
+            for id in &ids {
+                if tx
+                    .session_get(id)?
+                    .is_some_and(|r| matches!(r.status.as_str(), "waiting" | "active"))
+                {
+                    live.insert(id.clone());
+                }
+            }
+            Ok(live)
+        })?;
+        ids.retain(|i| !live.contains(i));
+    }
     Ok(ids)
 }
 
@@ -239,6 +257,13 @@ pub fn build(
         let row = store
             .read(|tx| tx.session_get(sid))?
             .ok_or_else(|| ExportError::Refused(format!("no session {sid}")))?;
+        // A live session's record is still being written: an export of it would be incomplete.
+        if matches!(row.status.as_str(), "waiting" | "active") {
+            return Err(ExportError::Refused(format!(
+                "session {sid} is still {}: export it once it has ended",
+                row.status
+            )));
+        }
         let (participants, files) = store.read(|tx| Ok((tx.participants(sid)?, tx.files(sid)?)))?;
         let base = format!("data/sessions/{sid}");
         let transcript = read_objects(store, archive, keys, sid, DataClass::Transcript)?;

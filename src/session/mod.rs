@@ -762,13 +762,13 @@ impl Sessions {
         Ok(())
     }
 
-    /// Ends a session (agent or customer), sealing its recording.
+    /// Ends a session (a waiting one is cancelled instead); returns the status it ended in. (agent or customer), sealing its recording.
     pub async fn end(
         app: &Arc<App>,
         actor: Actor,
         id: &str,
         source: &Source,
-    ) -> Result<(), SessionError> {
+    ) -> Result<&'static str, SessionError> {
         let room = app
             .sessions
             .room(id)
@@ -835,7 +835,7 @@ impl Sessions {
         room.recorder.finish().await;
         app.sessions.rooms.lock().expect("rooms").remove(id);
         app.sessions.announce();
-        Ok(())
+        Ok(status)
     }
 
     /// Records an agent's presence.

@@ -1522,10 +1522,12 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn code_cancel(&self, code: &str, agent_id: Option<i64>) -> Result<bool> {
+    /// Cancels a live code (not used, cancelled or expired by `now`); false if there is none.
+    pub fn code_cancel(&self, code: &str, agent_id: Option<i64>, now: i64) -> Result<bool> {
         let n = self.0.execute(
-            "UPDATE codes SET cancelled = 1 WHERE code = ?1 AND used_at IS NULL AND (?2 IS NULL OR agent_id = ?2)",
-            params![code, agent_id],
+            "UPDATE codes SET cancelled = 1
+             WHERE code = ?1 AND used_at IS NULL AND cancelled = 0 AND expires_at > ?3 AND (?2 IS NULL OR agent_id = ?2)",
+            params![code, agent_id, now],
         )?;
         Ok(n == 1)
     }

@@ -594,6 +594,9 @@ async fn audit_entries(
 ) -> Result<Json<Value>, ApiError> {
     require(&p, Permission::ReadAudit)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    if q.from.is_some_and(|f| f > i64::MAX as u64) {
+        return Err(ApiError::bad_request("from is beyond any audit log"));
+    }
     let rows = app
         .db(move |s| {
             s.read(|tx| match q.from {

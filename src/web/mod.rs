@@ -60,6 +60,7 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
     }
     r.fallback(api::not_found)
         .layer(middleware::from_fn_with_state(app.clone(), sealed_gate))
+        .layer(middleware::from_fn(drain_unread))
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY))
         .with_state(app)
@@ -79,6 +80,67 @@ async fn sealed_gate(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         next.run(req).await
     };
     app.metrics.response(res.status().as_u16());
+    res
+}
+
+/// A request body the handler and this layer share, so that what the handler left unread can be
+/// read after it answered.
+struct SharedBody(Arc<std::sync::Mutex<Option<axum::body::Body>>>);
+
+impl hyper::body::Body for SharedBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut inner = self.0.lock().expect("body");
+        match inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .expect("body")
+            .as_ref()
+            .is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0
+            .lock()
+            .expect("body")
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+/// Bytes of an unread request body read (and dropped) after an early answer.
+const DRAIN_LIMIT: usize = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// When a handler answers before reading the whole request body (a refused login, a body over
+/// the limit), closing the connection at once makes the peer's TCP stack reset it while the
+/// client is still sending, and many clients then lose the answer. So what was left unread is
+/// read and dropped first, up to 8 MiB and 5 seconds; a longer body still gets the reset.
+async fn drain_unread(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let shared = Arc::new(std::sync::Mutex::new(Some(body)));
+    let req = Request::from_parts(parts, axum::body::Body::new(SharedBody(shared.clone())));
+    let res = next.run(req).await;
+    let rest = shared.lock().expect("body").take();
+    if let Some(b) = rest
+        && !hyper::body::Body::is_end_stream(&b)
+    {
+        use http_body_util::BodyExt;
+        let drain = http_body_util::Limited::new(b, DRAIN_LIMIT).collect();
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
     res
 }
 

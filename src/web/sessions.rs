@@ -877,7 +877,7 @@ async fn cancel_code(
     };
     let c = code.clone();
     let done = app
-        .db(move |s| s.write(|tx| tx.code_cancel(&c, owner)))
+        .db(move |s| s.write(|tx| tx.code_cancel(&c, owner, crate::session::now_unix())))
         .await?;
     if !done {
         return Err(ApiError::not_found(
@@ -1101,8 +1101,8 @@ async fn end(
         Party::Customer => Actor::Customer,
         Party::User(p) => Actor::Agent(p),
     };
-    Sessions::end(&app, actor, &id, &src).await?;
-    Ok(Json(json!({ "session_id": id, "status": "ended" })))
+    let status = Sessions::end(&app, actor, &id, &src).await?;
+    Ok(Json(json!({ "session_id": id, "status": status })))
 }
 
 /// The command API: a chat message, a link, a private note or a sensitive marking sent into a

@@ -270,6 +270,14 @@ fn the_verification_api_reports_progress_and_names_a_tampered_entry() {
     assert_eq!(s.get("/api/v1/audit/verify/999", Some(&admin)).status, 404);
     assert_eq!(s.get("/api/v1/audit/verify/abc", Some(&admin)).status, 400);
     assert_eq!(s.post("/api/v1/audit/verify", None, json!({})).status, 401);
+    let r = s.get(
+        "/api/v1/audit/entries?from=18446744073709551615",
+        Some(&admin),
+    );
+    assert_eq!(
+        r.status, 400,
+        "a from beyond i64 must not wrap around to the start"
+    );
 
     // Someone with the database file changes an entry's text (and its stored leaf hash).
     let db = raw_db(&dir);

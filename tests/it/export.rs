@@ -706,6 +706,28 @@ fn exports_over_the_api_need_a_reason_and_the_compliance_role_unless_encrypted()
         r.error_message()
     );
 
+    // A live session is refused by id, and left out of a selection by ref.
+    let r = s.post(
+        "/api/v1/requests",
+        None,
+        json!({ "portal": "support", "name": "Live", "question": "q", "ref": "T-100" }),
+    );
+    let live = r.json().unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.post(
+        "/api/v1/exports",
+        Some(&officer),
+        json!({ "sessions": [live], "reason": "audit" }),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error_message().contains("still waiting"),
+        "{}",
+        r.error_message()
+    );
+
     // The officer's bundle verifies offline, and the export is audited.
     let r = s.post(
         "/api/v1/exports",

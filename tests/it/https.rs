@@ -349,3 +349,27 @@ fn audit_proofs_verify_against_the_signed_checkpoint() {
     );
     assert_eq!(s.get("/api/v1/audit/proof", Some(&token)).status, 400);
 }
+
+#[test]
+fn an_early_refusal_reaches_a_client_still_sending_its_body() {
+    let dir = Dir::new();
+    dir.init();
+    let s = dir.serve();
+    for i in 0..20 {
+        // Refused before the body is read: a bad token, and a body over the 1 MiB limit.
+        let (path, size, status) = if i % 2 == 0 {
+            ("/api/v1/auth/password", 200_000, 401)
+        } else {
+            ("/api/v1/requests", 3 << 20, 413)
+        };
+        let r = raw(
+            &s,
+            hyper::Method::POST,
+            path,
+            "Bearer cst_not_a_token",
+            vec![b'x'; size],
+        );
+        assert_eq!(r.status, status, "try {i}: {}", r.error_message());
+        assert!(r.json().is_ok(), "try {i}: the error body arrived");
+    }
+}

@@ -101,7 +101,16 @@ fn the_document_describes_every_route_and_is_served() {
                 "{method} {path} has no tag"
             );
             for (code, res) in op["responses"].as_object().unwrap() {
-                if code.starts_with('4') || code.starts_with('5') {
+                // /healthz answers 503 with its own health body while sealed, by design.
+                if (code.starts_with('4') || code.starts_with('5')) && path != "/healthz" {
+                    // A shared response is looked up in components.responses.
+                    let res = match res["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/responses/"))
+                    {
+                        Some(name) => &spec["components"]["responses"][name],
+                        None => res,
+                    };
                     let text = res.to_string();
                     assert!(
                         text.contains("Error"),
@@ -158,10 +167,16 @@ fn schemathesis_finds_the_server_true_to_its_document() {
             "examples,coverage,fuzzing",
             "--max-examples",
             "10",
+            // One worker: with two, Hypothesis inside schemathesis sometimes crashes on its own.
             "--workers",
-            "2",
+            "1",
             "--max-time",
-            "300",
+            "240",
+            // Logging out would revoke the token the run uses; the event streams never end
+            // (they are checked elsewhere); a fuzzed webhook would make the appliance connect to
+            // arbitrary hosts, and tests reach loopback only.
+            "--exclude-operation-id-regex",
+            "^(logout|monitorStream|queueStream|createWebhook|retryDelivery)$",
             "--request-timeout",
             "30",
             "--no-color",

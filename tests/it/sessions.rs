@@ -507,6 +507,11 @@ fn tokens_never_cross_sessions() {
     let q = s.get("/api/v1/queue", Some(&alice)).json().unwrap();
     assert_eq!(q["waiting"].as_array().unwrap().len(), 1);
     assert_eq!(q["waiting"][0]["request_id"], bid);
+    // Ending a request that is still waiting cancels it, and the answer says so.
+    let btok = b["customer_token"].as_str().unwrap();
+    let r = customer_post(s, &format!("/api/v1/sessions/{bid}/end"), btok, json!({}));
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.json().unwrap()["status"], "cancelled");
 }
 
 #[test]
@@ -558,6 +563,17 @@ fn connection_codes_join_the_agent_directly_and_resist_guessing() {
         )
         .status,
         204
+    );
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            &format!("/api/v1/codes/{c2}"),
+            Some(&alice),
+            None
+        )
+        .status,
+        404,
+        "a cancelled code cannot be cancelled again"
     );
     assert_eq!(
         s.post(&format!("/api/v1/codes/{c2}/redeem"), None, json!({}))
