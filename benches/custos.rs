@@ -718,6 +718,8 @@ mod sessions {
                 format!("{:.0}% of raw", 100.0 * a / b),
                 json!({ "bytes": size, "mb_s": a, "raw_tcp_mb_s": b }),
             );
+            // Exports take ended sessions only.
+            s.post(&format!("/api/v1/sessions/{id}/end"), Some(&tokens[agents - 1]), json!({})).await;
             id
         });
         drop(s);
