@@ -38,7 +38,13 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    async fn go(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Outcome> {
+    /// Sends a request; an error status becomes `Outcome::Failed` with the appliance's message.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<crate::client::Response, Outcome> {
         let r = self
             .ep
             .request(method, path, self.token, body.as_ref())
@@ -47,8 +53,8 @@ impl Call<'_> {
                 message: format!("cannot reach the appliance: {e}"),
                 unauthorized: false,
             })?;
-        let v = r.json().unwrap_or(Value::Null);
         if r.status >= 400 {
+            let v = r.json().unwrap_or(Value::Null);
             let message = v["error"]["message"]
                 .as_str()
                 .map_or_else(|| format!("HTTP {}", r.status), String::from);
@@ -57,7 +63,15 @@ impl Call<'_> {
                 unauthorized: r.status == 401,
             });
         }
-        Ok(v)
+        Ok(r)
+    }
+
+    async fn go(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Outcome> {
+        Ok(self
+            .send(method, path, body)
+            .await?
+            .json()
+            .unwrap_or(Value::Null))
     }
 }
 
@@ -424,23 +438,7 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             path,
         } => {
             let body = json!({ "sessions": sessions, "reason": reason, "recipients": recipients });
-            let r =
-                c.ep.request(Method::POST, "/api/v1/exports", c.token, Some(&body))
-                    .await
-                    .map_err(|e| Outcome::Failed {
-                        message: format!("cannot reach the appliance: {e}"),
-                        unauthorized: false,
-                    })?;
-            if r.status >= 400 {
-                let v = r.json().unwrap_or(Value::Null);
-                let message = v["error"]["message"]
-                    .as_str()
-                    .map_or_else(|| format!("HTTP {}", r.status), String::from);
-                return Err(Outcome::Failed {
-                    message,
-                    unauthorized: r.status == 401,
-                });
-            }
+            let r = c.send(Method::POST, "/api/v1/exports", Some(body)).await?;
             let id = r
                 .headers
                 .get("custos-export-id")

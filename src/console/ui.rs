@@ -28,6 +28,17 @@ fn duration(s: u64) -> String {
     }
 }
 
+/// A box of at most `w` x `h` centred in `area`.
+fn popup(area: Rect, w: u16, h: u16) -> Rect {
+    let (w, h) = (area.width.min(w), area.height.min(h));
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
 pub fn draw(f: &mut Frame<'_>, c: &Console) {
     let area = f.area();
     if area.width == 0 || area.height == 0 {
@@ -53,14 +64,7 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
     }
     footer(f, bottom, c);
     if let Some((kind, form)) = &c.form {
-        let w = area.width.min(70);
-        let h = (form.inputs.len() as u16 * 2 + 3).min(area.height);
-        let r = Rect::new(
-            area.x + (area.width - w) / 2,
-            area.y + (area.height - h) / 2,
-            w,
-            h,
-        );
+        let r = popup(area, 70, form.inputs.len() as u16 * 2 + 3);
         f.render_widget(Clear, r);
         let mut lines = Vec::new();
         for (i, input) in form.inputs.iter().enumerate() {
@@ -102,14 +106,7 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
             "",
             "Any key closes this help.",
         ];
-        let w = area.width.min(72);
-        let h = (text.len() as u16 + 2).min(area.height);
-        let r = Rect::new(
-            area.x + (area.width - w) / 2,
-            area.y + (area.height - h) / 2,
-            w,
-            h,
-        );
+        let r = popup(area, 72, text.len() as u16 + 2);
         f.render_widget(Clear, r);
         let lines: Vec<Line> = text.iter().map(|t| Line::raw(*t)).collect();
         f.render_widget(

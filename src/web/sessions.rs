@@ -1283,6 +1283,15 @@ pub(super) async fn read_lines(
     .await
 }
 
+/// A session as the sync and the search list it: metadata only.
+fn session_summary(r: &crate::store::SessionRow) -> Value {
+    json!({
+        "session_id": r.id, "status": r.status, "via": r.via, "portal": r.portal, "skill": r.skill,
+        "ref": r.external_ref, "agent": r.agent_name, "requested_at": r.requested_at, "accepted_at": r.accepted_at,
+        "ended_at": r.ended_at, "survey_rating": r.survey_rating,
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
@@ -1341,16 +1350,7 @@ async fn search_sessions(
         json!({ "words": words.len(), "hits": rows.len(), "reason": reason }),
     ))
     .await?;
-    let sessions: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "session_id": r.id, "status": r.status, "via": r.via, "portal": r.portal, "skill": r.skill,
-                "ref": r.external_ref, "agent": r.agent_name, "requested_at": r.requested_at, "accepted_at": r.accepted_at,
-                "ended_at": r.ended_at, "survey_rating": r.survey_rating,
-            })
-        })
-        .collect();
+    let sessions: Vec<Value> = rows.iter().map(session_summary).collect();
     Ok(Json(json!({ "sessions": sessions })))
 }
 
@@ -1470,11 +1470,9 @@ async fn list_sessions(
     let sessions: Vec<Value> = rows
         .iter()
         .map(|(seq, r)| {
-            json!({
-                "session_id": r.id, "status": r.status, "via": r.via, "portal": r.portal, "skill": r.skill,
-                "ref": r.external_ref, "agent": r.agent_name, "requested_at": r.requested_at, "accepted_at": r.accepted_at,
-                "ended_at": r.ended_at, "survey_rating": r.survey_rating, "change": seq,
-            })
+            let mut v = session_summary(r);
+            v["change"] = json!(seq);
+            v
         })
         .collect();
     Ok(Json(
