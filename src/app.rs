@@ -272,6 +272,10 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// The audit verification run for API clients (one at a time).
     pub audit_jobs: Arc<audit::job::Jobs>,
+    /// Export bundles built in the background for API clients (the console's progress bar).
+    pub export_jobs: Arc<crate::export::job::Jobs>,
+    /// Held while a key rotation runs (one at a time).
+    pub rotating: tokio::sync::Mutex<()>,
     /// Set when the server begins to shut down; long-lived streams and sockets watch it.
     pub stop: watch::Sender<bool>,
     store: Arc<Mutex<Store>>,
@@ -535,6 +539,8 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         request_limit: crate::auth::RateLimit::new(10.0, 100.0),
         metrics: crate::metrics::Metrics::new(),
         audit_jobs: Arc::default(),
+        export_jobs: Arc::default(),
+        rotating: tokio::sync::Mutex::new(()),
         stop: watch::channel(false).0,
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),

@@ -39,10 +39,12 @@ pub enum Permission {
     ReadAnySession,
     /// Webhooks, their delivery log, and knowledge-base articles.
     ManageIntegrations,
+    /// Rotate the key-encryption keys.
+    ManageKeys,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::ManageUsers,
         Permission::ReadAudit,
         Permission::ReadSystem,
@@ -52,6 +54,7 @@ impl Permission {
         Permission::HandleSessions,
         Permission::ReadAnySession,
         Permission::ManageIntegrations,
+        Permission::ManageKeys,
     ];
 
     /// The scope name an API token uses for this permission.
@@ -66,6 +69,7 @@ impl Permission {
             Permission::HandleSessions => "handle_sessions",
             Permission::ReadAnySession => "read_any_session",
             Permission::ManageIntegrations => "manage_integrations",
+            Permission::ManageKeys => "manage_keys",
         }
     }
 
@@ -94,6 +98,7 @@ pub fn allowed(role: Role, p: Permission) -> bool {
         HandleSessions => matches!(role, Admin | Agent),
         ReadAnySession => matches!(role, Admin | Compliance | Auditor),
         ManageIntegrations => role == Admin,
+        ManageKeys => role == Admin,
     }
 }
 

@@ -698,6 +698,7 @@ fn export_cmd(
         &signing,
         &appliance_id,
         &req,
+        |_, _| {},
     )?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -860,7 +861,7 @@ fn policy_cmd(dir: &DataDir, c: PolicyCmd) -> Result<i32> {
                 None => time::OffsetDateTime::now_utc(),
             };
             let mut store = dir.open_store()?;
-            let rows = crate::retention::plan(&mut store, at)?;
+            let rows = crate::retention::plan(&mut store, at, None)?;
             println!(
                 "{:<32} {:<11} {:<31} {:<24} {:<26} STATUS",
                 "OBJECT", "CLASS", "SESSION", "EXPIRES", "POLICY"

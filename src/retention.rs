@@ -292,11 +292,15 @@ fn plan_rows(
     out
 }
 
-/// What would be shredded by `at`, and what is held.
-pub fn plan(store: &mut Store, at: OffsetDateTime) -> Result<Vec<PlanRow>, RetentionError> {
+/// What would be shredded by `at`, and what is held: everything, or one session's.
+pub fn plan(
+    store: &mut Store,
+    at: OffsetDateTime,
+    session: Option<&str>,
+) -> Result<Vec<PlanRow>, RetentionError> {
     let policies = installed(store)?;
-    let (mut rows, holds) = store.read(|tx| Ok((tx.retention_rows()?, tx.holds(true)?)))?;
-    rows.extend(store.read(|tx| tx.retention_session_rows())?);
+    let (mut rows, holds) = store.read(|tx| Ok((tx.retention_rows(session)?, tx.holds(true)?)))?;
+    rows.extend(store.read(|tx| tx.retention_session_rows(session))?);
     let mut out = plan_rows(&rows, &policies, &holds, at);
     // A session record keeps its details while any of its objects is kept: policies and holds
     // select objects by those details (fields, e-mail), so clearing them early would change
@@ -417,9 +421,9 @@ pub fn approve_review(
 ) -> Result<usize, RetentionError> {
     let now = OffsetDateTime::now_utc();
     check_clock(store, now)?;
-    let rows = plan(store, now)?;
+    let rows = plan(store, now, None)?;
     let subjects: std::collections::HashMap<String, RetentionRow> = store
-        .read(|tx| tx.retention_rows())?
+        .read(|tx| tx.retention_rows(None))?
         .into_iter()
         .filter_map(|r| r.object.map(|o| (o.to_string(), r)))
         .collect();
@@ -481,9 +485,9 @@ pub fn sweep(
             .map_err(|e| RetentionError::Refused(e.to_string()))?;
         return Err(e);
     }
-    let rows = plan(store, now)?;
+    let rows = plan(store, now, None)?;
     let rows_by_object: std::collections::HashMap<String, RetentionRow> = store
-        .read(|tx| tx.retention_rows())?
+        .read(|tx| tx.retention_rows(None))?
         .into_iter()
         .filter_map(|r| r.object.map(|o| (o.to_string(), r)))
         .collect();

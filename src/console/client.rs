@@ -6,8 +6,9 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::state::{
-    AgentRow, AuditLine, Command, Detail, HoldRow, Outcome, PlanLine, QueueRow, SessionRow,
-    SystemInfo, TokenLine, UserLine, Verification, search_params,
+    AgentRow, Alert, AuditLine, Command, Detail, ExportProgress, HoldRow, Outcome, PlanLine,
+    QueueRow, SessionRow, SystemInfo, Today, TokenLine, UserLine, Verification, audit_params,
+    search_params,
 };
 use crate::client::Endpoint;
 
@@ -58,6 +59,9 @@ impl Call<'_> {
             let message = v["error"]["message"]
                 .as_str()
                 .map_or_else(|| format!("HTTP {}", r.status), String::from);
+            if r.status == 503 && v["error"]["code"] == "sealed" {
+                return Err(Outcome::Sealed(message));
+            }
             return Err(Outcome::Failed {
                 message,
                 unauthorized: r.status == 401,
@@ -75,17 +79,133 @@ impl Call<'_> {
     }
 }
 
+/// The name and key hash of a note verifier key (`name+hash+key`): what identifies the key.
+fn key_id(vkey: &str) -> String {
+    vkey.rsplit_once('+')
+        .map_or(vkey.to_string(), |(id, _)| id.to_string())
+}
+
 fn system_info(v: &Value) -> SystemInfo {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let today = &v["today"]["sessions"];
+    let storage = &v["storage"];
+    let cp = &v["latest_checkpoint"];
     SystemInfo {
         appliance_id: s(&v["appliance_id"]),
         version: s(&v["version"]),
         sealed: v["sealed"] == true,
         unseal_mode: s(&v["unseal_mode"]),
-        kek_epoch: v["kek_epoch"].as_u64().unwrap_or(0),
-        audit_entries: v["audit_entries"].as_u64().unwrap_or(0),
+        kek_epoch: n(&v["kek_epoch"]),
+        audit_entries: n(&v["audit_entries"]),
         checkpoint_size: v["latest_checkpoint_size"].as_u64(),
+        checkpoint_at: s(&cp["created_at"]),
+        checkpoint_key: key_id(&s(&cp["vkey"])),
         fingerprint: s(&v["tls_fingerprint_sha256"]),
+        holds_active: n(&v["holds_active"]),
+        archive_objects: n(&storage["archive_objects"]),
+        archive_bytes: n(&storage["archive_bytes"]),
+        database_bytes: n(&storage["database_bytes"]),
+        disk: storage["disk"]["total_bytes"]
+            .as_u64()
+            .zip(storage["disk"]["free_bytes"].as_u64()),
+        today: Today {
+            requested: n(&today["requested"]),
+            accepted: n(&today["accepted"]),
+            ended: n(&today["ended"]),
+            cancelled: n(&today["cancelled"]),
+            surveys: n(&today["surveys"]),
+            survey_average: today["survey_average"].as_f64(),
+        },
     }
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS`.
+fn when(v: &Value) -> String {
+    s(v).get(..19).unwrap_or("").replace('T', " ")
+}
+
+/// The session's events in time order, one line each, from its detail.
+fn timeline(v: &Value) -> Vec<String> {
+    let mut ev: Vec<(String, String)> = Vec::new();
+    let t = &v["timings"];
+    ev.push((
+        s(&t["requested_at"]),
+        format!(
+            "requested by {} on {}/{}",
+            s(&v["request"]["name"]),
+            s(&v["portal"]),
+            s(&v["skill"])
+        ),
+    ));
+    if !t["accepted_at"].is_null() {
+        ev.push((
+            s(&t["accepted_at"]),
+            format!("accepted by {}", s(&v["agent"])),
+        ));
+    }
+    let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    for p in list("participants") {
+        ev.push((
+            s(&p["joined_at"]),
+            format!("{} {} joined", s(&p["kind"]), s(&p["name"])),
+        ));
+        if !p["left_at"].is_null() {
+            ev.push((
+                s(&p["left_at"]),
+                format!("{} {} left", s(&p["kind"]), s(&p["name"])),
+            ));
+        }
+    }
+    for m in list("transcript") {
+        let what = match s(&m["type"]).as_str() {
+            "chat" => "chat",
+            "url" => "link sent",
+            "note" => "note",
+            "sensitive" => "message marked sensitive",
+            "file" => continue,
+            other => {
+                ev.push((s(&m["at"]), format!("{other} ({})", s(&m["name"]))));
+                continue;
+            }
+        };
+        ev.push((s(&m["at"]), format!("{what} from {}", s(&m["name"]))));
+    }
+    for f in list("files") {
+        ev.push((
+            s(&f["at"]),
+            format!(
+                "file {} ({} bytes) from {}",
+                s(&f["name"]),
+                s(&f["size"]),
+                s(&f["from"])
+            ),
+        ));
+    }
+    for d in list("diagnostics") {
+        let os = &d["os"];
+        ev.push((
+            s(&d["collected_at"]),
+            format!(
+                "diagnostics received: {} {}",
+                s(&os["name"]),
+                s(&os["version"])
+            ),
+        ));
+    }
+    if !v["survey"].is_null() {
+        ev.push((
+            s(&v["survey"]["at"]),
+            format!("survey: rated {} of 5", s(&v["survey"]["rating"])),
+        ));
+    }
+    if !t["ended_at"].is_null() {
+        ev.push((s(&t["ended_at"]), format!("session {}", s(&v["status"]))));
+    }
+    // Times share one format, so they sort as text; a stable sort keeps the order of equals.
+    ev.sort_by(|a, b| a.0.cmp(&b.0));
+    ev.into_iter()
+        .map(|(at, what)| format!("{} {what}", at.get(..19).unwrap_or("").replace('T', " ")))
+        .collect()
 }
 
 /// Writes a new file readable by its owner only; never replaces one.
@@ -123,6 +243,28 @@ fn verification(v: &Value) -> Verification {
         checked: v["checked"].as_u64().unwrap_or(0),
         total: v["total"].as_u64().unwrap_or(0),
         summary,
+    }
+}
+
+fn export_progress(v: &Value, path: String) -> ExportProgress {
+    ExportProgress {
+        id: v["id"].as_u64().unwrap_or(0),
+        state: s(&v["state"]),
+        done: v["done"].as_u64().unwrap_or(0),
+        total: v["total"].as_u64().unwrap_or(0),
+        path,
+        message: String::new(),
+    }
+}
+
+/// Seal and unseal are offered only on the appliance's own Unix socket.
+fn local(o: Outcome) -> Outcome {
+    match o {
+        Outcome::Failed { message, .. } if message == "no such endpoint" => Outcome::Failed {
+            message: "seal and unseal are offered only on the appliance itself: run custos console there (its Unix socket)".into(),
+            unauthorized: false,
+        },
+        other => other,
     }
 }
 
@@ -180,10 +322,30 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                 })
                 .collect();
             let system = system.as_ref().map(system_info);
+            // The latest alerts, for roles that read the audit log.
+            let alerts = c
+                .go(
+                    Method::GET,
+                    "/api/v1/audit/entries?action=alert.raised&limit=5",
+                    None,
+                )
+                .await
+                .map(|v| {
+                    list(&v, "entries")
+                        .iter()
+                        .rev()
+                        .map(|e| Alert {
+                            time: when(&e["time"]),
+                            summary: s(&e["details"]["summary"]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             Outcome::Dashboard {
                 agents,
                 queues,
                 system,
+                alerts,
             }
         }
         Command::LoadSessions {
@@ -258,6 +420,7 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                     v["files"].as_array().map_or(0, Vec::len).to_string(),
                 ),
             ];
+            let timeline = timeline(&v);
             let transcript = v["transcript"]
                 .as_array()
                 .cloned()
@@ -304,11 +467,55 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                     .collect(),
                 Err(_) => Vec::new(),
             };
+            // Retention of each part, for roles that read compliance data.
+            let retention = match c
+                .go(
+                    Method::GET,
+                    &format!("/api/v1/retention/plan?session={}", enc(&id)),
+                    None,
+                )
+                .await
+            {
+                Ok(p) => p["objects"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| {
+                        let until = match o["expires_at"].as_str() {
+                            Some(t) => format!("until {}", t.get(..10).unwrap_or(t)),
+                            None => "kept (no policy)".into(),
+                        };
+                        let held = match o["holds"].as_array() {
+                            Some(h) if !h.is_empty() => format!(
+                                ", held by {}",
+                                h.iter()
+                                    .map(|id| format!("hold {}", s(id)))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            _ => String::new(),
+                        };
+                        format!(
+                            "{} {until}{held}{}",
+                            s(&o["class"]),
+                            o["policy"]
+                                .as_str()
+                                .map(|p| format!(" ({p})"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
             Outcome::Detail(Detail {
                 id,
                 fields,
                 transcript,
                 access,
+                timeline,
+                retention,
+                show_timeline: false,
                 scroll: 0,
             })
         }
@@ -437,22 +644,78 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             recipients,
             path,
         } => {
+            if std::path::Path::new(&path).exists() {
+                return Err(Outcome::Failed {
+                    message: format!("{path} already exists; choose another name"),
+                    unauthorized: false,
+                });
+            }
             let body = json!({ "sessions": sessions, "reason": reason, "recipients": recipients });
-            let r = c.send(Method::POST, "/api/v1/exports", Some(body)).await?;
-            let id = r
-                .headers
-                .get("custos-export-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            write_new(&path, &r.body).map_err(|message| Outcome::Failed {
-                message,
-                unauthorized: false,
-            })?;
+            let v = c
+                .go(Method::POST, "/api/v1/exports/jobs", Some(body))
+                .await?;
+            Outcome::Export(export_progress(&v, path))
+        }
+        Command::PollExport { id, path } => {
+            let v = c
+                .go(Method::GET, &format!("/api/v1/exports/jobs/{id}"), None)
+                .await?;
+            let mut p = export_progress(&v, path);
+            match v["state"].as_str() {
+                Some("ready") => {
+                    let r = c
+                        .send(
+                            Method::GET,
+                            &format!("/api/v1/exports/jobs/{id}/bundle"),
+                            None,
+                        )
+                        .await?;
+                    p.state = "written".into();
+                    p.message = match write_new(&p.path, &r.body) {
+                        Ok(()) => format!(
+                            "wrote export {} ({} sessions, {} bytes) to {}; check it with custos verify",
+                            s(&v["export_id"]),
+                            p.total,
+                            r.body.len(),
+                            p.path
+                        ),
+                        Err(e) => {
+                            p.state = "failed".into();
+                            e
+                        }
+                    };
+                }
+                Some("running") => {}
+                _ => {
+                    p.state = "failed".into();
+                    p.message = format!("the export failed: {}", s(&v["error"]));
+                }
+            }
+            Outcome::Export(p)
+        }
+        Command::Seal { passphrase } => {
+            let body = passphrase.map_or(json!({}), |p| json!({ "passphrase": p }));
+            c.go(Method::POST, "/api/v1/system/seal", Some(body))
+                .await
+                .map_err(local)?;
+            Outcome::Done("the appliance is sealed".into())
+        }
+        Command::Unseal { passphrase } => {
+            let body = json!({ "passphrase": passphrase });
+            c.go(Method::POST, "/api/v1/system/unseal", Some(body))
+                .await
+                .map_err(local)?;
+            Outcome::Done("the appliance is unsealed".into())
+        }
+        Command::RotateKeys => {
+            let v = c
+                .go(Method::POST, "/api/v1/system/rotate", Some(json!({})))
+                .await?;
             Outcome::Done(format!(
-                "wrote export {id} ({} sessions, {} bytes) to {path}; check it with custos verify",
-                sessions.len(),
-                r.body.len()
+                "key epoch {} is current: {} data keys re-wrapped, {} old epochs retired",
+                s(&v["new_epoch"]),
+                s(&v["rewrapped"]),
+                s(&v["retired_epochs"])
             ))
         }
         Command::StartVerify => Outcome::Verify(verification(
@@ -463,26 +726,39 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             &c.go(Method::GET, &format!("/api/v1/audit/verify/{id}"), None)
                 .await?,
         )),
-        Command::LoadAudit => {
-            let v = c
-                .go(Method::GET, "/api/v1/audit/entries?limit=500", None)
-                .await?;
-            Outcome::Audit(
-                v["entries"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|e| AuditLine {
-                        seq: e["seq"].as_u64().unwrap_or(0),
-                        time: s(&e["time"]),
-                        actor: s(&e["actor"]),
-                        action: s(&e["action"]),
-                        target: s(&e["target"]),
-                        outcome: s(&e["outcome"]),
-                    })
-                    .collect(),
-            )
+        Command::LoadAudit { filter } => {
+            let filters = audit_params(&filter).map_err(|message| Outcome::Failed {
+                message,
+                unauthorized: false,
+            })?;
+            let mut path = "/api/v1/audit/entries?limit=500".to_string();
+            for (k, v) in filters {
+                path.push_str(&format!("&{k}={}", enc(&v)));
+            }
+            let v = c.go(Method::GET, &path, None).await?;
+            let checkpoint = c
+                .go(Method::GET, "/api/v1/audit/checkpoint", None)
+                .await
+                .ok()
+                .and_then(|cp| Some((cp["size"].as_u64()?, key_id(&s(&cp["vkey"])))));
+            let entries = v["entries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| AuditLine {
+                    seq: e["seq"].as_u64().unwrap_or(0),
+                    time: s(&e["time"]),
+                    actor: s(&e["actor"]),
+                    action: s(&e["action"]),
+                    target: s(&e["target"]),
+                    outcome: s(&e["outcome"]),
+                })
+                .collect();
+            Outcome::Audit {
+                entries,
+                checkpoint,
+            }
         }
     })
 }

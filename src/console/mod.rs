@@ -133,8 +133,33 @@ mod tests {
                 kek_epoch: 2,
                 audit_entries: 1284,
                 checkpoint_size: Some(1280),
+                checkpoint_at: "2026-11-28T10:29:00Z".into(),
+                checkpoint_key: "custos-5f0c2a9e41b7d3c8+9a3e51c2".into(),
                 fingerprint: "3A:9F:...:C1".into(),
+                holds_active: 1,
+                archive_objects: 4210,
+                archive_bytes: 3_221_225_472,
+                database_bytes: 48_234_496,
+                disk: Some((107_374_182_400, 86_973_087_744)),
+                today: Today {
+                    requested: 42,
+                    accepted: 39,
+                    ended: 36,
+                    cancelled: 2,
+                    surveys: 17,
+                    survey_average: Some(4.35),
+                },
             }),
+            alerts: vec![
+                Alert {
+                    time: "2026-11-28 09:58:00".into(),
+                    summary: "queue support/general: 12 waiting (threshold 10)".into(),
+                },
+                Alert {
+                    time: "2026-11-28 10:21:00".into(),
+                    summary: "survey rated 1 of 5 in session sess_fixture00000000000003".into(),
+                },
+            ],
         });
         c.on_outcome(Outcome::Sessions {
             rows: (0..5)
@@ -163,8 +188,9 @@ mod tests {
             placed_by: "olga".into(),
             placed_at: "2026-11-27T15:00:00Z".into(),
         }]));
-        c.on_outcome(Outcome::Audit(
-            (0..30)
+        c.on_outcome(Outcome::Audit {
+            checkpoint: Some((1280, "custos-5f0c2a9e41b7d3c8+9a3e51c2".into())),
+            entries: (0..30)
                 .map(|i| AuditLine {
                     seq: 1250 + i,
                     time: format!("2026-11-28T10:{:02}:00.000Z", i),
@@ -186,7 +212,7 @@ mod tests {
                     },
                 })
                 .collect(),
-        ));
+        });
         c.on_outcome(Outcome::Plan(vec![
             PlanLine {
                 policy: "hipaa-six-years".into(),
@@ -264,8 +290,44 @@ mod tests {
                 "2026-11-27 16:02:11 alice (agent) session.read success".into(),
                 "2026-11-28 10:14:03 olga (compliance) session.read success: complaint 88".into(),
             ],
+            timeline: vec![
+                "2026-11-21 09:11:00 requested by Fay Caller on support/general".into(),
+                "2026-11-21 09:11:01 customer Fay Caller joined".into(),
+                "2026-11-21 09:11:02 chat from Fay Caller".into(),
+                "2026-11-21 09:11:30 accepted by alice".into(),
+                "2026-11-21 09:11:30 agent alice joined".into(),
+                "2026-11-21 09:12:10 diagnostics received: Debian GNU/Linux 12".into(),
+                "2026-11-21 09:14:55 file vpn.log (5120 bytes) from customer".into(),
+                "2026-11-21 09:20:00 session ended".into(),
+                "2026-11-21 09:20:40 survey: rated 5 of 5".into(),
+            ],
+            retention: vec![
+                "transcript until 2027-02-19, held by hold 7 (gdpr-support-90-days)".into(),
+                "file until 2027-02-19, held by hold 7 (gdpr-support-90-days)".into(),
+            ],
+            show_timeline: false,
             scroll: 0,
         }));
+        let mut timeline = fixture(Screen::Sessions);
+        timeline.detail = detail.detail.clone();
+        timeline.on_key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char('t'),
+            crossterm::event::KeyModifiers::NONE,
+        ));
+        let mut exporting = fixture(Screen::Sessions);
+        exporting.export = Some(ExportProgress {
+            id: 1,
+            state: "running".into(),
+            done: 2,
+            total: 5,
+            path: "custos-export.tar".into(),
+            message: String::new(),
+        });
+        let mut rotate = fixture(Screen::System);
+        rotate.on_key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char('k'),
+            crossterm::event::KeyModifiers::NONE,
+        ));
         let mut help = fixture(Screen::Dashboard);
         help.help = true;
         let mut hold_form = fixture(Screen::Holds);
@@ -294,6 +356,8 @@ mod tests {
             ("dashboard", fixture(Screen::Dashboard)),
             ("sessions", fixture(Screen::Sessions)),
             ("detail", detail),
+            ("timeline", timeline),
+            ("exporting", exporting),
             ("holds", fixture(Screen::Holds)),
             ("hold_form", hold_form),
             ("audit", fixture(Screen::Audit)),
@@ -302,6 +366,7 @@ mod tests {
             ("policies", fixture(Screen::Policies)),
             ("users", fixture(Screen::Users)),
             ("system", fixture(Screen::System)),
+            ("rotate_form", rotate),
             ("help", help),
         ];
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/console.md"))

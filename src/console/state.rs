@@ -68,6 +68,17 @@ pub struct QueueRow {
     pub longest_wait_s: u64,
 }
 
+/// Sessions requested today (since midnight UTC).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Today {
+    pub requested: u64,
+    pub accepted: u64,
+    pub ended: u64,
+    pub cancelled: u64,
+    pub surveys: u64,
+    pub survey_average: Option<f64>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SystemInfo {
     pub appliance_id: String,
@@ -77,7 +88,37 @@ pub struct SystemInfo {
     pub kek_epoch: u64,
     pub audit_entries: u64,
     pub checkpoint_size: Option<u64>,
+    pub checkpoint_at: String,
+    /// The checkpoint key's name and hash (`custos-…+1a2b3c4d`).
+    pub checkpoint_key: String,
     pub fingerprint: String,
+    pub holds_active: u64,
+    pub archive_objects: u64,
+    pub archive_bytes: u64,
+    pub database_bytes: u64,
+    /// The data disk: (total, free) bytes.
+    pub disk: Option<(u64, u64)>,
+    pub today: Today,
+}
+
+/// An alert raised by the appliance (from the audit log).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Alert {
+    pub time: String,
+    pub summary: String,
+}
+
+/// An export bundle being built by the appliance for this console.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExportProgress {
+    pub id: u64,
+    /// `running`, `written` (saved to `path`) or `failed`.
+    pub state: String,
+    pub done: u64,
+    pub total: u64,
+    pub path: String,
+    /// When finished: what happened, in a line.
+    pub message: String,
 }
 
 /// What retention will remove, per policy: due now and within 30, 90 and 365 days, and how much
@@ -137,6 +178,12 @@ pub struct Detail {
     pub fields: Vec<(String, String)>,
     /// Transcript lines, ready to show.
     pub transcript: Vec<String>,
+    /// What happened, in time order: request, joins, chat, files, diagnostics, survey, end.
+    pub timeline: Vec<String>,
+    /// Retention of each part: policy, when it expires, holds.
+    pub retention: Vec<String>,
+    /// The timeline is shown instead of the transcript.
+    pub show_timeline: bool,
     /// Who read the session and when (for roles that may see it).
     pub access: Vec<String>,
     pub scroll: usize,
@@ -191,7 +238,9 @@ pub enum Command {
         id: i64,
         reason: String,
     },
-    LoadAudit,
+    LoadAudit {
+        filter: String,
+    },
     LoadPlan,
     LoadUsers,
     LoadSystem,
@@ -199,7 +248,20 @@ pub enum Command {
     PollVerify {
         id: u64,
     },
-    /// A signed bundle of these sessions, written to `path` on this machine.
+    Seal {
+        passphrase: Option<String>,
+    },
+    Unseal {
+        passphrase: String,
+    },
+    RotateKeys,
+    /// Asks how far the export is, and saves the bundle to `path` once it is ready.
+    PollExport {
+        id: u64,
+        path: String,
+    },
+    /// A signed bundle of these sessions, built by the appliance in the background and written
+    /// to `path` on this machine.
     Export {
         sessions: Vec<String>,
         reason: String,
@@ -220,6 +282,7 @@ pub enum Outcome {
         agents: Vec<AgentRow>,
         queues: Vec<QueueRow>,
         system: Option<SystemInfo>,
+        alerts: Vec<Alert>,
     },
     Sessions {
         rows: Vec<SessionRow>,
@@ -228,7 +291,11 @@ pub enum Outcome {
     Detail(Detail),
     Holds(Vec<HoldRow>),
     Done(String),
-    Audit(Vec<AuditLine>),
+    Audit {
+        entries: Vec<AuditLine>,
+        /// The newest checkpoint's size and its key's name and hash.
+        checkpoint: Option<(u64, String)>,
+    },
     Plan(Vec<PlanLine>),
     Users {
         users: Vec<UserLine>,
@@ -236,6 +303,9 @@ pub enum Outcome {
     },
     System(SystemInfo),
     Verify(Verification),
+    Export(ExportProgress),
+    /// The appliance answered that it is sealed.
+    Sealed(String),
     Failed {
         message: String,
         unauthorized: bool,
@@ -295,6 +365,10 @@ pub enum FormKind {
     PlaceHold,
     ReleaseHold { id: i64 },
     Export { sessions: Vec<String> },
+    AuditFilter,
+    Seal,
+    Unseal,
+    Rotate,
 }
 
 #[derive(Debug, Default)]
@@ -304,6 +378,7 @@ pub struct Console {
     pub token: Option<String>,
     pub agents: Vec<AgentRow>,
     pub queues: Vec<QueueRow>,
+    pub alerts: Vec<Alert>,
     pub system: Option<SystemInfo>,
     pub sessions: Vec<SessionRow>,
     pub session_sel: usize,
@@ -316,10 +391,13 @@ pub struct Console {
     pub hold_sel: usize,
     pub audit: Vec<AuditLine>,
     pub audit_sel: usize,
+    pub audit_filter: String,
+    pub audit_checkpoint: Option<(u64, String)>,
     pub plan: Vec<PlanLine>,
     pub users: Vec<UserLine>,
     pub tokens: Vec<TokenLine>,
     pub verify: Option<Verification>,
+    pub export: Option<ExportProgress>,
     /// Why this officer searches transcripts (asked once, sent with each search).
     pub search_reason: Option<String>,
     pub form: Option<(FormKind, Form)>,
@@ -381,7 +459,10 @@ impl Console {
                 })
             }
             Screen::Holds => self.issue(Command::LoadHolds),
-            Screen::Audit => self.issue(Command::LoadAudit),
+            Screen::Audit => {
+                let filter = self.audit_filter.clone();
+                self.issue(Command::LoadAudit { filter })
+            }
             Screen::Policies => self.issue(Command::LoadPlan),
             Screen::Users => self.issue(Command::LoadUsers),
             Screen::System => self.issue(Command::LoadSystem),
@@ -434,15 +515,21 @@ impl Console {
             _ => {}
         }
         if let Some(d) = self.detail.as_mut() {
+            let len = if d.show_timeline {
+                d.timeline.len()
+            } else {
+                d.transcript.len()
+            };
+            let last = len.saturating_sub(1);
             match k.code {
                 KeyCode::Esc | KeyCode::Left => self.detail = None,
-                KeyCode::Down => {
-                    d.scroll = (d.scroll + 1).min(d.transcript.len().saturating_sub(1))
+                KeyCode::Char('t') => {
+                    d.show_timeline = !d.show_timeline;
+                    d.scroll = 0;
                 }
+                KeyCode::Down => d.scroll = (d.scroll + 1).min(last),
                 KeyCode::Up => d.scroll = d.scroll.saturating_sub(1),
-                KeyCode::PageDown => {
-                    d.scroll = (d.scroll + 10).min(d.transcript.len().saturating_sub(1))
-                }
+                KeyCode::PageDown => d.scroll = (d.scroll + 10).min(last),
                 KeyCode::PageUp => d.scroll = d.scroll.saturating_sub(10),
                 _ => {}
             }
@@ -456,7 +543,26 @@ impl Console {
             _ => {}
         };
         match screen {
-            Screen::Dashboard | Screen::Policies | Screen::Users | Screen::System => vec![],
+            Screen::Dashboard | Screen::Policies | Screen::Users => vec![],
+            Screen::System => {
+                let (title, kind, input) = match k.code {
+                    KeyCode::Char('s') => (
+                        "Seal the appliance: live sessions stop, nothing is served until unsealed",
+                        FormKind::Seal,
+                        "Passphrase (only if the key is kept in a key file)",
+                    ),
+                    KeyCode::Char('u') => ("Unseal the appliance", FormKind::Unseal, "Passphrase"),
+                    KeyCode::Char('k') => (
+                        "Rotate the key-encryption keys (every data key is re-wrapped)",
+                        FormKind::Rotate,
+                        "Type yes to rotate",
+                    ),
+                    _ => return vec![],
+                };
+                let secret = kind != FormKind::Rotate;
+                self.form = form(title, kind, &[(input, secret)]);
+                vec![]
+            }
             Screen::Sessions => match k.code {
                 KeyCode::Char('/') => {
                     self.form = form(
@@ -469,7 +575,7 @@ impl Console {
                     }
                     vec![]
                 }
-                KeyCode::Char('e') if !self.sessions.is_empty() => {
+                KeyCode::Char('e') if !self.sessions.is_empty() && self.export.is_none() => {
                     let sessions: Vec<String> =
                         self.sessions.iter().map(|s| s.id.clone()).collect();
                     let title = format!(
@@ -547,6 +653,17 @@ impl Console {
                 }
             },
             Screen::Audit => match k.code {
+                KeyCode::Char('/') => {
+                    self.form = form(
+                        "Filter the audit log: actor:, action: (a prefix), target:",
+                        FormKind::AuditFilter,
+                        &[("Filter", false)],
+                    );
+                    if let Some((_, f)) = self.form.as_mut() {
+                        f.inputs[0].text = self.audit_filter.clone();
+                    }
+                    vec![]
+                }
                 KeyCode::Char('v') if self.verify.as_ref().is_none_or(|v| v.state != "running") => {
                     self.issue(Command::StartVerify)
                 }
@@ -562,7 +679,11 @@ impl Console {
         let (kind, f) = self.form.as_mut().expect("a form is open");
         match k.code {
             KeyCode::Esc if *kind != FormKind::Login => {
-                self.form = None;
+                self.form = if self.user.is_none() {
+                    Console::new().form
+                } else {
+                    None
+                };
                 vec![]
             }
             KeyCode::Tab | KeyCode::Down => {
@@ -581,7 +702,10 @@ impl Console {
                 let values: Vec<String> =
                     f.inputs.iter().map(|i| i.text.trim().to_string()).collect();
                 let optional = |i: usize| {
-                    *kind == FormKind::Filter || (matches!(kind, FormKind::Export { .. }) && i == 1)
+                    matches!(
+                        kind,
+                        FormKind::Filter | FormKind::AuditFilter | FormKind::Seal
+                    ) || (matches!(kind, FormKind::Export { .. }) && i == 1)
                 };
                 if let Some(i) = values
                     .iter()
@@ -642,6 +766,28 @@ impl Console {
                         id,
                         reason: values[0].clone(),
                     },
+                    FormKind::AuditFilter => {
+                        if let Err(e) = audit_params(&values[0]) {
+                            self.status = Some((e, true));
+                            return vec![];
+                        }
+                        self.audit_filter = values[0].clone();
+                        self.audit_sel = usize::MAX;
+                        return self.load(Screen::Audit);
+                    }
+                    FormKind::Seal => Command::Seal {
+                        passphrase: Some(values[0].clone()).filter(|p| !p.is_empty()),
+                    },
+                    FormKind::Unseal => Command::Unseal {
+                        passphrase: values[0].clone(),
+                    },
+                    FormKind::Rotate if values[0].eq_ignore_ascii_case("yes") => {
+                        Command::RotateKeys
+                    }
+                    FormKind::Rotate => {
+                        self.status = Some(("keys not rotated".into(), false));
+                        return vec![];
+                    }
                 };
                 self.issue(cmd)
             }
@@ -667,10 +813,12 @@ impl Console {
                 agents,
                 queues,
                 system,
+                alerts,
             } => {
                 self.agents = agents;
                 self.queues = queues;
                 self.system = system;
+                self.alerts = alerts;
             }
             Outcome::Sessions { rows, next } => {
                 self.session_sel = self.session_sel.min(rows.len().saturating_sub(1));
@@ -684,13 +832,20 @@ impl Console {
             }
             Outcome::Done(message) => {
                 self.status = Some((message, false));
-                if self.screen == Some(Screen::Holds) {
-                    return self.load(Screen::Holds);
+                if self.user.is_none() {
+                    self.form = Console::new().form;
+                }
+                if let Some(s @ (Screen::Holds | Screen::System)) = self.screen {
+                    return self.load(s);
                 }
             }
-            Outcome::Audit(a) => {
-                let at_end = self.audit_sel + 1 >= self.audit.len();
-                self.audit = a;
+            Outcome::Audit {
+                entries,
+                checkpoint,
+            } => {
+                let at_end = self.audit_sel.saturating_add(1) >= self.audit.len();
+                self.audit = entries;
+                self.audit_checkpoint = checkpoint;
                 if at_end {
                     self.audit_sel = self.audit.len().saturating_sub(1);
                 }
@@ -702,12 +857,35 @@ impl Console {
             }
             Outcome::System(sys) => self.system = Some(sys),
             Outcome::Verify(v) => self.verify = Some(v),
+            Outcome::Export(e) if e.state == "running" => self.export = Some(e),
+            Outcome::Export(e) => {
+                self.status = Some((e.message, e.state != "written"));
+                self.export = None;
+            }
+            Outcome::Sealed(message) => {
+                if let Some(s) = self.system.as_mut() {
+                    s.sealed = true;
+                }
+                // Nobody can sign in to a sealed appliance: the console offers to unseal it
+                // (answered only on the appliance's own socket).
+                if self.user.is_none() {
+                    self.form = form(
+                        "The appliance is sealed: unseal it to sign in",
+                        FormKind::Unseal,
+                        &[("Passphrase", true)],
+                    );
+                }
+                self.status = Some((message, true));
+            }
             Outcome::Failed {
                 message,
                 unauthorized,
             } => {
                 if unauthorized {
                     *self = Console::new();
+                } else if self.user.is_none() && self.form.is_none() {
+                    // A refused unseal before signing in: back to the sign-in form.
+                    self.form = Console::new().form;
                 }
                 self.status = Some((message, true));
             }
@@ -729,12 +907,46 @@ impl Console {
             let id = v.id;
             return self.issue(Command::PollVerify { id });
         }
+        if let Some(e) = &self.export
+            && self.busy == 0
+            && self.ticks.is_multiple_of(3)
+        {
+            let (id, path) = (e.id, e.path.clone());
+            return self.issue(Command::PollExport { id, path });
+        }
         let live = matches!(self.screen, Some(Screen::Dashboard) | Some(Screen::Audit));
         if live && self.busy == 0 && self.form.is_none() && self.ticks.is_multiple_of(20) {
             return self.load(self.screen.expect("live"));
         }
         vec![]
     }
+}
+
+/// Parses the audit filter: `actor:NAME action:PREFIX target:TARGET`; a plain word is an action
+/// prefix.
+pub fn audit_params(query: &str) -> Result<Filters, String> {
+    let mut filters = Vec::new();
+    for word in query.split_whitespace() {
+        let (key, v) = match word.split_once(':') {
+            Some(("actor", v)) => ("actor", v),
+            Some(("action", v)) => ("action", v),
+            Some(("target", v)) => ("target", v),
+            Some((k, _)) if !k.contains('.') => {
+                return Err(format!(
+                    "{k:?} is not an audit filter; use actor:, action: or target:"
+                ));
+            }
+            _ => ("action", word),
+        };
+        if v.is_empty() {
+            return Err(format!("{key}: needs a value"));
+        }
+        if filters.iter().any(|(k, _)| *k == key) {
+            return Err(format!("{key}: is given twice"));
+        }
+        filters.push((key, v.to_string()));
+    }
+    Ok(filters)
 }
 
 /// Query filters as (parameter, value).
@@ -799,6 +1011,7 @@ mod tests {
             agents: vec![],
             queues: vec![],
             system: None,
+            alerts: vec![],
         });
         c
     }
@@ -847,7 +1060,12 @@ mod tests {
         );
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadPlan]);
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadHolds]);
-        assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadAudit]);
+        assert_eq!(
+            c.on_key(key(KeyCode::Tab)),
+            [Command::LoadAudit {
+                filter: String::new()
+            }]
+        );
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadUsers]);
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadSystem]);
         assert_eq!(c.on_key(key(KeyCode::Tab)), [Command::LoadDashboard]);
@@ -1015,7 +1233,10 @@ mod tests {
     fn verification_starts_once_and_is_polled_until_done() {
         let mut c = logged_in("auditor");
         c.on_key(key(KeyCode::Char('5')));
-        c.on_outcome(Outcome::Audit(vec![]));
+        c.on_outcome(Outcome::Audit {
+            entries: vec![],
+            checkpoint: None,
+        });
         assert_eq!(c.on_key(key(KeyCode::Char('v'))), [Command::StartVerify]);
         let running = Verification {
             id: 3,
@@ -1050,6 +1271,170 @@ mod tests {
                 .flat_map(|_| c.on_tick())
                 .all(|cmd| cmd != Command::PollVerify { id: 3 })
         );
+    }
+
+    #[test]
+    fn the_audit_log_is_filtered_through_a_form() {
+        let mut c = logged_in("auditor");
+        c.on_key(key(KeyCode::Char('5')));
+        c.on_outcome(Outcome::Audit {
+            entries: vec![],
+            checkpoint: Some((9, "custos+ab12cd34".into())),
+        });
+        c.on_key(key(KeyCode::Char('/')));
+        type_text(&mut c, "colour:red");
+        assert!(c.on_key(key(KeyCode::Enter)).is_empty());
+        assert!(c.status.as_ref().unwrap().0.contains("not an audit filter"));
+        assert_eq!(c.audit_filter, "", "a refused filter changes nothing");
+        c.on_key(key(KeyCode::Char('/')));
+        type_text(&mut c, "hold. actor:ann");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::LoadAudit {
+                filter: "hold. actor:ann".into()
+            }]
+        );
+        assert_eq!(
+            audit_params("hold. actor:ann target:session:s_1").unwrap(),
+            vec![
+                ("action", "hold.".to_string()),
+                ("actor", "ann".to_string()),
+                ("target", "session:s_1".to_string())
+            ]
+        );
+        assert!(audit_params("a. b.").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn keys_are_sealed_unsealed_and_rotated_from_the_system_screen() {
+        let mut c = logged_in("admin");
+        c.on_key(key(KeyCode::Char('7')));
+        c.on_key(key(KeyCode::Char('k')));
+        type_text(&mut c, "no");
+        assert!(c.on_key(key(KeyCode::Enter)).is_empty(), "only yes rotates");
+        c.on_key(key(KeyCode::Char('k')));
+        type_text(&mut c, "yes");
+        assert_eq!(c.on_key(key(KeyCode::Enter)), [Command::RotateKeys]);
+        assert_eq!(
+            c.on_outcome(Outcome::Done("key epoch 2 is current".into())),
+            [Command::LoadSystem],
+            "the system screen shows the new epoch"
+        );
+        c.on_key(key(KeyCode::Char('s')));
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::Seal { passphrase: None }],
+            "a passphrase-mode appliance seals without one"
+        );
+        c.on_outcome(Outcome::Done("sealed".into()));
+        c.on_key(key(KeyCode::Char('u')));
+        assert!(c.on_key(key(KeyCode::Enter)).is_empty(), "unseal needs it");
+        type_text(&mut c, "correct horse");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::Unseal {
+                passphrase: "correct horse".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_sealed_appliance_is_unsealed_from_the_login_form() {
+        let mut c = Console::new();
+        type_text(&mut c, "admin");
+        c.on_key(key(KeyCode::Enter));
+        type_text(&mut c, "pw");
+        c.on_key(key(KeyCode::Enter));
+        c.on_outcome(Outcome::Sealed("the appliance is sealed".into()));
+        assert!(matches!(c.form, Some((FormKind::Unseal, _))));
+        c.on_key(key(KeyCode::Esc));
+        assert!(
+            matches!(c.form, Some((FormKind::Login, _))),
+            "Esc goes back to signing in"
+        );
+        c.on_outcome(Outcome::Sealed("the appliance is sealed".into()));
+        type_text(&mut c, "long passphrase");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::Unseal {
+                passphrase: "long passphrase".into()
+            }]
+        );
+        c.on_outcome(Outcome::Done("the appliance is unsealed".into()));
+        assert!(matches!(c.form, Some((FormKind::Login, _))));
+        assert_eq!(c.status, Some(("the appliance is unsealed".into(), false)));
+    }
+
+    #[test]
+    fn an_export_is_polled_until_written_and_one_runs_at_a_time() {
+        let mut c = logged_in("compliance");
+        c.on_key(key(KeyCode::Char('2')));
+        c.on_outcome(Outcome::Sessions {
+            rows: vec![SessionRow {
+                id: "sess_a".into(),
+                ..Default::default()
+            }],
+            next: None,
+        });
+        c.on_key(key(KeyCode::Char('e')));
+        type_text(&mut c, "case 9");
+        c.on_key(key(KeyCode::Enter));
+        c.on_key(key(KeyCode::Enter));
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::Export {
+                sessions: vec!["sess_a".into()],
+                reason: "case 9".into(),
+                recipients: vec![],
+                path: "custos-export.tar".into()
+            }]
+        );
+        let running = ExportProgress {
+            id: 4,
+            state: "running".into(),
+            total: 1,
+            path: "custos-export.tar".into(),
+            ..Default::default()
+        };
+        c.on_outcome(Outcome::Export(running));
+        c.on_key(key(KeyCode::Char('e')));
+        assert!(c.form.is_none(), "no second export while one is built");
+        let polls: Vec<Command> = (0..3).flat_map(|_| c.on_tick()).collect();
+        assert_eq!(
+            polls,
+            [Command::PollExport {
+                id: 4,
+                path: "custos-export.tar".into()
+            }]
+        );
+        c.on_outcome(Outcome::Export(ExportProgress {
+            state: "written".into(),
+            message: "wrote export e1".into(),
+            ..Default::default()
+        }));
+        assert!(c.export.is_none());
+        assert_eq!(c.status, Some(("wrote export e1".into(), false)));
+        assert!((0..10).flat_map(|_| c.on_tick()).next().is_none());
+    }
+
+    #[test]
+    fn the_detail_switches_between_transcript_and_timeline() {
+        let mut c = logged_in("admin");
+        c.on_key(key(KeyCode::Char('2')));
+        c.on_outcome(Outcome::Detail(Detail {
+            transcript: vec!["a".into()],
+            timeline: vec!["1".into(), "2".into(), "3".into()],
+            ..Default::default()
+        }));
+        c.on_key(key(KeyCode::Down));
+        assert_eq!(c.detail.as_ref().unwrap().scroll, 0, "one transcript line");
+        c.on_key(key(KeyCode::Char('t')));
+        c.on_key(key(KeyCode::Down));
+        c.on_key(key(KeyCode::Down));
+        c.on_key(key(KeyCode::Down));
+        let d = c.detail.as_ref().unwrap();
+        assert!(d.show_timeline);
+        assert_eq!(d.scroll, 2);
     }
 
     #[test]

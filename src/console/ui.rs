@@ -20,6 +20,22 @@ fn heading() -> Style {
     Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
 }
 
+/// A byte count in binary units (`1.5 GiB`).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 fn duration(s: u64) -> String {
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
@@ -98,10 +114,12 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
         let text = [
             "Tab / Shift+Tab   next / previous screen   1-7  go to a screen",
             "Up / Down         move                     Enter  open",
-            "/                 search sessions          r      refresh",
+            "/                 search, filter           r      refresh",
             "PgDn / PgUp       next / previous page     Esc    back, cancel",
             "n / x             place / release a hold   v      verify the audit log",
             "e                 export the sessions listed (a signed bundle)",
+            "t                 a session's timeline or transcript",
+            "s / u / k         seal / unseal / rotate keys (System)",
             "q                 quit",
             "",
             "Any key closes this help.",
@@ -183,12 +201,20 @@ fn footer(f: &mut Frame<'_>, r: Rect, c: &Console) {
                 }
                 (_, _, true) => "Enter next/submit  Tab move  Esc cancel",
                 (None, _, _) => "",
-                (Some(Screen::Sessions), true, _) => "Up/Down scroll  Esc back  ? help  q quit",
+                (Some(Screen::Sessions), true, _) => {
+                    "Up/Down scroll  t timeline/transcript  Esc back  ? help  q quit"
+                }
                 (Some(Screen::Sessions), false, _) => {
                     "/ search  Enter open  e export  PgDn/PgUp page  Tab  ? help  q quit"
                 }
                 (Some(Screen::Holds), _, _) => {
                     "n place hold  x release  Tab screens  ? help  q quit"
+                }
+                (Some(Screen::Audit), _, _) => {
+                    "/ filter  v verify  r refresh  Tab screens  ? help  q quit"
+                }
+                (Some(Screen::System), _, _) => {
+                    "s seal  u unseal  k rotate keys  Tab screens  ? help  q quit"
                 }
                 (Some(_), _, _) => "r refresh  Tab screens  ? help  q quit",
             };
@@ -250,7 +276,16 @@ fn dashboard(f: &mut Frame<'_>, r: Rect, c: &Console) {
     .header(Row::new(vec!["Queue", "Waiting", "Longest"]).style(heading()))
     .block(block("Queues"));
     f.render_widget(t, queues_r);
+    let [appliance_r, today_r, alerts_r] = Layout::vertical([
+        Constraint::Length(8),
+        Constraint::Length(5),
+        Constraint::Min(0),
+    ])
+    .areas(right);
+    let waiting: u64 = c.queues.iter().map(|q| q.waiting).sum();
+    let available = c.agents.iter().filter(|a| a.status == "available").count();
     let mut lines = Vec::new();
+    let mut today = Vec::new();
     match &c.system {
         Some(s) => {
             let seal = if s.sealed {
@@ -258,40 +293,114 @@ fn dashboard(f: &mut Frame<'_>, r: Rect, c: &Console) {
             } else {
                 Span::raw("unsealed")
             };
-            lines.push(Line::from(vec![Span::raw("State:       "), seal]));
-            lines.push(Line::raw(format!("Appliance:   {}", s.appliance_id)));
-            lines.push(Line::raw(format!("Version:     {}", s.version)));
+            lines.push(Line::from(vec![
+                Span::raw("State:      "),
+                seal,
+                Span::raw(format!(", key epoch {}", s.kek_epoch)),
+            ]));
             lines.push(Line::raw(format!(
-                "Audit log:   {} entries",
-                s.audit_entries
-            )));
-            lines.push(Line::raw(format!(
-                "Checkpoint:  {}",
+                "Checkpoint: {}",
                 s.checkpoint_size
-                    .map_or("none yet".to_string(), |n| format!("signed at size {n}"))
+                    .map_or("none yet".to_string(), |n| format!(
+                        "size {n}, {}",
+                        s.checkpoint_at.get(11..19).unwrap_or("")
+                    ))
             )));
-            lines.push(Line::raw("TLS SHA-256:"));
-            lines.push(Line::raw(format!(" {}", s.fingerprint)));
+            lines.push(Line::raw(format!(
+                "Holds:      {} in force",
+                s.holds_active
+            )));
+            lines.push(Line::raw(format!(
+                "Archive:    {} in {} objects",
+                bytes(s.archive_bytes),
+                s.archive_objects
+            )));
+            lines.push(Line::raw(format!(
+                "Database:   {}",
+                bytes(s.database_bytes)
+            )));
+            lines.push(Line::raw(match s.disk {
+                Some((total, free)) => {
+                    format!("Disk:       {} free of {}", bytes(free), bytes(total))
+                }
+                None => "Disk:       unknown".into(),
+            }));
+            let t = &s.today;
+            today.push(Line::raw(format!(
+                "Requests {}  accepted {}  ended {}",
+                t.requested, t.accepted, t.ended
+            )));
+            today.push(Line::raw(format!(
+                "Cancelled {}  surveys {}{}",
+                t.cancelled,
+                t.surveys,
+                t.survey_average
+                    .map_or(String::new(), |a| format!(" (average {a:.1})"))
+            )));
         }
         None => lines.push(Line::raw(
             "Appliance status needs the admin or compliance role.",
         )),
     }
-    let waiting: u64 = c.queues.iter().map(|q| q.waiting).sum();
-    let available = c.agents.iter().filter(|a| a.status == "available").count();
-    lines.push(Line::raw(""));
-    lines.push(Line::raw(format!(
-        "Waiting now: {waiting}   Agents available: {available}"
+    today.push(Line::raw(format!(
+        "Waiting now {waiting}  agents available {available}"
     )));
     f.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
             .block(block("Appliance")),
-        right,
+        appliance_r,
+    );
+    f.render_widget(
+        Paragraph::new(today)
+            .wrap(Wrap { trim: false })
+            .block(block("Today (UTC)")),
+        today_r,
+    );
+    let alerts: Vec<Line> = if c.alerts.is_empty() {
+        vec![Line::raw("No alerts.")]
+    } else {
+        c.alerts
+            .iter()
+            .map(|a| {
+                Line::from(vec![
+                    Span::styled(
+                        format!("{} ", a.time.get(5..16).unwrap_or(&a.time)),
+                        Style::new().fg(Color::Yellow),
+                    ),
+                    Span::raw(a.summary.clone()),
+                ])
+            })
+            .collect()
+    };
+    f.render_widget(
+        Paragraph::new(alerts)
+            .wrap(Wrap { trim: false })
+            .block(block("Latest alerts")),
+        alerts_r,
     );
 }
 
 fn sessions(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let r = match &c.export {
+        Some(e) => {
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(r);
+            let ratio = if e.total == 0 {
+                0.0
+            } else {
+                (e.done as f64 / e.total as f64).clamp(0.0, 1.0)
+            };
+            let g = Gauge::default()
+                .block(block(&format!("Export to {}", e.path)))
+                .gauge_style(Style::new().fg(Color::Cyan).bg(Color::Black))
+                .ratio(ratio)
+                .label(format!("{} of {} sessions in the bundle", e.done, e.total));
+            f.render_widget(g, top);
+            rest
+        }
+        None => r,
+    };
     let title = if c.query.is_empty() {
         format!("Sessions, page {}", c.pages.len() + 1)
     } else {
@@ -353,14 +462,14 @@ fn sessions(f: &mut Frame<'_>, r: Rect, c: &Console) {
 
 fn detail(f: &mut Frame<'_>, r: Rect, c: &Console) {
     let d = c.detail.as_ref().expect("a detail");
-    let h = (d.fields.len() as u16 + 2).min(r.height / 2);
+    let h = ((d.fields.len() + d.retention.len()) as u16 + 2).min(r.height / 2);
     let [top, bottom] = Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(r);
     let [fields_r, access_r] = if d.access.is_empty() {
         [top, Rect::default()]
     } else {
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(top)
     };
-    let lines: Vec<Line> = d
+    let mut lines: Vec<Line> = d
         .fields
         .iter()
         .map(|(k, v)| {
@@ -370,6 +479,13 @@ fn detail(f: &mut Frame<'_>, r: Rect, c: &Console) {
             ])
         })
         .collect();
+    for (i, r) in d.retention.iter().enumerate() {
+        let label = if i == 0 { "Retention" } else { "" };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{label:<12}"), heading()),
+            Span::raw(r.clone()),
+        ]));
+    }
     f.render_widget(
         Paragraph::new(lines).block(block(&format!("Session {}", d.id))),
         fields_r,
@@ -386,16 +502,25 @@ fn detail(f: &mut Frame<'_>, r: Rect, c: &Console) {
             access_r,
         );
     }
-    let lines: Vec<Line> = d
-        .transcript
+    let (shown, title) = if d.show_timeline {
+        (
+            &d.timeline,
+            format!("Timeline ({} events; t: transcript)", d.timeline.len()),
+        )
+    } else {
+        (
+            &d.transcript,
+            format!(
+                "Transcript ({} lines, reading is audited; t: timeline)",
+                d.transcript.len()
+            ),
+        )
+    };
+    let lines: Vec<Line> = shown
         .iter()
         .skip(d.scroll)
         .map(|t| Line::raw(t.clone()))
         .collect();
-    let title = format!(
-        "Transcript ({} lines, reading is audited)",
-        d.transcript.len()
-    );
     f.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
@@ -502,8 +627,19 @@ fn audit(f: &mut Frame<'_>, r: Rect, c: &Console) {
         ],
     )
     .header(Row::new(vec!["Seq", "Time", "Actor", "Action", "Target", "Outcome"]).style(heading()))
-    .block(block("Audit log (live)"));
+    .block(block(&audit_title(c)));
     f.render_widget(t, r);
+}
+
+fn audit_title(c: &Console) -> String {
+    let mut t = "Audit log (live)".to_string();
+    if !c.audit_filter.is_empty() {
+        t.push_str(&format!(", filter {:?}", c.audit_filter));
+    }
+    if let Some((size, key)) = &c.audit_checkpoint {
+        t.push_str(&format!("; checkpoint {size} signed by {key}"));
+    }
+    t
 }
 
 fn policies(f: &mut Frame<'_>, r: Rect, c: &Console) {
@@ -596,50 +732,53 @@ fn users(f: &mut Frame<'_>, r: Rect, c: &Console) {
 }
 
 fn system(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    let row = |k: &str, v: String| {
+        Line::from(vec![
+            Span::styled(format!("{k:<14}"), heading()),
+            Span::raw(v),
+        ])
+    };
     let lines = match &c.system {
         Some(s) => vec![
-            Line::from(vec![
-                Span::styled("State         ", heading()),
-                Span::raw(if s.sealed {
-                    "SEALED: only unseal answers"
+            row(
+                "State",
+                if s.sealed {
+                    "SEALED: only unseal answers (u unseals)".into()
                 } else {
-                    "unsealed, serving"
+                    "unsealed, serving (s seals)".into()
+                },
+            ),
+            row("Unseal mode", s.unseal_mode.clone()),
+            row(
+                "Keys",
+                format!("key-encryption epoch {} (k rotates)", s.kek_epoch),
+            ),
+            row("Appliance", s.appliance_id.clone()),
+            row("Version", s.version.clone()),
+            row("Audit log", format!("{} entries", s.audit_entries)),
+            row(
+                "Checkpoint",
+                s.checkpoint_size.map_or("none yet".to_string(), |n| {
+                    format!("size {n} at {}", s.checkpoint_at.replace('T', " "))
                 }),
-            ]),
-            Line::from(vec![
-                Span::styled("Unseal mode   ", heading()),
-                Span::raw(s.unseal_mode.clone()),
-            ]),
-            Line::from(vec![
-                Span::styled("Key epoch     ", heading()),
-                Span::raw(format!(
-                    "KEK epoch {} (rotate: custos key rotate)",
-                    s.kek_epoch
-                )),
-            ]),
-            Line::from(vec![
-                Span::styled("Appliance     ", heading()),
-                Span::raw(s.appliance_id.clone()),
-            ]),
-            Line::from(vec![
-                Span::styled("Version       ", heading()),
-                Span::raw(s.version.clone()),
-            ]),
-            Line::from(vec![
-                Span::styled("Audit log     ", heading()),
-                Span::raw(format!("{} entries", s.audit_entries)),
-            ]),
-            Line::from(vec![
-                Span::styled("Checkpoint    ", heading()),
-                Span::raw(
-                    s.checkpoint_size
-                        .map_or("none yet".to_string(), |n| format!("signed at size {n}")),
+            ),
+            row("Signing key", s.checkpoint_key.clone()),
+            row("TLS SHA-256", s.fingerprint.clone()),
+            row(
+                "Storage",
+                format!(
+                    "archive {} in {} objects, database {}",
+                    bytes(s.archive_bytes),
+                    s.archive_objects,
+                    bytes(s.database_bytes)
                 ),
-            ]),
-            Line::from(vec![
-                Span::styled("TLS SHA-256   ", heading()),
-                Span::raw(s.fingerprint.clone()),
-            ]),
+            ),
+            row(
+                "Disk",
+                s.disk.map_or("unknown".into(), |(total, free)| {
+                    format!("{} free of {}", bytes(free), bytes(total))
+                }),
+            ),
         ],
         None => vec![Line::raw(
             "The appliance's status needs the admin or compliance role.",

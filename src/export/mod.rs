@@ -3,6 +3,7 @@
 //! proofs to a signed checkpoint, and two signatures over the tag manifest. `verify` checks a
 //! bundle offline, streaming, with no data directory.
 
+pub mod job;
 pub mod sign;
 pub mod tar;
 
@@ -188,6 +189,7 @@ pub fn build(
     signing: &SigningKey,
     appliance_id: &str,
     req: &Request,
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<Built, ExportError> {
     if req.sessions.is_empty() {
         return Err(ExportError::Refused(
@@ -253,7 +255,8 @@ pub fn build(
             serde_json::to_vec_pretty(c).expect("json"),
         );
     }
-    for sid in &sessions {
+    for (n, sid) in sessions.iter().enumerate() {
+        progress(n, sessions.len());
         let row = store
             .read(|tx| tx.session_get(sid))?
             .ok_or_else(|| ExportError::Refused(format!("no session {sid}")))?;

@@ -298,6 +298,10 @@ CREATE TABLE transcript_terms (
     PRIMARY KEY (term, session_id)
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- Today's counts on the console dashboard and date-range selections read sessions by time.
+CREATE INDEX sessions_requested ON sessions(requested_at);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -983,19 +987,7 @@ impl Tx<'_> {
 
     /// The last `limit` audit entries, oldest first.
     pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRow>> {
-        let mut stmt = self.0.prepare(
-            "SELECT seq, entry, leaf_hash FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
-        )?;
-        let rows = stmt
-            .query_map([limit], |r| {
-                Ok(AuditRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    entry: r.get(1)?,
-                    leaf_hash: r.get(2)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.audit_tail_where(limit, None, None, None)
     }
 
     /// Audit entries about one target, oldest first.
@@ -1070,6 +1062,56 @@ impl Tx<'_> {
         })
     }
 
+    /// Sessions requested at or after `since`: how many, accepted, ended, cancelled, surveyed,
+    /// and the average rating.
+    pub fn day_counts(&self, since: &str) -> Result<DayCounts> {
+        Ok(self.0.query_row(
+            "SELECT COUNT(*), COUNT(accepted_at), COALESCE(SUM(status = 'ended'), 0),
+                    COALESCE(SUM(status = 'cancelled'), 0), COUNT(survey_rating), AVG(survey_rating)
+             FROM sessions WHERE requested_at >= ?1",
+            [since],
+            |r| {
+                Ok(DayCounts {
+                    requested: r.get::<_, i64>(0)? as u64,
+                    accepted: r.get::<_, i64>(1)? as u64,
+                    ended: r.get::<_, i64>(2)? as u64,
+                    cancelled: r.get::<_, i64>(3)? as u64,
+                    surveys: r.get::<_, i64>(4)? as u64,
+                    survey_average: r.get(5)?,
+                })
+            },
+        )?)
+    }
+
+    /// The newest `limit` audit entries whose action starts with `action`, by `actor`, about
+    /// `target` (each filter optional), oldest first.
+    pub fn audit_tail_where(
+        &self,
+        limit: u32,
+        action: Option<&str>,
+        actor: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<Vec<AuditRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT seq, entry, leaf_hash FROM (
+                SELECT seq, entry, leaf_hash FROM audit_log
+                WHERE (?2 IS NULL OR substr(action, 1, length(?2)) = ?2)
+                  AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR target = ?4)
+                ORDER BY seq DESC LIMIT ?1)
+             ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![limit, action, actor, target], |r| {
+                Ok(AuditRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    entry: r.get(1)?,
+                    leaf_hash: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
         let mut stmt = self
             .0
@@ -1091,6 +1133,17 @@ pub struct StoreCounts {
     pub holds_active: u64,
     /// The latest checkpoint's size and time.
     pub checkpoint: Option<(u64, String)>,
+}
+
+/// One day's sessions (see `Tx::day_counts`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DayCounts {
+    pub requested: u64,
+    pub accepted: u64,
+    pub ended: u64,
+    pub cancelled: u64,
+    pub surveys: u64,
+    pub survey_average: Option<f64>,
 }
 
 /// A session's record, as the API and the live state need it.
@@ -1613,15 +1666,16 @@ impl Tx<'_> {
     }
 
     /// Every object that is not shredded, with its session's facts.
-    pub fn retention_rows(&self) -> Result<Vec<RetentionRow>> {
+    /// Every object retention governs (or one session's, given its id), with its session's details.
+    pub fn retention_rows(&self, session: Option<&str>) -> Result<Vec<RetentionRow>> {
         let mut stmt = self.0.prepare(
             "SELECT o.id, o.class, o.state, o.closed_at, o.session_id, s.portal, s.skill, s.fields, s.external_ref,
                     s.customer_email, s.requested_at, s.ended_at
              FROM objects o LEFT JOIN sessions s ON s.id = o.session_id
-             WHERE o.state != 'shredded' ORDER BY o.created_at, o.id",
+             WHERE o.state != 'shredded' AND (?1 IS NULL OR o.session_id = ?1) ORDER BY o.created_at, o.id",
         )?;
         let raw = stmt
-            .query_map([], |r| {
+            .query_map([session], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -1657,13 +1711,14 @@ impl Tx<'_> {
 
     /// Ended sessions whose record still holds personal details, as retention rows of class
     /// "metadata".
-    pub fn retention_session_rows(&self) -> Result<Vec<RetentionRow>> {
+    pub fn retention_session_rows(&self, session: Option<&str>) -> Result<Vec<RetentionRow>> {
         let mut stmt = self.0.prepare(
             "SELECT id, portal, skill, fields, external_ref, customer_email, requested_at, ended_at FROM sessions
-             WHERE status IN ('ended', 'cancelled') AND cleared_at IS NULL ORDER BY requested_at, id",
+             WHERE status IN ('ended', 'cancelled') AND cleared_at IS NULL AND (?1 IS NULL OR id = ?1)
+             ORDER BY requested_at, id",
         )?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([session], |r| {
                 Ok(RetentionRow {
                     object: None,
                     class: "metadata".into(),

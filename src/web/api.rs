@@ -41,6 +41,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/audit/verify", post(audit_verify))
         .route("/api/v1/audit/verify/{id}", get(audit_verify_status))
         .route("/api/v1/system", get(system_status))
+        .route("/api/v1/system/rotate", post(rotate_keys))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/tokens", get(list_tokens).post(new_token))
@@ -585,6 +586,10 @@ async fn audit_checkpoint(
 struct EntriesQuery {
     from: Option<u64>,
     limit: Option<u32>,
+    /// The newest entries whose action starts with this (`alert.`, `session.read`).
+    action: Option<String>,
+    actor: Option<String>,
+    target: Option<String>,
 }
 
 async fn audit_entries(
@@ -597,10 +602,21 @@ async fn audit_entries(
     if q.from.is_some_and(|f| f > i64::MAX as u64) {
         return Err(ApiError::bad_request("from is beyond any audit log"));
     }
+    let filtered = q.action.is_some() || q.actor.is_some() || q.target.is_some();
+    if filtered && q.from.is_some() {
+        return Err(ApiError::bad_request(
+            "action, actor and target filter the newest entries; they cannot be combined with from",
+        ));
+    }
     let rows = app
         .db(move |s| {
             s.read(|tx| match q.from {
-                None => tx.audit_tail(limit),
+                None => tx.audit_tail_where(
+                    limit,
+                    q.action.as_deref(),
+                    q.actor.as_deref(),
+                    q.target.as_deref(),
+                ),
                 Some(from) => {
                     let mut out = Vec::new();
                     tx.audit_scan(from, |r| {
@@ -793,13 +809,23 @@ async fn system_status(
     Authed(p): Authed,
 ) -> Result<Json<Value>, ApiError> {
     require(&p, Permission::ReadSystem)?;
-    let (size, latest, epoch) = app
-        .db(|s| {
+    let now = time::OffsetDateTime::now_utc();
+    // Today starts at midnight UTC; a bare date-time sorts before every stored time of that second.
+    let midnight = format_rfc3339(now)
+        .get(..10)
+        .unwrap_or_default()
+        .to_string()
+        + "T00:00:00";
+    let since = midnight.clone();
+    let (size, epoch, counts, today, vkey) = app
+        .db(move |s| {
             s.read(|tx| {
                 Ok((
                     tx.audit_size()?,
-                    tx.checkpoint_latest()?.map(|c| c.0),
                     tx.kek_current()?,
+                    tx.counts()?,
+                    tx.day_counts(&since)?,
+                    tx.meta_get("checkpoint_vkey")?,
                 ))
             })
         })
@@ -810,6 +836,27 @@ async fn system_status(
         .mode()
         .map(|m| format!("{m:?}"))
         .unwrap_or_else(|e| e.to_string());
+    let archive_bytes: u64 = counts
+        .objects
+        .iter()
+        .filter(|(state, _, _)| state != "shredded")
+        .map(|(_, _, bytes)| bytes)
+        .sum();
+    let archive_objects: u64 = counts
+        .objects
+        .iter()
+        .filter(|(state, _, _)| state != "shredded")
+        .map(|(_, n, _)| n)
+        .sum();
+    let db = app.dir.db_path();
+    let file_len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let database_bytes = file_len(&db) + file_len(&db.with_extension("db-wal"));
+    let disk = rustix::fs::statvfs(app.dir.root()).ok().map(|v| {
+        json!({
+            "total_bytes": v.f_blocks.saturating_mul(v.f_frsize),
+            "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),
+        })
+    });
     Ok(Json(json!({
         "appliance_id": app.appliance_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -818,8 +865,43 @@ async fn system_status(
         "tls_fingerprint_sha256": app.fingerprint,
         "kek_epoch": epoch,
         "audit_entries": size,
-        "latest_checkpoint_size": latest,
+        "latest_checkpoint_size": counts.checkpoint.as_ref().map(|c| c.0),
+        "latest_checkpoint": counts.checkpoint.map(|(size, at)| json!({ "size": size, "created_at": at, "vkey": vkey })),
+        "holds_active": counts.holds_active,
+        "storage": {
+            "archive_objects": archive_objects,
+            "archive_bytes": archive_bytes,
+            "database_bytes": database_bytes,
+            "disk": disk,
+        },
+        "today": { "since": format!("{midnight}Z"), "sessions": today },
     })))
+}
+
+/// Starts a new key-encryption-key epoch and re-wraps every data key under it (admins; one
+/// rotation at a time). The data itself is not re-encrypted: only the keys that wrap its keys.
+async fn rotate_keys(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ManageKeys)?;
+    let keys = app.keys().ok_or_else(ApiError::sealed)?;
+    let _one = app
+        .rotating
+        .try_lock()
+        .map_err(|_| ApiError::conflict("a key rotation is already running"))?;
+    let db = app.dir.db_path();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut store = crate::store::Store::open(&db)?;
+        keys.rotate(&mut store, &format_rfc3339(time::OffsetDateTime::now_utc()))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let details = json!({ "new_epoch": report.new_epoch, "rewrapped": report.rewrapped, "retired_epochs": report.retired });
+    app.audit(event(&p, &src, "keys.rotated", "keys", details.clone()))
+        .await?;
+    Ok(Json(details))
 }
 
 /// Prometheus metrics (docs/api.md lists them): for admins and compliance officers, or for an API

@@ -25,6 +25,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/retention/plan", get(plan))
         .route("/api/v1/sessions/{id}/access", get(access_history))
         .route("/api/v1/exports", post(create_export))
+        .route("/api/v1/exports/jobs", post(start_export_job))
+        .route("/api/v1/exports/jobs/{id}", get(export_job))
+        .route("/api/v1/exports/jobs/{id}/bundle", get(export_job_bundle))
 }
 
 impl From<RetentionError> for ApiError {
@@ -117,6 +120,8 @@ async fn release_hold(
 #[derive(Deserialize)]
 struct PlanQuery {
     at: Option<String>,
+    /// Only this session's objects and record.
+    session: Option<String>,
 }
 
 async fn plan(
@@ -131,7 +136,15 @@ async fn plan(
         }
         None => time::OffsetDateTime::now_utc(),
     };
-    let rows = app.db(move |s| crate::retention::plan(s, at)).await?;
+    if q.session
+        .as_deref()
+        .is_some_and(|id| !crate::session::valid_session_id(id))
+    {
+        return Err(ApiError::bad_request("session is not a session id"));
+    }
+    let rows = app
+        .db(move |s| crate::retention::plan(s, at, q.session.as_deref()))
+        .await?;
     let due = rows.iter().filter(|r| r.due).count();
     Ok(Json(
         json!({ "at": crate::model::format_rfc3339(at), "due": due, "objects": rows }),
@@ -176,17 +189,33 @@ struct NewExport {
     recipients: Vec<String>,
 }
 
-/// A signed export bundle (docs/formats/export.md), answered as the tar itself: it is built in
-/// memory and never stored on the appliance. Unencrypted bundles need the compliance role; every
-/// export needs a reason and is audited with its digests, as a read of each session it holds.
-async fn create_export(
-    State(app): State<Arc<App>>,
-    Extension(src): Extension<Source>,
-    Authed(p): Authed,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    require(&p, Permission::ReadAnySession)?;
-    let req: NewExport = parse(&body)?;
+/// An export checked and resolved to its sessions, ready to build on a blocking thread.
+struct Prepared {
+    app: Arc<App>,
+    keys: Arc<crate::keys::Keyring>,
+    actor: audit::Event,
+    reason: String,
+    ids: Vec<String>,
+    recipients: Vec<crate::age::Recipient>,
+}
+
+fn export_err(e: crate::export::ExportError) -> ApiError {
+    match e {
+        crate::export::ExportError::Refused(m) => ApiError::bad_request(m),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Checks an export request (permission, reason, recipients, seal) and resolves its selection,
+/// so a bad request is refused before anything is built.
+async fn prepare(
+    app: &Arc<App>,
+    src: &Source,
+    p: &crate::auth::Principal,
+    body: &Bytes,
+) -> Result<Prepared, ApiError> {
+    require(p, Permission::ReadAnySession)?;
+    let req: NewExport = parse(body)?;
     if req.reason.trim().is_empty() || req.reason.chars().count() > 500 {
         return Err(ApiError::bad_request(
             "an export needs a stated reason (1-500 characters)",
@@ -206,73 +235,159 @@ async fn create_export(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let keys = app.keys().ok_or_else(ApiError::sealed)?;
-    let (archive, db, appliance_id) = (
-        app.archive.clone(),
-        app.dir.db_path(),
-        app.appliance_id.clone(),
-    );
-    let actor = event(&p, &src, "", "", json!({}));
-    let reason = req.reason.trim().to_string();
-    // On its own connection and thread: a large export must not hold the appliance's database.
-    let built = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let export_err = |e: crate::export::ExportError| match e {
-            crate::export::ExportError::Refused(m) => ApiError::bad_request(m),
-            other => ApiError::internal(other),
-        };
+    let db = app.dir.db_path();
+    // On its own connection: a large range must not hold the appliance's database.
+    let ids = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let mut store = crate::store::Store::open(&db)?;
-        let ids = crate::export::select(
+        crate::export::select(
             &mut store,
             req.sessions,
             req.external_ref,
             req.since,
             req.until,
         )
-        .map_err(export_err)?;
+        .map_err(export_err)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request("the selection matches no session"));
+    }
+    Ok(Prepared {
+        app: app.clone(),
+        keys,
+        actor: event(p, src, "", "", json!({})),
+        reason: req.reason.trim().to_string(),
+        ids,
+        recipients,
+    })
+}
+
+impl Prepared {
+    /// Builds the bundle and audits it; blocking, on its own database connection.
+    fn build(self, progress: impl FnMut(usize, usize)) -> Result<crate::export::Built, ApiError> {
+        let mut store = crate::store::Store::open(&self.app.dir.db_path())?;
         let signing = store.read(|tx| {
-            keys.signing_key(tx)
+            self.keys
+                .signing_key(tx)
                 .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))
         })?;
-        let encrypted = !recipients.is_empty();
+        let encrypted = !self.recipients.is_empty();
         let request = crate::export::Request {
-            sessions: ids.clone(),
-            exported_by: actor.actor.clone(),
-            reason: reason.clone(),
-            selection: format!("{} session(s): {}", ids.len(), ids.join(" ")),
-            recipients,
+            sessions: self.ids.clone(),
+            exported_by: self.actor.actor.clone(),
+            reason: self.reason.clone(),
+            selection: format!("{} session(s): {}", self.ids.len(), self.ids.join(" ")),
+            recipients: self.recipients,
             since_checkpoint: None,
         };
         let built = crate::export::build(
             &mut store,
-            &archive,
-            &keys,
+            &self.app.archive,
+            &self.keys,
             &signing,
-            &appliance_id,
+            &self.app.appliance_id,
             &request,
+            progress,
         )
         .map_err(export_err)?;
         audit::append(
             &mut store,
-            &crate::export::audit_events(&actor, &built, &ids, &reason, encrypted),
+            &crate::export::audit_events(&self.actor, &built, &self.ids, &self.reason, encrypted),
         )?;
         Ok(built)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let mut res = built.tar.into_response();
+    }
+}
+
+/// A signed export bundle (docs/formats/export.md), answered as the tar itself: it is built in
+/// memory and never stored on the appliance. Unencrypted bundles need the compliance role; every
+/// export needs a reason and is audited with its digests, as a read of each session it holds.
+async fn create_export(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let prepared = prepare(&app, &src, &p, &body).await?;
+    let built = tokio::task::spawn_blocking(move || prepared.build(|_, _| {}))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(tar_response(built.tar, &built.export_id))
+}
+
+/// The same export built in the background: answers the job at once (202); poll
+/// `GET /api/v1/exports/jobs/{id}` for its progress, then collect the bundle from `…/bundle`.
+async fn start_export_job(
+    State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
+    Authed(p): Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let prepared = prepare(&app, &src, &p, &body).await?;
+    let total = prepared.ids.len();
+    let job = app
+        .export_jobs
+        .start(&p.name, total, move |progress| {
+            prepared.build(progress).map_err(|e| e.message)
+        })
+        .map_err(ApiError::conflict)?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+fn job_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("the job id must be a number"))
+}
+
+async fn export_job(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<crate::export::job::Job>, ApiError> {
+    require(&p, Permission::ReadAnySession)?;
+    app.export_jobs
+        .get(job_id(&id)?, &p.name)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found("no such export job of yours (finished jobs are kept a while)")
+        })
+}
+
+async fn export_job_bundle(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::export::job::Collect;
+    require(&p, Permission::ReadAnySession)?;
+    match app.export_jobs.collect(job_id(&id)?, &p.name) {
+        Ok((job, tar)) => Ok(tar_response(tar, job.export_id.as_deref().unwrap_or(""))),
+        Err(Collect::NotFound) => Err(ApiError::not_found(
+            "no such export job of yours (finished jobs are kept a while)",
+        )),
+        Err(Collect::NotReady(state)) => Err(ApiError::conflict(format!(
+            "the bundle is not ready to collect: the job is {}",
+            serde_json::to_value(&state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+fn tar_response(tar: Vec<u8>, export_id: &str) -> Response {
+    let mut res = tar.into_response();
     let h = res.headers_mut();
     h.insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/x-tar"),
     );
-    let name = format!(
-        "attachment; filename=\"custos-export-{}.tar\"",
-        built.export_id
-    );
+    let name = format!("attachment; filename=\"custos-export-{export_id}.tar\"");
     if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
         h.insert(axum::http::header::CONTENT_DISPOSITION, v);
     }
-    if let Ok(v) = axum::http::HeaderValue::from_str(&built.export_id) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(export_id) {
         h.insert("custos-export-id", v);
     }
-    Ok(res)
+    res
 }

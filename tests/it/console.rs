@@ -1,6 +1,8 @@
 //! `custos console` in a real terminal (tmux), against a running appliance: a compliance officer
 //! logs in, finds a session by a word in its transcript, reads it with a reason, places a hold on
-//! it, sees the hold and the read in the audit tail, and runs the audit verification.
+//! it, sees the hold and the read in the audit tail, and runs the audit verification; an
+//! administrator rotates the keys, seals and unseals the appliance from the System screen and from
+//! the sign-in form.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,6 +51,49 @@ impl Tmux {
     }
 }
 
+/// Starts `custos console` on the data directory's socket in a detached tmux session of 100x30,
+/// working in `work`.
+fn start_console(dir: &Dir, work: &std::path::Path, tag: &str) -> Tmux {
+    let t = Tmux {
+        name: format!("custos-console-{tag}-{}", std::process::id()),
+    };
+    let console = format!(
+        "{} --data {} console",
+        bin().display(),
+        dir.path().display()
+    );
+    let out = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &t.name,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-c",
+        ])
+        .arg(work)
+        .arg(&console)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t
+}
+
+fn has_tmux() -> bool {
+    let has = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    tool_present(has, "tmux (drives the console in a real terminal)")
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         self.cmd(&["kill-session", "-t", &self.name]);
@@ -57,11 +102,7 @@ impl Drop for Tmux {
 
 #[test]
 fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
-    let has = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !tool_present(has, "tmux (drives the console in a real terminal)") {
+    if !has_tmux() {
         return;
     }
     let dir = Dir::new();
@@ -127,36 +168,8 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
         200
     );
 
-    let t = Tmux {
-        name: format!("custos-console-{}", std::process::id()),
-    };
-    let console = format!(
-        "{} --data {} console",
-        bin().display(),
-        dir.path().display()
-    );
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &t.name,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "-c",
-        ])
-        .arg(work.path())
-        .arg(&console)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = start_console(&dir, work.path(), "officer");
     t.wait_for("Sign in to Custos");
     t.text("olga");
     t.keys(&["Enter"]);
@@ -164,6 +177,8 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     t.keys(&["Enter"]);
     t.wait_for("olga (compliance)");
     t.wait_for("support/general");
+    // Today's counts: the one request, accepted and ended.
+    t.wait_for("Requests 1  accepted 1  ended 1");
 
     t.keys(&["2"]);
     t.wait_for("Sessions, page 1");
@@ -183,6 +198,12 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     t.keys(&["Enter"]);
     let screen = t.wait_for("Open tray two and pull gently");
     assert!(screen.contains("Pia"), "{screen}");
+    // Its retention (no policy is installed) and its timeline.
+    assert!(screen.contains("transcript kept (no policy)"), "{screen}");
+    t.keys(&["t"]);
+    let screen = t.wait_for("accepted by alice");
+    assert!(screen.contains("chat from alice"), "{screen}");
+    assert!(screen.contains("session ended"), "{screen}");
 
     // Holds: place one on the session.
     t.keys(&["Escape", "4"]);
@@ -205,6 +226,22 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     // And the appliance verifies the whole log for the officer.
     t.keys(&["v"]);
     t.wait_for("Audit log intact");
+    // Filtered to holds: the read drops out of the tail.
+    t.keys(&["/"]);
+    t.wait_for("Filter the audit log");
+    t.text("hold.");
+    t.keys(&["Enter"]);
+    t.wait_for("filter \"hold.\"");
+    let start = Instant::now();
+    while t.screen().contains("session.read") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the filter did not apply:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t.screen().contains("hold.placed"));
 
     // Back on the sessions it found: a signed export of them, saved where the console runs.
     t.keys(&["2"]);
@@ -449,5 +486,162 @@ fn transcript_words_find_sessions_through_the_blind_index_only() {
     assert!(
         !audit.to_string().contains("toner"),
         "search words in the audit log"
+    );
+}
+
+#[test]
+fn an_admin_rotates_seals_and_unseals_from_the_console() {
+    if !has_tmux() {
+        return;
+    }
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let s = dir.serve();
+    s.admin(&one_time, "admin password long");
+    let work = tempfile::tempdir().unwrap();
+    let sign_in = |t: &Tmux| {
+        t.wait_for("Sign in to Custos");
+        t.text("admin");
+        t.keys(&["Enter"]);
+        t.text("admin password long");
+        t.keys(&["Enter"]);
+    };
+    let admin = s.login("admin", "admin password long").0;
+    let t = start_console(&dir, work.path(), "admin");
+    sign_in(&t);
+    t.wait_for("admin (admin)");
+    t.keys(&["7"]);
+    t.wait_for("key-encryption epoch 1");
+    t.keys(&["k"]);
+    t.wait_for("Type yes to rotate");
+    t.text("yes");
+    t.keys(&["Enter"]);
+    t.wait_for("key epoch 2 is current");
+    t.wait_for("key-encryption epoch 2");
+
+    // Sealing a key-file appliance takes a passphrase that protects the key from then on.
+    t.keys(&["s"]);
+    t.wait_for("Seal the appliance");
+    t.text("a long seal passphrase");
+    t.keys(&["Enter"]);
+    t.wait_for("SEALED");
+    assert_eq!(
+        s.get("/api/v1/system", Some(&admin)).status,
+        503,
+        "sealed: the API refuses"
+    );
+    t.keys(&["u"]);
+    t.wait_for("Unseal the appliance");
+    t.text("a long seal passphrase");
+    t.keys(&["Enter"]);
+    t.wait_for("unsealed, serving");
+
+    // Sealed again, a fresh console is offered the unseal form before it can sign in.
+    t.keys(&["s"]);
+    t.wait_for("Seal the appliance");
+    t.keys(&["Enter"]);
+    t.wait_for("SEALED");
+    t.keys(&["q"]);
+    drop(t);
+    let t = start_console(&dir, work.path(), "admin2");
+    sign_in(&t);
+    t.wait_for("unseal it to sign in");
+    t.text("not the passphrase");
+    t.keys(&["Enter"]);
+    // Refused: back to signing in, which offers the unseal form again.
+    t.wait_for("wrong passphrase");
+    sign_in(&t);
+    t.wait_for("unseal it to sign in");
+    t.text("a long seal passphrase");
+    t.keys(&["Enter"]);
+    t.wait_for("the appliance is unsealed");
+    sign_in(&t);
+    t.wait_for("admin (admin)");
+
+    // Each act is in the audit log under the admin's name.
+    let log = s
+        .get("/api/v1/audit/entries?action=keys.&limit=20", Some(&admin))
+        .json()
+        .unwrap();
+    let acts: Vec<(String, String)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        acts.contains(&("keys.rotated".into(), "admin".into())),
+        "{acts:?}"
+    );
+    assert!(acts.iter().any(|(a, _)| a == "keys.sealed"), "{acts:?}");
+}
+
+#[test]
+fn the_status_counts_today_measures_storage_and_the_audit_tail_filters() {
+    let dir = Dir::new();
+    let one_time = dir.init();
+    let s = dir.serve();
+    let admin = s.admin(&one_time, "admin password long");
+    for (i, name) in ["Ann", "Ben"].iter().enumerate() {
+        let r = s.post(
+            "/api/v1/requests",
+            None,
+            json!({ "portal": "support", "name": name, "question": "q", "ref": format!("T-{i}") }),
+        );
+        assert_eq!(r.status, 201, "{}", r.error_message());
+    }
+    let v = s.get("/api/v1/system", Some(&admin)).json().unwrap();
+    let today = &v["today"]["sessions"];
+    assert_eq!(today["requested"], 2, "{v}");
+    assert_eq!(today["accepted"], 0, "{v}");
+    assert!(today["survey_average"].is_null(), "{v}");
+    let storage = &v["storage"];
+    assert!(storage["database_bytes"].as_u64().unwrap() > 0, "{v}");
+    let disk = &storage["disk"];
+    assert!(
+        disk["free_bytes"].as_u64().unwrap() <= disk["total_bytes"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert!(
+        v["latest_checkpoint"]["vkey"]
+            .as_str()
+            .is_some_and(|k| k.matches('+').count() == 2),
+        "{v}"
+    );
+
+    // The audit tail, filtered by action prefix, actor and target.
+    let entries = |q: &str| -> Vec<serde_json::Value> {
+        let r = s.get(&format!("/api/v1/audit/entries?{q}"), Some(&admin));
+        assert_eq!(r.status, 200, "{q}: {}", r.error_message());
+        r.json().unwrap()["entries"].as_array().unwrap().clone()
+    };
+    let created = entries("action=request.&limit=10");
+    assert_eq!(created.len(), 2);
+    assert!(created.iter().all(|e| e["action"] == "request.created"));
+    assert!(
+        created[0]["seq"].as_u64() < created[1]["seq"].as_u64(),
+        "oldest first"
+    );
+    let target = created[1]["target"].as_str().unwrap().to_string();
+    let about = entries(&format!("target={target}"));
+    assert_eq!(about.len(), 1);
+    assert_eq!(about[0]["seq"], created[1]["seq"]);
+    assert!(
+        entries("actor=admin&action=auth.login")
+            .iter()
+            .all(|e| e["actor"] == "admin")
+    );
+    assert!(entries("action=no.such.action").is_empty());
+    let r = s.get("/api/v1/audit/entries?from=1&action=auth.", Some(&admin));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error_message().contains("cannot be combined with from"),
+        "{}",
+        r.error_message()
     );
 }

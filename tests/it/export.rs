@@ -763,3 +763,97 @@ fn exports_over_the_api_need_a_reason_and_the_compliance_role_unless_encrypted()
     assert_eq!(created["details"]["reason"], "court order 17");
     assert_eq!(created["details"]["sessions"], json!([ids[0]]));
 }
+
+#[test]
+fn an_export_job_reports_progress_and_hands_its_bundle_to_its_starter_once() {
+    let (dir, ids) = world();
+    let s = dir.serve();
+    let officer = s.login("officer1", PW).0;
+    let admin = s.login("admin", "admin password long").0;
+    // Refused before any job starts: the same checks as the synchronous export.
+    let r = s.post(
+        "/api/v1/exports/jobs",
+        Some(&officer),
+        json!({ "sessions": ids, "reason": " " }),
+    );
+    assert_eq!(r.status, 400, "{}", r.error_message());
+    let r = s.post(
+        "/api/v1/exports/jobs",
+        Some(&officer),
+        json!({ "ref": "NO-SUCH-REF", "reason": "audit" }),
+    );
+    assert_eq!(r.status, 400, "{}", r.error_message());
+    assert_eq!(
+        s.get("/api/v1/exports/jobs/x", Some(&officer)).status,
+        400,
+        "a job id is a number"
+    );
+    assert_eq!(s.get("/api/v1/exports/jobs/99", Some(&officer)).status, 404);
+
+    let r = s.post(
+        "/api/v1/exports/jobs",
+        Some(&officer),
+        json!({ "sessions": ids, "reason": "records request 9" }),
+    );
+    assert_eq!(r.status, 202, "{}", r.error_message());
+    let job = r.json().unwrap();
+    let jid = job["id"].as_u64().unwrap();
+    assert_eq!(job["total"], ids.len());
+    let path = format!("/api/v1/exports/jobs/{jid}");
+    assert_eq!(
+        s.get(&path, Some(&admin)).status,
+        404,
+        "another user does not see the job"
+    );
+    let start = std::time::Instant::now();
+    let done = loop {
+        let v = s.get(&path, Some(&officer)).json().unwrap();
+        assert!(v["done"].as_u64().unwrap() <= v["total"].as_u64().unwrap());
+        if v["state"] != "running" {
+            break v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the job did not finish: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(done["state"], "ready", "{done}");
+    assert_eq!(done["done"], ids.len());
+    let bundle_path = format!("{path}/bundle");
+    assert_eq!(s.get(&bundle_path, Some(&admin)).status, 404);
+    let r = s.get(&bundle_path, Some(&officer));
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.headers.get("content-type").unwrap(), "application/x-tar");
+    assert_eq!(r.body.len() as u64, done["bytes"].as_u64().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("job.tar");
+    std::fs::write(&bundle, &r.body).unwrap();
+    dir.run(&["verify", bundle.to_str().unwrap()]).ok();
+    let again = s.get(&bundle_path, Some(&officer));
+    assert_eq!(again.status, 409, "handed over once");
+    assert!(
+        again.error_message().contains("collected"),
+        "{}",
+        again.error_message()
+    );
+    assert_eq!(
+        s.get(&path, Some(&officer)).json().unwrap()["state"],
+        "collected"
+    );
+    // Audited like any export, under the officer's name.
+    let log = s
+        .get(
+            "/api/v1/audit/entries?action=export.created&actor=officer1",
+            Some(&admin),
+        )
+        .json()
+        .unwrap();
+    let created = log["entries"].as_array().unwrap();
+    assert_eq!(created.len(), 1, "{log}");
+    assert_eq!(
+        created[0]["target"],
+        format!("export:{}", done["export_id"].as_str().unwrap())
+    );
+    assert_eq!(created[0]["details"]["reason"], "records request 9");
+}

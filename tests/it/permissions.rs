@@ -332,6 +332,30 @@ fn every_endpoint_for_every_role() {
             Some(json!({ "sessions": [], "reason": "" })),
             Permission::ReadAnySession,
         ),
+        (
+            Method::POST,
+            "/api/v1/exports/jobs".into(),
+            Some(json!({ "sessions": [], "reason": "" })),
+            Permission::ReadAnySession,
+        ),
+        (
+            Method::GET,
+            "/api/v1/exports/jobs/1".into(),
+            None,
+            Permission::ReadAnySession,
+        ),
+        (
+            Method::GET,
+            "/api/v1/exports/jobs/1/bundle".into(),
+            None,
+            Permission::ReadAnySession,
+        ),
+        (
+            Method::POST,
+            "/api/v1/system/rotate".into(),
+            None,
+            Permission::ManageKeys,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,
