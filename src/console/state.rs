@@ -566,7 +566,7 @@ impl Console {
             Screen::Sessions => match k.code {
                 KeyCode::Char('/') => {
                     self.form = form(
-                        "Search: words in transcripts, ref:, portal:, agent:, since:, until:",
+                        "Search: words in transcripts, ref:, portal:, agent:, customer:, since:, until:",
                         FormKind::Filter,
                         &[("Search", false)],
                     );
@@ -952,8 +952,9 @@ pub fn audit_params(query: &str) -> Result<Filters, String> {
 /// Query filters as (parameter, value).
 pub type Filters = Vec<(&'static str, String)>;
 
-/// Parses the sessions search: filters `ref:X portal:Y agent:Z since:DATE until:DATE` and plain
-/// words, which are searched for in transcripts; or says what it does not understand.
+/// Parses the sessions search: filters `ref:X portal:Y agent:Z customer:EMAIL-OR-NAME since:DATE
+/// until:DATE` and plain words, which are searched for in transcripts; or says what it does not
+/// understand.
 pub fn search_params(query: &str) -> Result<(Filters, Vec<String>), String> {
     let mut filters = Vec::new();
     let mut words = Vec::new();
@@ -966,11 +967,12 @@ pub fn search_params(query: &str) -> Result<(Filters, Vec<String>), String> {
             "ref" => "ref",
             "portal" => "portal",
             "agent" => "agent",
+            "customer" => "customer",
             "since" => "since",
             "until" => "until",
             other => {
                 return Err(format!(
-                    "{other:?} is not a filter; use ref:, portal:, agent:, since:, until: or plain words"
+                    "{other:?} is not a filter; use ref:, portal:, agent:, customer:, since:, until: or plain words"
                 ));
             }
         };
@@ -978,9 +980,6 @@ pub fn search_params(query: &str) -> Result<(Filters, Vec<String>), String> {
             return Err(format!("{key}: needs a value"));
         }
         filters.push((key, v.to_string()));
-    }
-    if !words.is_empty() && filters.iter().any(|(k, _)| *k == "since" || *k == "until") {
-        return Err("since: and until: cannot be combined with words".into());
     }
     Ok((filters, words))
 }
@@ -1453,10 +1452,15 @@ mod tests {
                 vec!["printer".to_string(), "jam".to_string()]
             )
         );
-        assert!(
-            search_params("printer since:2026-01-01")
-                .unwrap_err()
-                .contains("cannot be combined")
+        assert_eq!(
+            search_params("printer since:2026-01-01 customer:pia@example.org").unwrap(),
+            (
+                vec![
+                    ("since", "2026-01-01".to_string()),
+                    ("customer", "pia@example.org".to_string())
+                ],
+                vec!["printer".to_string()]
+            )
         );
         assert!(
             search_params("colour:red")

@@ -1123,6 +1123,51 @@ impl Tx<'_> {
     }
 }
 
+/// Which sessions a listing or search returns; each filter is optional.
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    pub portal: Option<String>,
+    /// The handling agent's user name.
+    pub agent: Option<String>,
+    pub external_ref: Option<String>,
+    /// The customer's e-mail address or name, compared without case.
+    pub customer: Option<String>,
+    /// Requested at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Requested at or before (RFC 3339).
+    pub until: Option<String>,
+}
+
+impl SessionFilter {
+    /// The filters as ` AND …` conditions on `sessions s` joined with `users u`, and their values
+    /// in order.
+    pub(crate) fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut clause = String::new();
+        let mut args = Vec::new();
+        let mut add = |cond: &str, v: &Option<String>, times: usize| {
+            if let Some(v) = v {
+                clause.push_str(" AND ");
+                clause.push_str(cond);
+                for _ in 0..times {
+                    args.push(Value::Text(v.clone()));
+                }
+            }
+        };
+        add("s.portal = ?", &self.portal, 1);
+        add("u.name = ?", &self.agent, 1);
+        add("s.external_ref = ?", &self.external_ref, 1);
+        add(
+            "(s.customer_email = ? COLLATE NOCASE OR s.customer_name = ? COLLATE NOCASE)",
+            &self.customer,
+            2,
+        );
+        add("s.requested_at >= ?", &self.since, 1);
+        add("s.requested_at <= ?", &self.until, 1);
+        (clause, args)
+    }
+}
+
 /// Database counts for the metrics page.
 #[derive(Debug)]
 pub struct StoreCounts {
@@ -1296,53 +1341,46 @@ impl Tx<'_> {
     }
 
     /// Sessions changed after `after`, in change order, filtered; with each one's change number.
-    #[allow(clippy::too_many_arguments)]
     pub fn sessions_changed(
         &self,
         after: i64,
         limit: u32,
-        portal: Option<&str>,
-        agent: Option<&str>,
-        external_ref: Option<&str>,
-        since: Option<&str>,
-        until: Option<&str>,
+        filter: &SessionFilter,
     ) -> Result<Vec<(i64, SessionRow)>> {
+        let (clause, mut args) = filter.sql();
         let sql = format!(
             "SELECT s.updated_seq, {SESSION_COLS} FROM sessions s LEFT JOIN users u ON u.id = s.agent_id
-             WHERE s.updated_seq > ?1 AND (?3 IS NULL OR s.portal = ?3) AND (?4 IS NULL OR u.name = ?4)
-               AND (?5 IS NULL OR s.external_ref = ?5) AND (?6 IS NULL OR s.requested_at >= ?6) AND (?7 IS NULL OR s.requested_at <= ?7)
-             ORDER BY s.updated_seq LIMIT ?2"
+             WHERE s.updated_seq > ?{clause} ORDER BY s.updated_seq LIMIT ?"
         );
+        args.insert(0, rusqlite::types::Value::Integer(after));
+        args.push(rusqlite::types::Value::Integer(i64::from(limit)));
         let mut stmt = self.0.prepare(&sql)?;
         let rows = stmt
-            .query_map(
-                params![after, limit, portal, agent, external_ref, since, until],
-                |r| {
-                    let seq: i64 = r.get(0)?;
-                    // The session columns start at index 1.
-                    let row = SessionRow {
-                        id: r.get(1)?,
-                        portal: r.get(2)?,
-                        skill: r.get(3)?,
-                        status: r.get(4)?,
-                        via: r.get(5)?,
-                        customer_name: r.get(6)?,
-                        customer_email: r.get(7)?,
-                        question: r.get(8)?,
-                        fields: r.get(9)?,
-                        external_ref: r.get(10)?,
-                        agent_id: r.get(11)?,
-                        agent_name: r.get(12)?,
-                        recording: r.get(13)?,
-                        requested_at: r.get(14)?,
-                        accepted_at: r.get(15)?,
-                        ended_at: r.get(16)?,
-                        survey_rating: r.get(17)?,
-                        survey_at: r.get(18)?,
-                    };
-                    Ok((seq, row))
-                },
-            )?
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                let seq: i64 = r.get(0)?;
+                // The session columns start at index 1.
+                let row = SessionRow {
+                    id: r.get(1)?,
+                    portal: r.get(2)?,
+                    skill: r.get(3)?,
+                    status: r.get(4)?,
+                    via: r.get(5)?,
+                    customer_name: r.get(6)?,
+                    customer_email: r.get(7)?,
+                    question: r.get(8)?,
+                    fields: r.get(9)?,
+                    external_ref: r.get(10)?,
+                    agent_id: r.get(11)?,
+                    agent_name: r.get(12)?,
+                    recording: r.get(13)?,
+                    requested_at: r.get(14)?,
+                    accepted_at: r.get(15)?,
+                    ended_at: r.get(16)?,
+                    survey_rating: r.get(17)?,
+                    survey_at: r.get(18)?,
+                };
+                Ok((seq, row))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -1941,7 +1979,7 @@ mod tests {
         let count = |s: &mut Store| {
             s.read(|tx| {
                 Ok(tx
-                    .sessions_with_terms(&[[1; 16]], 10, None, None, None)?
+                    .sessions_with_terms(&[[1; 16]], 10, &SessionFilter::default())?
                     .len())
             })
             .unwrap()

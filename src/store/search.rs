@@ -4,7 +4,7 @@
 use rusqlite::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 
-use super::{Result, SESSION_COLS, SessionRow, Tx, session_from_row};
+use super::{Result, SESSION_COLS, SessionFilter, SessionRow, Tx, session_from_row};
 
 /// An indexed word: the first 16 bytes of its HMAC.
 pub type Term = [u8; 16];
@@ -27,24 +27,18 @@ impl Tx<'_> {
         &self,
         terms: &[Term],
         limit: u32,
-        portal: Option<&str>,
-        agent: Option<&str>,
-        external_ref: Option<&str>,
+        filter: &SessionFilter,
     ) -> Result<Vec<SessionRow>> {
         let matches = vec!["SELECT session_id FROM transcript_terms WHERE term = ?"; terms.len()]
             .join(" INTERSECT ");
+        let (clause, filter_args) = filter.sql();
         let sql = format!(
             "SELECT {SESSION_COLS} FROM sessions s LEFT JOIN users u ON u.id = s.agent_id
-             WHERE s.id IN ({matches})
-               AND (? IS NULL OR s.portal = ?) AND (? IS NULL OR u.name = ?) AND (? IS NULL OR s.external_ref = ?)
+             WHERE s.id IN ({matches}){clause}
              ORDER BY s.requested_at DESC LIMIT ?"
         );
         let mut args: Vec<SqlValue> = terms.iter().map(|t| SqlValue::Blob(t.to_vec())).collect();
-        for f in [portal, agent, external_ref] {
-            let v = f.map_or(SqlValue::Null, |s| SqlValue::Text(s.to_string()));
-            args.push(v.clone());
-            args.push(v);
-        }
+        args.extend(filter_args);
         args.push(SqlValue::Integer(i64::from(limit)));
         let mut stmt = self.0.prepare(&sql)?;
         let rows = stmt

@@ -1300,8 +1300,43 @@ struct SearchQuery {
     agent: Option<String>,
     #[serde(rename = "ref")]
     external_ref: Option<String>,
+    customer: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<u32>,
     reason: Option<String>,
+}
+
+/// The listing and search filters, with the time range checked and normalized.
+fn session_filter(
+    portal: Option<String>,
+    agent: Option<String>,
+    external_ref: Option<String>,
+    customer: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+) -> Result<crate::store::SessionFilter, ApiError> {
+    let time = |t: Option<String>, end: bool| -> Result<Option<String>, ApiError> {
+        t.as_deref()
+            .map(|s| {
+                if end {
+                    crate::model::parse_range_end(s)
+                } else {
+                    crate::model::parse_time(s)
+                }
+            })
+            .transpose()
+            .map(|o| o.map(crate::model::format_rfc3339))
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    Ok(crate::store::SessionFilter {
+        portal,
+        agent,
+        external_ref,
+        customer,
+        since: time(since, false)?,
+        until: time(until, true)?,
+    })
 }
 
 /// Sessions whose transcripts contain every given word, newest first, through the blind word
@@ -1328,19 +1363,16 @@ async fn search_sessions(
         .iter()
         .map(|w| crate::session::terms::term(&key, w))
         .collect();
-    let (portal, agent, ext) = (q.portal, q.agent, q.external_ref);
+    let filter = session_filter(
+        q.portal,
+        q.agent,
+        q.external_ref,
+        q.customer,
+        q.since,
+        q.until,
+    )?;
     let rows = app
-        .db(move |s| {
-            s.read(|tx| {
-                tx.sessions_with_terms(
-                    &terms,
-                    limit,
-                    portal.as_deref(),
-                    agent.as_deref(),
-                    ext.as_deref(),
-                )
-            })
-        })
+        .db(move |s| s.read(|tx| tx.sessions_with_terms(&terms, limit, &filter)))
         .await?;
     app.audit(event(
         &p,
@@ -1362,6 +1394,7 @@ struct ListQuery {
     agent: Option<String>,
     #[serde(rename = "ref")]
     external_ref: Option<String>,
+    customer: Option<String>,
     since: Option<String>,
     until: Option<String>,
 }
@@ -1436,35 +1469,16 @@ async fn list_sessions(
         None => 0,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let time = |t: &Option<String>, end: bool| -> Result<Option<String>, ApiError> {
-        t.as_deref()
-            .map(|s| {
-                if end {
-                    crate::model::parse_range_end(s)
-                } else {
-                    crate::model::parse_time(s)
-                }
-            })
-            .transpose()
-            .map(|o| o.map(crate::model::format_rfc3339))
-            .map_err(|e| ApiError::bad_request(e.to_string()))
-    };
-    let (since, until) = (time(&q.since, false)?, time(&q.until, true)?);
-    let (portal, agent, ext) = (q.portal.clone(), q.agent.clone(), q.external_ref.clone());
+    let filter = session_filter(
+        q.portal.clone(),
+        q.agent.clone(),
+        q.external_ref.clone(),
+        q.customer.clone(),
+        q.since.clone(),
+        q.until.clone(),
+    )?;
     let rows = app
-        .db(move |s| {
-            s.read(|tx| {
-                tx.sessions_changed(
-                    after,
-                    limit,
-                    portal.as_deref(),
-                    agent.as_deref(),
-                    ext.as_deref(),
-                    since.as_deref(),
-                    until.as_deref(),
-                )
-            })
-        })
+        .db(move |s| s.read(|tx| tx.sessions_changed(after, limit, &filter)))
         .await?;
     let last = rows.last().map_or(after, |(seq, _)| *seq);
     let sessions: Vec<Value> = rows

@@ -371,14 +371,14 @@ fn transcript_words_find_sessions_through_the_blind_index_only() {
     let admin = s.admin(&one_time, "admin password long");
     let alice = s.login("alice", "officer password 1").0;
     let mut ids = Vec::new();
-    for text in [
-        "The toner cartridge leaks",
-        "My toner is empty and the drum squeaks",
+    for (name, text) in [
+        ("Xena", "The toner cartridge leaks"),
+        ("Yuri", "My toner is empty and the drum squeaks"),
     ] {
         let r = s.post(
             "/api/v1/requests",
             None,
-            json!({ "portal": "support", "name": "x", "question": "q" }),
+            json!({ "portal": "support", "name": name, "question": "q" }),
         );
         let id = r.json().unwrap()["request_id"]
             .as_str()
@@ -435,6 +435,27 @@ fn transcript_words_find_sessions_through_the_blind_index_only() {
     );
     assert!(found("words=printer", &admin).is_empty());
     assert_eq!(found("words=toner&agent=alice&limit=1", &admin).len(), 1);
+    // With the listing's filters: the customer (without case) and the time range.
+    assert_eq!(found("words=toner&customer=yURI", &admin), [ids[1].clone()]);
+    assert_eq!(
+        found("words=toner&since=2020-01-01&until=2999-12-31", &admin).len(),
+        2
+    );
+    assert!(found("words=toner&until=2020-01-01", &admin).is_empty());
+    assert_eq!(
+        s.get(
+            "/api/v1/sessions/search?words=toner&since=yesterday",
+            Some(&admin)
+        )
+        .status,
+        400
+    );
+    let listed = s
+        .get("/api/v1/sessions?customer=xena", Some(&admin))
+        .json()
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["sessions"][0]["session_id"], ids[0].as_str());
     // Refusals: the agent role, a compliance officer without a reason, nothing to search for.
     assert_eq!(
         s.get("/api/v1/sessions/search?words=toner", Some(&alice))
