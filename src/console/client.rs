@@ -246,6 +246,41 @@ fn verification(v: &Value) -> Verification {
     }
 }
 
+/// A policy as the console lists it, from its stored JSON.
+fn policy_line(p: &Value) -> super::state::PolicyLine {
+    let list = |k: &str| -> Vec<String> {
+        p[k].as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default()
+    };
+    let mut selects = Vec::new();
+    for (label, k) in [
+        ("classes", "classes"),
+        ("portals", "portals"),
+        ("skills", "skills"),
+    ] {
+        let v = list(k);
+        if !v.is_empty() {
+            selects.push(format!("{label} {}", v.join(",")));
+        }
+    }
+    if let Some(f) = p["fields"].as_object().filter(|f| !f.is_empty()) {
+        let pairs: Vec<String> = f.iter().map(|(k, v)| format!("{k}={}", s(v))).collect();
+        selects.push(format!("fields {}", pairs.join(",")));
+    }
+    super::state::PolicyLine {
+        name: s(&p["name"]),
+        selects: if selects.is_empty() {
+            "everything".into()
+        } else {
+            selects.join("; ")
+        },
+        retain_days: p["retain_days"].as_u64().unwrap_or(0),
+        action: s(&p["action"]),
+        mode: s(&p["mode"]),
+    }
+}
+
 fn export_progress(v: &Value, path: String) -> ExportProgress {
     ExportProgress {
         id: v["id"].as_u64().unwrap_or(0),
@@ -636,7 +671,49 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                 }
             }
             lines.sort_by(|a, b| a.policy.cmp(&b.policy));
-            Outcome::Plan(lines)
+            let v = c.go(Method::GET, "/api/v1/policies", None).await?;
+            let policies = v["policies"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(policy_line)
+                .collect();
+            Outcome::Plan { lines, policies }
+        }
+        Command::CheckPolicies { dir } => {
+            let checked =
+                tokio::task::spawn_blocking(move || crate::policy::load_dir(dir.as_ref()))
+                    .await
+                    .map_err(|e| Outcome::Failed {
+                        message: format!("the check failed: {e}"),
+                        unauthorized: false,
+                    })?;
+            match checked {
+                Ok(set) => {
+                    let mut lines: Vec<String> = set
+                        .policies
+                        .iter()
+                        .map(|p| {
+                            let l = policy_line(&serde_json::to_value(p).unwrap_or_default());
+                            format!(
+                                "ok  {}: {} days, {}, {} ({})",
+                                l.name, l.retain_days, l.action, l.mode, p.file
+                            )
+                        })
+                        .collect();
+                    lines.push(format!(
+                        "{} policies valid; set sha256 {}",
+                        set.policies.len(),
+                        hex::encode(set.hash)
+                    ));
+                    Outcome::PolicyCheck { valid: true, lines }
+                }
+                Err(errors) => Outcome::PolicyCheck {
+                    valid: false,
+                    lines: errors.iter().map(ToString::to_string).collect(),
+                },
+            }
         }
         Command::Export {
             sessions,

@@ -213,20 +213,38 @@ mod tests {
                 })
                 .collect(),
         });
-        c.on_outcome(Outcome::Plan(vec![
-            PlanLine {
-                policy: "hipaa-six-years".into(),
-                due: [0, 0, 12, 40],
-                held: 3,
-                total: 120,
-            },
-            PlanLine {
-                policy: "gdpr-support-90-days".into(),
-                due: [5, 31, 88, 88],
-                held: 1,
-                total: 90,
-            },
-        ]));
+        c.on_outcome(Outcome::Plan {
+            lines: vec![
+                PlanLine {
+                    policy: "hipaa-six-years".into(),
+                    due: [0, 0, 12, 40],
+                    held: 3,
+                    total: 120,
+                },
+                PlanLine {
+                    policy: "gdpr-support-90-days".into(),
+                    due: [5, 31, 88, 88],
+                    held: 1,
+                    total: 90,
+                },
+            ],
+            policies: vec![
+                PolicyLine {
+                    name: "gdpr-support-90-days".into(),
+                    selects: "portals support".into(),
+                    retain_days: 90,
+                    action: "shred".into(),
+                    mode: "governance".into(),
+                },
+                PolicyLine {
+                    name: "hipaa-six-years".into(),
+                    selects: "classes transcript,file; fields department=clinical".into(),
+                    retain_days: 2190,
+                    action: "review".into(),
+                    mode: "compliance".into(),
+                },
+            ],
+        });
         c.on_outcome(Outcome::Users {
             users: vec![
                 UserLine {
@@ -323,6 +341,14 @@ mod tests {
             path: "custos-export.tar".into(),
             message: String::new(),
         });
+        let mut policy_check = fixture(Screen::Policies);
+        policy_check.policy_check = Some((
+            false,
+            vec![
+                "policies/clinical.toml:4: policy clinical: retain_days = 0 is out of range (1 to 36500)".into(),
+                "policies/clinical.toml:9: policy clinical: action \"delete\" is not \"shred\" or \"review\"".into(),
+            ],
+        ));
         let mut rotate = fixture(Screen::System);
         rotate.on_key(crossterm::event::KeyEvent::new(
             crossterm::event::KeyCode::Char('k'),
@@ -364,6 +390,7 @@ mod tests {
             ("audit_verifying", verifying),
             ("audit_verified", verified),
             ("policies", fixture(Screen::Policies)),
+            ("policy_check", policy_check),
             ("users", fixture(Screen::Users)),
             ("system", fixture(Screen::System)),
             ("rotate_form", rotate),

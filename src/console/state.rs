@@ -131,6 +131,17 @@ pub struct PlanLine {
     pub total: u64,
 }
 
+/// An installed retention policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyLine {
+    pub name: String,
+    /// What it selects: classes, portals, skills, fields.
+    pub selects: String,
+    pub retain_days: u64,
+    pub action: String,
+    pub mode: String,
+}
+
 /// The audit verification the appliance runs for the console.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Verification {
@@ -242,6 +253,10 @@ pub enum Command {
         filter: String,
     },
     LoadPlan,
+    /// Validates the policy files in a directory on this machine (nothing is installed).
+    CheckPolicies {
+        dir: String,
+    },
     LoadUsers,
     LoadSystem,
     StartVerify,
@@ -296,7 +311,15 @@ pub enum Outcome {
         /// The newest checkpoint's size and its key's name and hash.
         checkpoint: Option<(u64, String)>,
     },
-    Plan(Vec<PlanLine>),
+    Plan {
+        lines: Vec<PlanLine>,
+        policies: Vec<PolicyLine>,
+    },
+    /// The check of a policy directory: whether it is valid, and what to show.
+    PolicyCheck {
+        valid: bool,
+        lines: Vec<String>,
+    },
     Users {
         users: Vec<UserLine>,
         tokens: Vec<TokenLine>,
@@ -366,6 +389,7 @@ pub enum FormKind {
     ReleaseHold { id: i64 },
     Export { sessions: Vec<String> },
     AuditFilter,
+    CheckPolicies,
     Seal,
     Unseal,
     Rotate,
@@ -394,6 +418,9 @@ pub struct Console {
     pub audit_filter: String,
     pub audit_checkpoint: Option<(u64, String)>,
     pub plan: Vec<PlanLine>,
+    pub policies: Vec<PolicyLine>,
+    /// The last policy check: (valid, lines), shown until Esc.
+    pub policy_check: Option<(bool, Vec<String>)>,
     pub users: Vec<UserLine>,
     pub tokens: Vec<TokenLine>,
     pub verify: Option<Verification>,
@@ -543,7 +570,25 @@ impl Console {
             _ => {}
         };
         match screen {
-            Screen::Dashboard | Screen::Policies | Screen::Users => vec![],
+            Screen::Dashboard | Screen::Users => vec![],
+            Screen::Policies => match k.code {
+                KeyCode::Char('c') => {
+                    self.form = form(
+                        "Check policy files before installing them (custos policy install)",
+                        FormKind::CheckPolicies,
+                        &[("Directory", false)],
+                    );
+                    if let Some((_, f)) = self.form.as_mut() {
+                        f.inputs[0].text = "policies".into();
+                    }
+                    vec![]
+                }
+                KeyCode::Esc => {
+                    self.policy_check = None;
+                    vec![]
+                }
+                _ => vec![],
+            },
             Screen::System => {
                 let (title, kind, input) = match k.code {
                     KeyCode::Char('s') => (
@@ -775,6 +820,9 @@ impl Console {
                         self.audit_sel = usize::MAX;
                         return self.load(Screen::Audit);
                     }
+                    FormKind::CheckPolicies => Command::CheckPolicies {
+                        dir: values[0].clone(),
+                    },
                     FormKind::Seal => Command::Seal {
                         passphrase: Some(values[0].clone()).filter(|p| !p.is_empty()),
                     },
@@ -850,7 +898,11 @@ impl Console {
                     self.audit_sel = self.audit.len().saturating_sub(1);
                 }
             }
-            Outcome::Plan(p) => self.plan = p,
+            Outcome::Plan { lines, policies } => {
+                self.plan = lines;
+                self.policies = policies;
+            }
+            Outcome::PolicyCheck { valid, lines } => self.policy_check = Some((valid, lines)),
             Outcome::Users { users, tokens } => {
                 self.users = users;
                 self.tokens = tokens;
@@ -1335,6 +1387,30 @@ mod tests {
                 passphrase: "correct horse".into()
             }]
         );
+    }
+
+    #[test]
+    fn policy_files_are_checked_from_the_policies_screen() {
+        let mut c = logged_in("compliance");
+        assert_eq!(c.on_key(key(KeyCode::Char('3'))), [Command::LoadPlan]);
+        c.on_key(key(KeyCode::Char('c')));
+        for _ in 0.."policies".len() {
+            c.on_key(key(KeyCode::Backspace));
+        }
+        type_text(&mut c, "/etc/custos/policies");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::CheckPolicies {
+                dir: "/etc/custos/policies".into()
+            }]
+        );
+        c.on_outcome(Outcome::PolicyCheck {
+            valid: false,
+            lines: vec!["a.toml:3: retain_days must be at least 1".into()],
+        });
+        assert!(c.policy_check.is_some());
+        c.on_key(key(KeyCode::Esc));
+        assert!(c.policy_check.is_none(), "Esc puts the check away");
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
             "e                 export the sessions listed (a signed bundle)",
             "t                 a session's timeline or transcript",
             "s / u / k         seal / unseal / rotate keys (System)",
+            "c                 check policy files (Policies)",
             "q                 quit",
             "",
             "Any key closes this help.",
@@ -212,6 +213,9 @@ fn footer(f: &mut Frame<'_>, r: Rect, c: &Console) {
                 }
                 (Some(Screen::Audit), _, _) => {
                     "/ filter  v verify  r refresh  Tab screens  ? help  q quit"
+                }
+                (Some(Screen::Policies), _, _) => {
+                    "c check policy files  r refresh  Tab screens  ? help  q quit"
                 }
                 (Some(Screen::System), _, _) => {
                     "s seal  u unseal  k rotate keys  Tab screens  ? help  q quit"
@@ -643,6 +647,66 @@ fn audit_title(c: &Console) -> String {
 }
 
 fn policies(f: &mut Frame<'_>, r: Rect, c: &Console) {
+    // The check's lines as wrapped in the box, plus its borders.
+    let inner = usize::from(r.width.saturating_sub(2)).max(1);
+    let check_h = c.policy_check.as_ref().map_or(0, |(_, l)| {
+        let rows: usize = l
+            .iter()
+            .map(|x| x.chars().count().div_ceil(inner).max(1))
+            .sum();
+        (rows as u16 + 2).min(r.height / 3)
+    });
+    let active_h = (c.policies.len() as u16 + 3).min(r.height / 3);
+    let [active_r, r, check_r] = Layout::vertical([
+        Constraint::Length(active_h),
+        Constraint::Min(0),
+        Constraint::Length(check_h),
+    ])
+    .areas(r);
+    let rows = c.policies.iter().map(|p| {
+        Row::new(vec![
+            p.name.clone(),
+            format!("{} days", p.retain_days),
+            p.action.clone(),
+            p.mode.clone(),
+            p.selects.clone(),
+        ])
+    });
+    let t = Table::new(
+        rows,
+        [
+            Constraint::Min(20),
+            Constraint::Length(10),
+            Constraint::Length(7),
+            Constraint::Length(11),
+            Constraint::Min(20),
+        ],
+    )
+    .header(Row::new(vec!["Policy", "Keeps", "Then", "Mode", "Selects"]).style(heading()))
+    .block(block(&format!("Active policies ({})", c.policies.len())));
+    f.render_widget(t, active_r);
+    if let Some((valid, lines)) = &c.policy_check {
+        let style = if *valid {
+            Style::new().fg(Color::Green)
+        } else {
+            Style::new().fg(Color::Yellow)
+        };
+        let lines: Vec<Line> = lines
+            .iter()
+            .map(|l| Line::from(Span::styled(l.clone(), style)))
+            .collect();
+        let title = if *valid {
+            "Policy check: valid (Esc closes)"
+        } else {
+            "Policy check: errors (Esc closes)"
+        };
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(block(title)),
+            check_r,
+        );
+    }
     let rows = c.plan.iter().map(|p| {
         let mut cells = vec![p.policy.clone()];
         cells.extend(p.due.iter().map(|d| d.to_string()));

@@ -1703,7 +1703,6 @@ impl Tx<'_> {
         Ok(rows)
     }
 
-    /// Every object that is not shredded, with its session's facts.
     /// Every object retention governs (or one session's, given its id), with its session's details.
     pub fn retention_rows(&self, session: Option<&str>) -> Result<Vec<RetentionRow>> {
         let mut stmt = self.0.prepare(

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/holds", get(list_holds).post(place_hold))
         .route("/api/v1/holds/{id}/release", post(release_hold))
         .route("/api/v1/retention/plan", get(plan))
+        .route("/api/v1/policies", get(list_policies))
         .route("/api/v1/sessions/{id}/access", get(access_history))
         .route("/api/v1/exports", post(create_export))
         .route("/api/v1/exports/jobs", post(start_export_job))
@@ -149,6 +150,20 @@ async fn plan(
     Ok(Json(
         json!({ "at": crate::model::format_rfc3339(at), "due": due, "objects": rows }),
     ))
+}
+
+/// The installed retention policies (`custos policy install` puts them there).
+async fn list_policies(
+    State(app): State<Arc<App>>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Permission::ReadCompliance)?;
+    let bodies = app.db(|s| s.read(|tx| tx.policies())).await?;
+    let policies = bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).map_err(ApiError::internal))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "policies": policies })))
 }
 
 /// Who read this session's content, and who tried: its access history from the audit log.

@@ -205,8 +205,18 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     assert!(screen.contains("chat from alice"), "{screen}");
     assert!(screen.contains("session ended"), "{screen}");
 
+    // Policies: none installed; a directory of policy files is checked before installing.
+    t.keys(&["Escape", "3"]);
+    t.wait_for("Active policies (0)");
+    t.keys(&["c"]);
+    t.wait_for("Check policy files");
+    t.keys(&["Enter"]);
+    let screen = t.wait_for("Policy check: errors");
+    assert!(screen.contains("cannot read the directory"), "{screen}");
+    t.keys(&["Escape"]);
+
     // Holds: place one on the session.
-    t.keys(&["Escape", "4"]);
+    t.keys(&["4"]);
     t.wait_for("Legal holds in force (0)");
     t.keys(&["n"]);
     t.wait_for("Place a legal hold");

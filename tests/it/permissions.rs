@@ -351,6 +351,12 @@ fn every_endpoint_for_every_role() {
             Permission::ReadAnySession,
         ),
         (
+            Method::GET,
+            "/api/v1/policies".into(),
+            None,
+            Permission::ReadCompliance,
+        ),
+        (
             Method::POST,
             "/api/v1/system/rotate".into(),
             None,

@@ -371,6 +371,34 @@ fn new_sessions_matching_an_open_hold_are_held_from_the_start() {
     let v = s.post("/api/v1/requests", None, json!({ "portal": "support", "name": "Dana", "email": "dana@example.org", "question": "q" })).json().unwrap();
     let id = v["request_id"].as_str().unwrap().to_string();
     let ctok = v["customer_token"].as_str().unwrap().to_string();
+    // The installed policy, and this session's retention: held from the start.
+    let officer = s.login("officer1", PW).0;
+    let installed = s.get("/api/v1/policies", Some(&officer)).json().unwrap();
+    assert_eq!(
+        installed["policies"][0]["name"], "thirty-days",
+        "{installed}"
+    );
+    assert_eq!(installed["policies"][0]["retain_days"], 30);
+    let plan = s
+        .get(
+            &format!("/api/v1/retention/plan?session={id}"),
+            Some(&officer),
+        )
+        .json()
+        .unwrap();
+    let objects = plan["objects"].as_array().unwrap();
+    assert!(!objects.is_empty(), "{plan}");
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["session"] == id.as_str() && o["holds"] == serde_json::json!([1])),
+        "{plan}"
+    );
+    assert_eq!(
+        s.get("/api/v1/retention/plan?session=x%27", Some(&officer))
+            .status,
+        400
+    );
     let mut s = s;
     drop(ctok);
     s.stop();
