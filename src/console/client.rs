@@ -784,6 +784,37 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                 .map_err(local)?;
             Outcome::Done("the appliance is unsealed".into())
         }
+        Command::CreateUser { name, role } => {
+            let v = c
+                .go(
+                    Method::POST,
+                    "/api/v1/users",
+                    Some(json!({ "name": name, "role": role })),
+                )
+                .await?;
+            Outcome::Done(format!(
+                "user {name} ({role}) created; one-time password {} (shown once; changed at first sign-in)",
+                s(&v["one_time_password"])
+            ))
+        }
+        Command::DisableUser { name } => {
+            c.go(
+                Method::POST,
+                &format!("/api/v1/users/{}/disable", enc(&name)),
+                Some(json!({})),
+            )
+            .await?;
+            Outcome::Done(format!("user {name} disabled"))
+        }
+        Command::RevokeToken { id } => {
+            c.go(
+                Method::DELETE,
+                &format!("/api/v1/tokens/{}", enc(&id)),
+                None,
+            )
+            .await?;
+            Outcome::Done(format!("token {id} revoked"))
+        }
         Command::RotateKeys => {
             let v = c
                 .go(Method::POST, "/api/v1/system/rotate", Some(json!({})))

@@ -270,6 +270,16 @@ pub enum Command {
         passphrase: String,
     },
     RotateKeys,
+    CreateUser {
+        name: String,
+        role: String,
+    },
+    DisableUser {
+        name: String,
+    },
+    RevokeToken {
+        id: String,
+    },
     /// Asks how far the export is, and saves the bundle to `path` once it is ready.
     PollExport {
         id: u64,
@@ -390,6 +400,9 @@ pub enum FormKind {
     Export { sessions: Vec<String> },
     AuditFilter,
     CheckPolicies,
+    NewUser,
+    DisableUser { name: String },
+    RevokeToken { id: String },
     Seal,
     Unseal,
     Rotate,
@@ -423,6 +436,8 @@ pub struct Console {
     pub policy_check: Option<(bool, Vec<String>)>,
     pub users: Vec<UserLine>,
     pub tokens: Vec<TokenLine>,
+    /// The selected row of the users screen: users first, then tokens.
+    pub users_sel: usize,
     pub verify: Option<Verification>,
     pub export: Option<ExportProgress>,
     /// Why this officer searches transcripts (asked once, sent with each search).
@@ -570,7 +585,48 @@ impl Console {
             _ => {}
         };
         match screen {
-            Screen::Dashboard | Screen::Users => vec![],
+            Screen::Dashboard => vec![],
+            Screen::Users => {
+                let n = self.users.len();
+                match k.code {
+                    KeyCode::Char('n') => {
+                        self.form = form(
+                            "New user: a one-time password is shown once, changed at first sign-in",
+                            FormKind::NewUser,
+                            &[
+                                ("Name", false),
+                                ("Role (admin, agent, compliance, auditor)", false),
+                            ],
+                        );
+                    }
+                    KeyCode::Char('d') => {
+                        if let Some(u) = self.users.get(self.users_sel).filter(|u| !u.disabled) {
+                            let name = u.name.clone();
+                            self.form = form(
+                                &format!("Disable {name}: their sign-ins and tokens stop working"),
+                                FormKind::DisableUser { name },
+                                &[("Type the name to confirm", false)],
+                            );
+                        }
+                    }
+                    KeyCode::Char('x') => {
+                        if let Some(t) = self
+                            .users_sel
+                            .checked_sub(n)
+                            .and_then(|i| self.tokens.get(i))
+                        {
+                            let id = t.id.clone();
+                            self.form = form(
+                                &format!("Revoke token {id} ({})", t.name),
+                                FormKind::RevokeToken { id },
+                                &[("Type yes to revoke", false)],
+                            );
+                        }
+                    }
+                    code => move_sel(&mut self.users_sel, n + self.tokens.len(), code),
+                }
+                vec![]
+            }
             Screen::Policies => match k.code {
                 KeyCode::Char('c') => {
                     self.form = form(
@@ -820,6 +876,20 @@ impl Console {
                         self.audit_sel = usize::MAX;
                         return self.load(Screen::Audit);
                     }
+                    FormKind::NewUser => Command::CreateUser {
+                        name: values[0].clone(),
+                        role: values[1].to_lowercase(),
+                    },
+                    FormKind::DisableUser { name } if values[0] == name => {
+                        Command::DisableUser { name }
+                    }
+                    FormKind::RevokeToken { id } if values[0].eq_ignore_ascii_case("yes") => {
+                        Command::RevokeToken { id }
+                    }
+                    FormKind::DisableUser { .. } | FormKind::RevokeToken { .. } => {
+                        self.status = Some(("not confirmed; nothing changed".into(), false));
+                        return vec![];
+                    }
                     FormKind::CheckPolicies => Command::CheckPolicies {
                         dir: values[0].clone(),
                     },
@@ -883,7 +953,7 @@ impl Console {
                 if self.user.is_none() {
                     self.form = Console::new().form;
                 }
-                if let Some(s @ (Screen::Holds | Screen::System)) = self.screen {
+                if let Some(s @ (Screen::Holds | Screen::System | Screen::Users)) = self.screen {
                     return self.load(s);
                 }
             }
@@ -904,6 +974,9 @@ impl Console {
             }
             Outcome::PolicyCheck { valid, lines } => self.policy_check = Some((valid, lines)),
             Outcome::Users { users, tokens } => {
+                self.users_sel = self
+                    .users_sel
+                    .min((users.len() + tokens.len()).saturating_sub(1));
                 self.users = users;
                 self.tokens = tokens;
             }
@@ -1411,6 +1484,65 @@ mod tests {
         assert!(c.policy_check.is_some());
         c.on_key(key(KeyCode::Esc));
         assert!(c.policy_check.is_none(), "Esc puts the check away");
+    }
+
+    #[test]
+    fn users_are_created_and_disabled_and_tokens_revoked_with_confirmation() {
+        let mut c = logged_in("admin");
+        c.on_key(key(KeyCode::Char('6')));
+        c.on_outcome(Outcome::Users {
+            users: vec![
+                UserLine {
+                    name: "ann".into(),
+                    ..Default::default()
+                },
+                UserLine {
+                    name: "bob".into(),
+                    ..Default::default()
+                },
+            ],
+            tokens: vec![TokenLine {
+                id: "t1".into(),
+                ..Default::default()
+            }],
+        });
+        c.on_key(key(KeyCode::Char('n')));
+        type_text(&mut c, "carl");
+        c.on_key(key(KeyCode::Enter));
+        type_text(&mut c, "Agent");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::CreateUser {
+                name: "carl".into(),
+                role: "agent".into()
+            }]
+        );
+        assert_eq!(
+            c.on_outcome(Outcome::Done("user carl created".into())),
+            [Command::LoadUsers]
+        );
+        c.on_key(key(KeyCode::Down));
+        c.on_key(key(KeyCode::Char('x')));
+        assert!(c.form.is_none(), "x revokes tokens, not users");
+        c.on_key(key(KeyCode::Char('d')));
+        type_text(&mut c, "bobby");
+        assert!(
+            c.on_key(key(KeyCode::Enter)).is_empty(),
+            "the name must match"
+        );
+        c.on_key(key(KeyCode::Char('d')));
+        type_text(&mut c, "bob");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::DisableUser { name: "bob".into() }]
+        );
+        c.on_key(key(KeyCode::End));
+        c.on_key(key(KeyCode::Char('x')));
+        type_text(&mut c, "yes");
+        assert_eq!(
+            c.on_key(key(KeyCode::Enter)),
+            [Command::RevokeToken { id: "t1".into() }]
+        );
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub fn draw(f: &mut Frame<'_>, c: &Console) {
             "/                 search, filter           r      refresh",
             "PgDn / PgUp       next / previous page     Esc    back, cancel",
             "n / x             place / release a hold   v      verify the audit log",
+            "n / d / x         new user / disable user / revoke token (Users)",
             "e                 export the sessions listed (a signed bundle)",
             "t                 a session's timeline or transcript",
             "s / u / k         seal / unseal / rotate keys (System)",
@@ -213,6 +214,9 @@ fn footer(f: &mut Frame<'_>, r: Rect, c: &Console) {
                 }
                 (Some(Screen::Audit), _, _) => {
                     "/ filter  v verify  r refresh  Tab screens  ? help  q quit"
+                }
+                (Some(Screen::Users), _, _) => {
+                    "n new user  d disable user  x revoke token  Tab screens  ? help  q quit"
                 }
                 (Some(Screen::Policies), _, _) => {
                     "c check policy files  r refresh  Tab screens  ? help  q quit"
@@ -741,8 +745,10 @@ fn policies(f: &mut Frame<'_>, r: Rect, c: &Console) {
 fn users(f: &mut Frame<'_>, r: Rect, c: &Console) {
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(r);
-    let rows = c.users.iter().map(|u| {
-        let style = if u.disabled {
+    let rows = c.users.iter().enumerate().map(|(i, u)| {
+        let style = if i == c.users_sel {
+            selected()
+        } else if u.disabled {
             Style::new().add_modifier(Modifier::DIM)
         } else {
             Style::new()
@@ -771,7 +777,12 @@ fn users(f: &mut Frame<'_>, r: Rect, c: &Console) {
     .header(Row::new(vec!["User", "Role", "State", "Created"]).style(heading()))
     .block(block(&format!("Users ({})", c.users.len())));
     f.render_widget(t, top);
-    let rows = c.tokens.iter().map(|t| {
+    let rows = c.tokens.iter().enumerate().map(|(i, t)| {
+        let style = if i + c.users.len() == c.users_sel {
+            selected()
+        } else {
+            Style::new()
+        };
         Row::new(vec![
             t.id.clone(),
             t.user.clone(),
@@ -779,6 +790,7 @@ fn users(f: &mut Frame<'_>, r: Rect, c: &Console) {
             t.scopes.clone(),
             t.expires_at.get(..10).unwrap_or(&t.expires_at).to_string(),
         ])
+        .style(style)
     });
     let t = Table::new(
         rows,

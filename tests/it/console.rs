@@ -541,6 +541,32 @@ fn an_admin_rotates_seals_and_unseals_from_the_console() {
     let t = start_console(&dir, work.path(), "admin");
     sign_in(&t);
     t.wait_for("admin (admin)");
+    // Users: create one (its one-time password shown once), then disable it.
+    t.keys(&["6"]);
+    t.wait_for("Users (1)");
+    t.keys(&["n"]);
+    t.wait_for("New user");
+    t.text("carl");
+    t.keys(&["Enter"]);
+    t.text("agent");
+    t.keys(&["Enter"]);
+    t.wait_for("user carl (agent) created; one-time password");
+    t.wait_for("Users (2)");
+    t.keys(&["Down", "d"]);
+    t.wait_for("Disable carl");
+    t.text("carl");
+    t.keys(&["Enter"]);
+    t.wait_for("user carl disabled");
+    let users = s.get("/api/v1/users", Some(&admin)).json().unwrap();
+    let carl = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "carl")
+        .unwrap()
+        .clone();
+    assert_eq!(carl["disabled"], true, "{users}");
+
     t.keys(&["7"]);
     t.wait_for("key-encryption epoch 1");
     t.keys(&["k"]);
