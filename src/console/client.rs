@@ -116,6 +116,13 @@ fn system_info(v: &Value) -> SystemInfo {
             surveys: n(&today["surveys"]),
             survey_average: today["survey_average"].as_f64(),
         },
+        services: v["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|x| (s(&x["name"]), s(&x["state"]), s(&x["detail"])))
+            .collect(),
     }
 }
 

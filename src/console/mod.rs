@@ -149,6 +149,30 @@ mod tests {
                     surveys: 17,
                     survey_average: Some(4.35),
                 },
+                services: [
+                    ("https", "running", "listening on 0.0.0.0:8443"),
+                    (
+                        "checkpoints",
+                        "running",
+                        "every 5 s while the log grows; latest at size 1280",
+                    ),
+                    (
+                        "retention sweep",
+                        "running",
+                        "hourly; last 2026-11-28 10:00: 12 shredded, 3 held",
+                    ),
+                    ("webhooks", "running", "1 endpoints; 0 pending, 0 given up"),
+                    ("e-mail", "off", "no [smtp] server configured"),
+                    (
+                        "syslog siem",
+                        "running",
+                        "to 10.0.0.5:6514; 0 audit entries to forward",
+                    ),
+                    ("knowledge base", "off", "API articles only"),
+                ]
+                .iter()
+                .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+                .collect(),
             }),
             alerts: vec![
                 Alert {

@@ -99,6 +99,8 @@ pub struct SystemInfo {
     /// The data disk: (total, free) bytes.
     pub disk: Option<(u64, u64)>,
     pub today: Today,
+    /// What runs in the background: (name, state, a line on it).
+    pub services: Vec<(String, String, String)>,
 }
 
 /// An alert raised by the appliance (from the audit log).

@@ -815,47 +815,23 @@ fn system(f: &mut Frame<'_>, r: Rect, c: &Console) {
         ])
     };
     let lines = match &c.system {
-        Some(s) => vec![
-            row(
-                "State",
-                if s.sealed {
-                    "SEALED: only unseal answers (u unseals)".into()
-                } else {
-                    "unsealed, serving (s seals)".into()
-                },
-            ),
-            row("Unseal mode", s.unseal_mode.clone()),
-            row(
-                "Keys",
-                format!("key-encryption epoch {} (k rotates)", s.kek_epoch),
-            ),
-            row("Appliance", s.appliance_id.clone()),
-            row("Version", s.version.clone()),
-            row("Audit log", format!("{} entries", s.audit_entries)),
-            row(
-                "Checkpoint",
-                s.checkpoint_size.map_or("none yet".to_string(), |n| {
-                    format!("size {n} at {}", s.checkpoint_at.replace('T', " "))
-                }),
-            ),
-            row("Signing key", s.checkpoint_key.clone()),
-            row("TLS SHA-256", s.fingerprint.clone()),
-            row(
-                "Storage",
-                format!(
-                    "archive {} in {} objects, database {}",
-                    bytes(s.archive_bytes),
-                    s.archive_objects,
-                    bytes(s.database_bytes)
-                ),
-            ),
-            row(
-                "Disk",
-                s.disk.map_or("unknown".into(), |(total, free)| {
-                    format!("{} free of {}", bytes(free), bytes(total))
-                }),
-            ),
-        ],
+        Some(s) => {
+            let mut lines = system_lines(s, &row);
+            lines.push(Line::from(Span::styled("Services", heading())));
+            for (name, state, detail) in &s.services {
+                let style = match state.as_str() {
+                    "running" => Style::new().fg(Color::Green),
+                    "off" => Style::new().add_modifier(Modifier::DIM),
+                    _ => Style::new().fg(Color::Yellow),
+                };
+                lines.push(Line::from(vec![
+                    Span::raw(format!(" {name:<16}")),
+                    Span::styled(format!("{state:<8}"), style),
+                    Span::raw(detail.clone()),
+                ]));
+            }
+            lines
+        }
         None => vec![Line::raw(
             "The appliance's status needs the admin or compliance role.",
         )],
@@ -866,4 +842,52 @@ fn system(f: &mut Frame<'_>, r: Rect, c: &Console) {
             .block(block("System")),
         r,
     );
+}
+
+/// The system screen's facts, one labelled line each.
+fn system_lines<'a>(
+    s: &super::state::SystemInfo,
+    row: &dyn Fn(&str, String) -> Line<'a>,
+) -> Vec<Line<'a>> {
+    vec![
+        row(
+            "State",
+            if s.sealed {
+                "SEALED: only unseal answers (u unseals)".into()
+            } else {
+                "unsealed, serving (s seals)".into()
+            },
+        ),
+        row("Unseal mode", s.unseal_mode.clone()),
+        row(
+            "Keys",
+            format!("key-encryption epoch {} (k rotates)", s.kek_epoch),
+        ),
+        row("Appliance", s.appliance_id.clone()),
+        row("Version", s.version.clone()),
+        row("Audit log", format!("{} entries", s.audit_entries)),
+        row(
+            "Checkpoint",
+            s.checkpoint_size.map_or("none yet".to_string(), |n| {
+                format!("size {n} at {}", s.checkpoint_at.replace('T', " "))
+            }),
+        ),
+        row("Signing key", s.checkpoint_key.clone()),
+        row("TLS SHA-256", s.fingerprint.clone()),
+        row(
+            "Storage",
+            format!(
+                "archive {} in {} objects, database {}",
+                bytes(s.archive_bytes),
+                s.archive_objects,
+                bytes(s.database_bytes)
+            ),
+        ),
+        row(
+            "Disk",
+            s.disk.map_or("unknown".into(), |(total, free)| {
+                format!("{} free of {}", bytes(free), bytes(total))
+            }),
+        ),
+    ]
 }

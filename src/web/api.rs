@@ -817,19 +817,41 @@ async fn system_status(
         .to_string()
         + "T00:00:00";
     let since = midnight.clone();
-    let (size, epoch, counts, today, vkey) = app
+    let sinks: Vec<String> = app
+        .config
+        .integrations
+        .syslog
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let (size, epoch, counts, today, vkey, work) = app
         .db(move |s| {
             s.read(|tx| {
+                let sweep = tx
+                    .audit_tail_where(1, Some("retention.sweep"), None, None)?
+                    .first()
+                    .and_then(|r| audit::decode(r).ok());
+                let cursors = sinks
+                    .iter()
+                    .map(|n| Ok((n.clone(), tx.forward_cursor(n)?.0)))
+                    .collect::<crate::store::Result<Vec<_>>>()?;
                 Ok((
                     tx.audit_size()?,
                     tx.kek_current()?,
                     tx.counts()?,
                     tx.day_counts(&since)?,
                     tx.meta_get("checkpoint_vkey")?,
+                    Background {
+                        sweep,
+                        webhooks: tx.webhooks(false)?.len(),
+                        deliveries: tx.delivery_counts()?,
+                        cursors,
+                    },
                 ))
             })
         })
         .await?;
+    let services = services(&app, size, &counts, work);
     let mode = app
         .dir
         .master_files()
@@ -875,7 +897,113 @@ async fn system_status(
             "disk": disk,
         },
         "today": { "since": format!("{midnight}Z"), "sessions": today },
+        "services": services,
     })))
+}
+
+/// What the database says about the background services.
+struct Background {
+    /// The latest retention sweep's audit entry.
+    sweep: Option<audit::Entry>,
+    webhooks: usize,
+    /// Outbox rows by state.
+    deliveries: Vec<(String, u64)>,
+    /// Each syslog sink's next audit seq to forward.
+    cursors: Vec<(String, u64)>,
+}
+
+/// What the appliance runs besides answering requests, each with its state and a line on it.
+fn services(
+    app: &App,
+    audit_size: u64,
+    counts: &crate::store::StoreCounts,
+    Background {
+        sweep,
+        webhooks,
+        deliveries,
+        cursors,
+    }: Background,
+) -> Vec<Value> {
+    let sealed = app.is_sealed();
+    let running = if sealed { "stopped" } else { "running" };
+    let service = |name: &str, state: &str, detail: String| json!({ "name": name, "state": state, "detail": detail });
+    let in_state = |s: &str| {
+        deliveries
+            .iter()
+            .find(|(st, _)| st == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    let i = &app.config.integrations;
+    let mut out = vec![
+        service(
+            "https",
+            "running",
+            format!("listening on {}", app.config.listen),
+        ),
+        service(
+            "checkpoints",
+            running,
+            counts.checkpoint.as_ref().map_or(
+                "every 5 s while the log grows; none written yet".into(),
+                |(size, at)| {
+                    format!(
+                        "every 5 s while the log grows; latest at size {size}, {}",
+                        at.get(..19).unwrap_or(at).replace('T', " ")
+                    )
+                },
+            ),
+        ),
+        service(
+            "retention sweep",
+            running,
+            sweep.map_or("hourly; not run yet".into(), |e| {
+                format!(
+                    "hourly; last {}: {} shredded, {} held",
+                    e.time.get(..16).unwrap_or(&e.time).replace('T', " "),
+                    e.details["shredded"],
+                    e.details["held"]
+                )
+            }),
+        ),
+        service(
+            "webhooks",
+            if webhooks == 0 { "off" } else { running },
+            format!(
+                "{webhooks} endpoints; {} pending, {} given up",
+                in_state("pending"),
+                in_state("failed")
+            ),
+        ),
+        match &i.smtp {
+            Some(m) => service(
+                "e-mail",
+                running,
+                format!("alerts to {} via {}", i.alerts.email_to.len(), m.server),
+            ),
+            None => service("e-mail", "off", "no [smtp] server configured".into()),
+        },
+    ];
+    for (name, next) in cursors {
+        let sink = i.syslog.iter().find(|s| s.name == name);
+        out.push(service(
+            &format!("syslog {name}"),
+            running,
+            format!(
+                "to {}; {} audit entries to forward",
+                sink.map_or("", |s| s.address.as_str()),
+                audit_size.saturating_sub(next)
+            ),
+        ));
+    }
+    out.push(match &i.knowledge_dir {
+        Some(d) => service(
+            "knowledge base",
+            "running",
+            format!("articles from {}", d.display()),
+        ),
+        None => service("knowledge base", "off", "API articles only".into()),
+    });
+    out
 }
 
 /// Starts a new key-encryption-key epoch and re-wraps every data key under it (admins; one

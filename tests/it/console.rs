@@ -671,6 +671,18 @@ fn the_status_counts_today_measures_storage_and_the_audit_tail_filters() {
         "{v}"
     );
 
+    let services = v["services"].as_array().unwrap();
+    let state = |name: &str| {
+        services
+            .iter()
+            .find(|x| x["name"] == name)
+            .map(|x| x["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state("https").as_deref(), Some("running"), "{v}");
+    assert_eq!(state("checkpoints").as_deref(), Some("running"), "{v}");
+    assert_eq!(state("webhooks").as_deref(), Some("off"), "no webhook: {v}");
+    assert_eq!(state("e-mail").as_deref(), Some("off"), "{v}");
+
     // The audit tail, filtered by action prefix, actor and target.
     let entries = |q: &str| -> Vec<serde_json::Value> {
         let r = s.get(&format!("/api/v1/audit/entries?{q}"), Some(&admin));
