@@ -135,6 +135,31 @@ pub enum Cmd {
         #[arg(long)]
         fingerprint: Option<String>,
     },
+    /// Keeps a database of your own current with the session records (docs/database-schema.md),
+    /// through the Sessions API with an API token (scope read_any_session).
+    Sync {
+        /// The target: sqlite:PATH.
+        #[arg(long)]
+        to: String,
+        /// A file holding the API token (or set CUSTOS_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// An appliance elsewhere, host:port (with --fingerprint); default: this data directory's.
+        #[arg(long, requires = "fingerprint")]
+        server: Option<String>,
+        /// The SHA-256 fingerprint of its TLS certificate.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Only sessions requested at or after (a date or RFC 3339 time).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions requested at or before.
+        #[arg(long)]
+        until: Option<String>,
+        /// Keep going: changes reach the database within a second.
+        #[arg(long, conflicts_with_all = ["since", "until"])]
+        follow: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -403,28 +428,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             server,
             fingerprint,
         } => {
-            let ep = match (server, fingerprint) {
-                (Some(addr), Some(fp)) => {
-                    let fp = crate::tls::parse_fingerprint(&fp)
-                        .context("--fingerprint is not a SHA-256 fingerprint (64 hex digits, colons allowed)")?;
-                    Endpoint::Https {
-                        addr,
-                        tls: crate::tls::pinned_client_config(fp)?,
-                    }
-                }
-                _ => {
-                    let sock = dir.socket_path();
-                    anyhow::ensure!(
-                        sock.exists(),
-                        "no appliance is running on {} (start `custos serve`, or give --server)",
-                        dir.root().display()
-                    );
-                    Endpoint::Unix(sock)
-                }
-            };
-            crate::console::run(ep)?;
+            crate::console::run(endpoint(&dir, server, fingerprint)?)?;
             Ok(0)
         }
+        Cmd::Sync {
+            to,
+            token_file,
+            server,
+            fingerprint,
+            since,
+            until,
+            follow,
+        } => sync_cmd(
+            endpoint(&dir, server, fingerprint)?,
+            token_file.as_deref(),
+            &to,
+            crate::sync::Options {
+                since,
+                until,
+                follow,
+                max_pages: None,
+            },
+        ),
     }
 }
 
@@ -1227,6 +1252,62 @@ fn archive_verify(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> 
         json!({ "objects": checks.len(), "problems": bad.len() }),
     )?;
     Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+/// The running appliance: elsewhere over pinned HTTPS, or this data directory's Unix socket.
+fn endpoint(
+    dir: &DataDir,
+    server: Option<String>,
+    fingerprint: Option<String>,
+) -> Result<Endpoint> {
+    Ok(match (server, fingerprint) {
+        (Some(addr), Some(fp)) => {
+            let fp = crate::tls::parse_fingerprint(&fp).context(
+                "--fingerprint is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+            )?;
+            Endpoint::Https {
+                addr,
+                tls: crate::tls::pinned_client_config(fp)?,
+            }
+        }
+        _ => {
+            let sock = dir.socket_path();
+            anyhow::ensure!(
+                sock.exists(),
+                "no appliance is running on {} (start `custos serve`, or give --server)",
+                dir.root().display()
+            );
+            Endpoint::Unix(sock)
+        }
+    })
+}
+
+fn sync_cmd(
+    ep: Endpoint,
+    token_file: Option<&Path>,
+    to: &str,
+    opts: crate::sync::Options,
+) -> Result<i32> {
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("CUSTOS_TOKEN")
+            .context("give --token-file FILE or set CUSTOS_TOKEN to an API token")?,
+    };
+    let mut target = crate::sync::open(to)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(crate::sync::run(&ep, &token, target.as_mut(), &opts, |r| {
+        eprintln!("synced {} sessions in {} pages", r.sessions, r.pages)
+    }))?;
+    println!(
+        "up to date: {} sessions written in {} pages",
+        report.sessions, report.pages
+    );
+    Ok(0)
 }
 
 fn key_rotate(dir: &DataDir, passphrase_file: Option<&Path>) -> Result<i32> {

@@ -13,6 +13,7 @@
 //! - `integrations`: webhooks and e-mail through a durable outbox, alerts, syslog forwarding to a
 //!   SIEM, and the knowledge base.
 //! - `client`: a small HTTPS / Unix-socket client for the CLI, the console and tests.
+//! - `sync`: `custos sync`, the Sessions API into a customer's own database.
 //! - `auth`: passwords, tokens, login throttling.
 //! - `archive`: encrypted objects on disk (`archive::stream` is the pure chunk codec).
 //! - `audit`: the Merkle-tree audit log, signed checkpoints (`audit::note`) and proofs
@@ -44,5 +45,6 @@ pub mod redact;
 pub mod retention;
 pub mod session;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod web;

@@ -79,10 +79,14 @@ impl Call<'_> {
     }
 }
 
-/// The name and key hash of a note verifier key (`name+hash+key`): what identifies the key.
+/// The name and key hash of a note verifier key (`name+hash+key`, the key in base64, which may
+/// hold `+` itself): what identifies the key.
 fn key_id(vkey: &str) -> String {
-    vkey.rsplit_once('+')
-        .map_or(vkey.to_string(), |(id, _)| id.to_string())
+    let mut parts = vkey.splitn(3, '+');
+    match (parts.next(), parts.next()) {
+        (Some(name), Some(hash)) => format!("{name}+{hash}"),
+        _ => vkey.to_string(),
+    }
 }
 
 fn system_info(v: &Value) -> SystemInfo {
@@ -876,4 +880,16 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_is_named_by_its_name_and_hash_even_when_its_base64_holds_a_plus() {
+        assert_eq!(
+            super::key_id("custos/ab12+22baa958+ARMk+fRNujszuc2R7402"),
+            "custos/ab12+22baa958"
+        );
+        assert_eq!(super::key_id("nonsense"), "nonsense");
+    }
 }

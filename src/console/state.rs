@@ -875,7 +875,8 @@ impl Console {
                             return vec![];
                         }
                         self.audit_filter = values[0].clone();
-                        self.audit_sel = usize::MAX;
+                        // Past the end: the filtered tail opens at its newest entry.
+                        self.audit_sel = self.audit.len();
                         return self.load(Screen::Audit);
                     }
                     FormKind::NewUser => Command::CreateUser {

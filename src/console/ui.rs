@@ -604,7 +604,7 @@ fn audit(f: &mut Frame<'_>, r: Rect, c: &Console) {
         None => r,
     };
     let visible = r.height.saturating_sub(3) as usize;
-    let start = (c.audit_sel + 1).saturating_sub(visible);
+    let start = c.audit_sel.saturating_add(1).saturating_sub(visible);
     let rows = c.audit.iter().enumerate().skip(start).map(|(i, e)| {
         let style = if i == c.audit_sel {
             selected()

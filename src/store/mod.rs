@@ -306,6 +306,17 @@ CREATE INDEX sessions_requested ON sessions(requested_at);
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Counts write transactions committed by this process, so that a long poll (the sessions
+/// listing's `wait`) answers as soon as something changed.
+static COMMITS: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+
+/// Changes whenever a write transaction of this process commits.
+pub fn commits() -> tokio::sync::watch::Receiver<u64> {
+    COMMITS
+        .get_or_init(|| tokio::sync::watch::channel(0).0)
+        .subscribe()
+}
+
 /// One connection to the appliance database.
 pub struct Store {
     conn: Connection,
@@ -432,6 +443,9 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&Tx(&tx))?;
         tx.commit()?;
+        COMMITS
+            .get_or_init(|| tokio::sync::watch::channel(0).0)
+            .send_modify(|n| *n += 1);
         Ok(out)
     }
 

@@ -1397,6 +1397,9 @@ struct ListQuery {
     customer: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    /// With a cursor and nothing new after it: wait up to this many seconds (at most 30) for a
+    /// change before answering (a long poll: `custos sync --follow`).
+    wait: Option<u64>,
 }
 
 /// The cursor key: random, kept in the database, so that cursors survive restarts and cannot be
@@ -1477,9 +1480,29 @@ async fn list_sessions(
         q.since.clone(),
         q.until.clone(),
     )?;
-    let rows = app
-        .db(move |s| s.read(|tx| tx.sessions_changed(after, limit, &filter)))
-        .await?;
+    // Only a client that holds a cursor waits: the first page answers at once.
+    let wait = match &q.after {
+        Some(_) => Duration::from_secs(q.wait.unwrap_or(0).min(30)),
+        None => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut commits = crate::store::commits();
+    let mut stop = app.stop.subscribe();
+    let rows = loop {
+        commits.borrow_and_update();
+        let f = filter.clone();
+        let rows = app
+            .db(move |s| s.read(|tx| tx.sessions_changed(after, limit, &f)))
+            .await?;
+        if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+            break rows;
+        }
+        // Nothing yet: wait for the next commit to the database, the deadline or shutdown.
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, commits.changed()) => {}
+            _ = stop.wait_for(|s| *s) => break rows,
+        }
+    };
     let last = rows.last().map_or(after, |(seq, _)| *seq);
     let sessions: Vec<Value> = rows
         .iter()
@@ -1490,7 +1513,7 @@ async fn list_sessions(
         })
         .collect();
     Ok(Json(
-        json!({ "sessions": sessions, "next_cursor": encode_cursor(&key, last) }),
+        json!({ "appliance_id": app.appliance_id, "sessions": sessions, "next_cursor": encode_cursor(&key, last) }),
     ))
 }
 

@@ -18,6 +18,7 @@ mod openapi;
 mod permissions;
 mod retention;
 mod sessions;
+mod sync;
 mod util;
 mod webdriver;
 mod webhooks;

@@ -1,0 +1,529 @@
+//! `custos sync`: keeps a customer's own database current with the appliance's session records,
+//! in the documented schema (docs/database-schema.md).
+//!
+//! The source is always the Sessions API, over the appliance's Unix socket or pinned HTTPS with an
+//! API token, so a sync inside the appliance and one on another host behave alike and every read
+//! of content is authorized and audited like any other. Pages come in change order from the
+//! cursor; each page's rows and the cursor after it are committed in one transaction of the
+//! target, so a crash (even `kill -9`) loses nothing and duplicates nothing: the next run starts
+//! from the last committed cursor and upserts again what it had not committed.
+//!
+//! `--follow` keeps going: an empty page is asked again with `wait`, which the appliance answers
+//! as soon as anything changes (a long poll), so changes arrive within a second.
+
+pub mod sqlite;
+
+use serde_json::Value;
+
+use crate::client::Endpoint;
+
+/// The target schema version this build writes (docs/database-schema.md).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Sessions per page.
+const PAGE: u32 = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the appliance: {0}")]
+    Source(String),
+    #[error("the target database: {0}")]
+    Target(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A value bound into a target statement; nulls keep their type, which typed drivers need.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+/// A table of the target schema: its name, its columns (the key columns first) and their types.
+pub struct Table {
+    pub name: &'static str,
+    /// Columns that identify a row (the first is always `session_id`).
+    pub key: &'static [&'static str],
+    pub columns: &'static [(&'static str, Type)],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    Text,
+    Int,
+}
+
+use Type::{Int, Text};
+
+pub const SESSIONS: Table = Table {
+    name: "sessions",
+    key: &["session_id"],
+    columns: &[
+        ("session_id", Text),
+        ("status", Text),
+        ("via", Text),
+        ("portal", Text),
+        ("skill", Text),
+        ("agent", Text),
+        ("customer_name", Text),
+        ("customer_email", Text),
+        ("question", Text),
+        ("external_ref", Text),
+        ("requested_at", Text),
+        ("accepted_at", Text),
+        ("ended_at", Text),
+        ("wait_s", Int),
+        ("handle_s", Int),
+        ("survey_rating", Int),
+        ("survey_at", Text),
+        ("synced_at", Text),
+    ],
+};
+
+/// The tables holding a session's parts: rewritten whole with the session.
+pub const PARTS: [Table; 6] = [
+    Table {
+        name: "request_fields",
+        key: &["session_id", "name"],
+        columns: &[("session_id", Text), ("name", Text), ("value", Text)],
+    },
+    Table {
+        name: "participants",
+        key: &["session_id", "position"],
+        columns: &[
+            ("session_id", Text),
+            ("position", Int),
+            ("kind", Text),
+            ("name", Text),
+            ("joined_at", Text),
+            ("left_at", Text),
+        ],
+    },
+    Table {
+        name: "chat_messages",
+        key: &["session_id", "position"],
+        columns: &[
+            ("session_id", Text),
+            ("position", Int),
+            ("at", Text),
+            ("type", Text),
+            ("sender", Text),
+            ("sender_name", Text),
+            ("text", Text),
+            ("url", Text),
+        ],
+    },
+    Table {
+        name: "files",
+        key: &["session_id", "file_id"],
+        columns: &[
+            ("session_id", Text),
+            ("file_id", Text),
+            ("name", Text),
+            ("size", Int),
+            ("sha256", Text),
+            ("sender", Text),
+            ("sent_at", Text),
+        ],
+    },
+    Table {
+        name: "diagnostics",
+        key: &["session_id", "position"],
+        columns: &[
+            ("session_id", Text),
+            ("position", Int),
+            ("collected_at", Text),
+            ("os_name", Text),
+            ("os_version", Text),
+            ("kernel", Text),
+            ("hostname", Text),
+            ("document", Text),
+        ],
+    },
+    Table {
+        name: "recordings",
+        key: &["session_id", "object_id"],
+        columns: &[
+            ("session_id", Text),
+            ("object_id", Text),
+            ("class", Text),
+            ("state", Text),
+            ("created_at", Text),
+            ("closed_at", Text),
+            ("bytes", Int),
+            ("sha256", Text),
+        ],
+    },
+];
+
+/// One session as the target stores it: its row and its parts' rows, per table.
+#[derive(Debug, PartialEq)]
+pub struct SessionRows {
+    pub id: String,
+    pub session: Vec<Val>,
+    /// Rows of each of `PARTS`, in order.
+    pub parts: Vec<Vec<Vec<Val>>>,
+}
+
+fn text(v: &Value) -> Val {
+    Val::Text(match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    })
+}
+
+fn int(v: &Value) -> Val {
+    Val::Int(v.as_i64())
+}
+
+/// Maps a session's detail (`GET /api/v1/sessions/ID`) to its rows.
+pub fn rows(d: &Value, synced_at: &str) -> Result<SessionRows, SyncError> {
+    let id = d["session_id"]
+        .as_str()
+        .ok_or_else(|| SyncError::Source("a session detail without session_id".into()))?
+        .to_string();
+    let t = &d["timings"];
+    let session = vec![
+        text(&d["session_id"]),
+        text(&d["status"]),
+        text(&d["via"]),
+        text(&d["portal"]),
+        text(&d["skill"]),
+        text(&d["agent"]),
+        text(&d["request"]["name"]),
+        text(&d["request"]["email"]),
+        text(&d["request"]["question"]),
+        text(&d["ref"]),
+        text(&t["requested_at"]),
+        text(&t["accepted_at"]),
+        text(&t["ended_at"]),
+        int(&t["wait_s"]),
+        int(&t["handle_s"]),
+        int(&d["survey"]["rating"]),
+        text(&d["survey"]["at"]),
+        Val::Text(Some(synced_at.to_string())),
+    ];
+    let sid = || Val::Text(Some(id.clone()));
+    let pos = |i: usize| Val::Int(Some(i as i64));
+    let list = |k: &str| d[k].as_array().cloned().unwrap_or_default();
+    let fields = d["fields"]
+        .as_object()
+        .map(|f| {
+            f.iter()
+                .map(|(k, v)| vec![sid(), Val::Text(Some(k.clone())), text(v)])
+                .collect()
+        })
+        .unwrap_or_default();
+    let participants = list("participants")
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            vec![
+                sid(),
+                pos(i),
+                text(&p["kind"]),
+                text(&p["name"]),
+                text(&p["joined_at"]),
+                text(&p["left_at"]),
+            ]
+        })
+        .collect();
+    let chat = list("transcript")
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            // A message marked sensitive keeps its place but not its text.
+            let body = if m["sensitive"] == true {
+                Val::Text(None)
+            } else {
+                text(&m["text"])
+            };
+            vec![
+                sid(),
+                pos(i),
+                text(&m["at"]),
+                text(&m["type"]),
+                text(&m["from"]),
+                text(&m["name"]),
+                body,
+                text(&m["url"]),
+            ]
+        })
+        .collect();
+    let files = list("files")
+        .iter()
+        .map(|f| {
+            vec![
+                sid(),
+                text(&f["file_id"]),
+                text(&f["name"]),
+                int(&f["size"]),
+                text(&f["sha256"]),
+                text(&f["from"]),
+                text(&f["at"]),
+            ]
+        })
+        .collect();
+    let diagnostics = list("diagnostics")
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let os = &g["os"];
+            vec![
+                sid(),
+                pos(i),
+                text(&g["collected_at"]),
+                text(&os["name"]),
+                text(&os["version"]),
+                text(&os["kernel"]),
+                text(&os["hostname"]),
+                Val::Text(Some(g.to_string())),
+            ]
+        })
+        .collect();
+    let recordings = list("recordings")
+        .iter()
+        .map(|r| {
+            vec![
+                sid(),
+                text(&r["object"]),
+                text(&r["class"]),
+                text(&r["state"]),
+                text(&r["created_at"]),
+                text(&r["closed_at"]),
+                int(&r["bytes"]),
+                text(&r["sha256"]),
+            ]
+        })
+        .collect();
+    Ok(SessionRows {
+        id,
+        session,
+        parts: vec![fields, participants, chat, files, diagnostics, recordings],
+    })
+}
+
+/// Where the rows go.
+pub trait Target {
+    /// Creates the schema, or migrates it to `SCHEMA_VERSION`; refuses a newer one.
+    fn prepare(&mut self) -> Result<(), SyncError>;
+    /// The cursor of the last committed page of this appliance's stream.
+    fn cursor(&mut self, appliance: &str, stream: &str) -> Result<Option<String>, SyncError>;
+    /// Writes a page's sessions and the cursor after it, in one transaction.
+    fn apply(
+        &mut self,
+        appliance: &str,
+        stream: &str,
+        sessions: &[SessionRows],
+        cursor: &str,
+    ) -> Result<(), SyncError>;
+}
+
+/// Opens a target from its URL.
+pub fn open(url: &str) -> Result<Box<dyn Target>, SyncError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        return Ok(Box::new(sqlite::Sqlite::open(path)?));
+    }
+    Err(SyncError::Usage(format!(
+        "{url:?}: this build syncs into sqlite:PATH; postgres:// and mysql:// targets are not built yet"
+    )))
+}
+
+/// What to sync.
+pub struct Options {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub follow: bool,
+    /// Stop after this many pages (for tests and measured runs); none: until caught up.
+    pub max_pages: Option<u64>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub pages: u64,
+    pub sessions: u64,
+}
+
+/// Percent-encodes a query value.
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn get(ep: &Endpoint, token: &str, path: &str) -> Result<Value, SyncError> {
+    let r = ep
+        .request(hyper::Method::GET, path, Some(token), None)
+        .await
+        .map_err(|e| SyncError::Source(format!("cannot reach the appliance: {e}")))?;
+    if r.status >= 400 {
+        return Err(SyncError::Source(format!(
+            "GET {}: {} {}",
+            path.split('?').next().unwrap_or(path),
+            r.status,
+            r.error_message()
+        )));
+    }
+    r.json()
+        .map_err(|e| SyncError::Source(format!("GET {path}: {e}")))
+}
+
+/// Runs a sync: pages from the stored cursor until caught up (or forever with `follow`).
+pub async fn run(
+    ep: &Endpoint,
+    token: &str,
+    target: &mut dyn Target,
+    opts: &Options,
+    mut progress: impl FnMut(&Report),
+) -> Result<Report, SyncError> {
+    target.prepare()?;
+    let stream = match (&opts.since, &opts.until) {
+        (None, None) => "all".to_string(),
+        (s, u) => format!(
+            "range {} {}",
+            s.as_deref().unwrap_or("-"),
+            u.as_deref().unwrap_or("-")
+        ),
+    };
+    let mut filter = String::new();
+    if let Some(s) = &opts.since {
+        filter.push_str(&format!("&since={}", enc(s)));
+    }
+    if let Some(u) = &opts.until {
+        filter.push_str(&format!("&until={}", enc(u)));
+    }
+    let mut report = Report::default();
+    let mut appliance: Option<String> = None;
+    let mut cursor: Option<String> = None;
+    let mut idle = false;
+    loop {
+        if opts.max_pages.is_some_and(|m| report.pages >= m) {
+            break;
+        }
+        let mut path = format!("/api/v1/sessions?limit={PAGE}{filter}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&after={}", enc(c)));
+        }
+        if idle {
+            path.push_str("&wait=25");
+        }
+        let page = get(ep, token, &path).await?;
+        let id = page["appliance_id"]
+            .as_str()
+            .ok_or_else(|| SyncError::Source("the sessions page names no appliance".into()))?
+            .to_string();
+        if appliance.is_none() {
+            // The first answer names the appliance; continue from where its stream stands.
+            cursor = target.cursor(&id, &stream)?;
+            appliance = Some(id);
+            if cursor.is_some() {
+                continue;
+            }
+        } else if appliance.as_deref() != Some(id.as_str()) {
+            return Err(SyncError::Source(format!(
+                "the appliance changed from {} to {id} during the sync",
+                appliance.as_deref().unwrap_or("")
+            )));
+        }
+        let sessions = page["sessions"].as_array().cloned().unwrap_or_default();
+        let next = page["next_cursor"]
+            .as_str()
+            .ok_or_else(|| SyncError::Source("the sessions page has no next_cursor".into()))?
+            .to_string();
+        if sessions.is_empty() {
+            if !opts.follow {
+                break;
+            }
+            idle = true;
+            continue;
+        }
+        idle = false;
+        let now = crate::model::now_rfc3339();
+        let mut rows_out = Vec::with_capacity(sessions.len());
+        for s in &sessions {
+            let sid = s["session_id"]
+                .as_str()
+                .ok_or_else(|| SyncError::Source("a session without session_id".into()))?;
+            let d = get(
+                ep,
+                token,
+                &format!("/api/v1/sessions/{}?reason=database%20sync", enc(sid)),
+            )
+            .await?;
+            rows_out.push(rows(&d, &now)?);
+        }
+        let appliance_id = appliance.clone().unwrap_or_default();
+        target.apply(&appliance_id, &stream, &rows_out, &next)?;
+        cursor = Some(next);
+        report.pages += 1;
+        report.sessions += rows_out.len() as u64;
+        progress(&report);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_detail_maps_to_rows_and_sensitive_text_stays_behind() {
+        let d = json!({
+            "session_id": "sess_a", "status": "ended", "via": "portal", "portal": "support",
+            "skill": "general", "agent": "alice", "ref": "T-1",
+            "request": { "name": "Pia", "email": "pia@example.org", "question": "q" },
+            "fields": { "plan": "gold" },
+            "timings": { "requested_at": "t0", "accepted_at": "t1", "ended_at": "t2", "wait_s": 3, "handle_s": 40 },
+            "participants": [{ "kind": "customer", "name": "Pia", "joined_at": "t0", "left_at": null }],
+            "transcript": [
+                { "type": "chat", "from": "customer", "name": "Pia", "text": "my card 4111", "at": "t1", "sensitive": true },
+                { "type": "url", "from": "agent", "name": "alice", "url": "https://kb/1", "at": "t1" }
+            ],
+            "files": [{ "file_id": "f1", "name": "a.log", "size": 10, "sha256": "ab", "from": "customer", "at": "t1" }],
+            "survey": { "rating": 5, "at": "t3" },
+            "diagnostics": [],
+            "recordings": [{ "object": "o1", "class": "transcript", "state": "sealed", "created_at": "t0", "closed_at": "t2", "bytes": 99, "sha256": "cd" }]
+        });
+        let r = rows(&d, "now").unwrap();
+        assert_eq!(r.session.len(), SESSIONS.columns.len());
+        assert_eq!(r.session[13], Val::Int(Some(3)));
+        assert_eq!(r.session[15], Val::Int(Some(5)));
+        for (t, rows) in PARTS.iter().zip(&r.parts) {
+            assert!(
+                rows.iter().all(|row| row.len() == t.columns.len()),
+                "{}",
+                t.name
+            );
+        }
+        let chat = &r.parts[2];
+        assert_eq!(chat[0][6], Val::Text(None), "sensitive text is not synced");
+        assert_eq!(chat[1][7], Val::Text(Some("https://kb/1".into())));
+        assert_eq!(
+            r.parts[0],
+            vec![vec![
+                Val::Text(Some("sess_a".into())),
+                Val::Text(Some("plan".into())),
+                Val::Text(Some("gold".into()))
+            ]]
+        );
+        // No survey: nulls of the right type.
+        let mut d2 = d.clone();
+        d2["survey"] = Value::Null;
+        let r2 = rows(&d2, "now").unwrap();
+        assert_eq!(
+            (&r2.session[15], &r2.session[16]),
+            (&Val::Int(None), &Val::Text(None))
+        );
+        assert!(rows(&json!({}), "now").is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The SQLite target (`sqlite:PATH`): the schema of docs/database-schema.md in a file of its own.
+
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+
+use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, SyncError, Table, Type, Val};
+
+pub struct Sqlite {
+    conn: Connection,
+}
+
+fn err(e: rusqlite::Error) -> SyncError {
+    SyncError::Target(e.to_string())
+}
+
+/// `CREATE TABLE` for a table of the schema.
+pub fn create_sql(t: &Table) -> String {
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|(name, ty)| {
+            let ty = match ty {
+                Type::Text => "TEXT",
+                Type::Int => "INTEGER",
+            };
+            let not_null = if t.key.contains(name) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{name} {ty}{not_null}")
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        t.name,
+        cols.join(", "),
+        t.key.join(", ")
+    )
+}
+
+fn bind(v: &Val) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match v {
+        Val::Text(Some(s)) => Value::Text(s.clone()),
+        Val::Int(Some(i)) => Value::Integer(*i),
+        Val::Text(None) | Val::Int(None) => Value::Null,
+    }
+}
+
+impl Sqlite {
+    pub fn open(path: &str) -> Result<Self, SyncError> {
+        if path.is_empty() {
+            return Err(SyncError::Usage("sqlite: needs a file path".into()));
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        Ok(Self { conn })
+    }
+}
+
+impl super::Target for Sqlite {
+    fn prepare(&mut self) -> Result<(), SyncError> {
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS custos_schema (version INTEGER NOT NULL)",
+            [],
+        )
+        .map_err(err)?;
+        let version: Option<i64> = tx
+            .query_row("SELECT MAX(version) FROM custos_schema", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?
+            .flatten();
+        match version {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(SyncError::Target(format!(
+                    "the database holds schema version {v}, newer than this custos writes ({SCHEMA_VERSION}); upgrade custos"
+                )));
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            _ => {
+                tx.execute(
+                    "CREATE TABLE IF NOT EXISTS custos_sync (appliance_id TEXT NOT NULL, stream TEXT NOT NULL,
+                     cursor TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (appliance_id, stream))",
+                    [],
+                )
+                .map_err(err)?;
+                for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
+                    tx.execute(&create_sql(t), []).map_err(err)?;
+                }
+                tx.execute("DELETE FROM custos_schema", []).map_err(err)?;
+                tx.execute(
+                    "INSERT INTO custos_schema (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn cursor(&mut self, appliance: &str, stream: &str) -> Result<Option<String>, SyncError> {
+        self.conn
+            .query_row(
+                "SELECT cursor FROM custos_sync WHERE appliance_id = ?1 AND stream = ?2",
+                [appliance, stream],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    fn apply(
+        &mut self,
+        appliance: &str,
+        stream: &str,
+        sessions: &[SessionRows],
+        cursor: &str,
+    ) -> Result<(), SyncError> {
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let cols: Vec<&str> = SESSIONS.columns.iter().map(|(c, _)| *c).collect();
+            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            let updates: Vec<String> = cols
+                .iter()
+                .skip(1)
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect();
+            let mut upsert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO sessions ({}) VALUES ({}) ON CONFLICT (session_id) DO UPDATE SET {}",
+                    cols.join(", "),
+                    marks.join(", "),
+                    updates.join(", ")
+                ))
+                .map_err(err)?;
+            for s in sessions {
+                upsert
+                    .execute(params_from_iter(s.session.iter().map(bind)))
+                    .map_err(err)?;
+            }
+            for (i, t) in PARTS.iter().enumerate() {
+                let mut delete = tx
+                    .prepare_cached(&format!("DELETE FROM {} WHERE session_id = ?1", t.name))
+                    .map_err(err)?;
+                let cols: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
+                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+                let mut insert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {} ({}) VALUES ({})",
+                        t.name,
+                        cols.join(", "),
+                        marks.join(", ")
+                    ))
+                    .map_err(err)?;
+                for s in sessions {
+                    delete.execute([&s.id]).map_err(err)?;
+                    for row in &s.parts[i] {
+                        insert
+                            .execute(params_from_iter(row.iter().map(bind)))
+                            .map_err(err)?;
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO custos_sync (appliance_id, stream, cursor, synced_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (appliance_id, stream) DO UPDATE SET cursor = excluded.cursor, synced_at = excluded.synced_at",
+                [appliance, stream, cursor, &crate::model::now_rfc3339()],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+}
