@@ -138,7 +138,7 @@ pub enum Cmd {
     /// Keeps a database of your own current with the session records (docs/database-schema.md),
     /// through the Sessions API with an API token (scope read_any_session).
     Sync {
-        /// The target: sqlite:PATH.
+        /// The target: sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB.
         #[arg(long)]
         to: String,
         /// A file holding the API token (or set CUSTOS_TOKEN).
@@ -1296,13 +1296,16 @@ fn sync_cmd(
         None => std::env::var("CUSTOS_TOKEN")
             .context("give --token-file FILE or set CUSTOS_TOKEN to an API token")?,
     };
-    let mut target = crate::sync::open(to)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(crate::sync::run(&ep, &token, target.as_mut(), &opts, |r| {
-        eprintln!("synced {} sessions in {} pages", r.sessions, r.pages)
-    }))?;
+    let report = rt.block_on(async {
+        let mut target = crate::sync::Target::open(to).await?;
+        crate::sync::run(&ep, &token, &mut target, &opts, |r| {
+            eprintln!("synced {} sessions in {} pages", r.sessions, r.pages)
+        })
+        .await
+    })?;
     println!(
         "up to date: {} sessions written in {} pages",
         report.sessions, report.pages

@@ -11,6 +11,7 @@
 //! `--follow` keeps going: an empty page is asked again with `wait`, which the appliance answers
 //! as soon as anything changes (a long poll), so changes arrive within a second.
 
+pub mod postgres;
 pub mod sqlite;
 
 use serde_json::Value;
@@ -305,30 +306,137 @@ pub fn rows(d: &Value, synced_at: &str) -> Result<SessionRows, SyncError> {
     })
 }
 
-/// Where the rows go.
-pub trait Target {
+/// Where the rows go: a database of the customer's, in the schema of docs/database-schema.md.
+pub enum Target {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+impl Target {
+    /// Opens a target from its URL: `sqlite:PATH` or `postgres://…` (`postgresql://…`).
+    pub async fn open(url: &str) -> Result<Self, SyncError> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            return Ok(Target::Sqlite(sqlite::Sqlite::open(path)?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Target::Postgres(postgres::Postgres::connect(url).await?));
+        }
+        Err(SyncError::Usage(format!(
+            "{}: give sqlite:PATH or postgres://USER@HOST/DB (mysql:// targets are not built yet)",
+            url.split_once("://").map_or(url, |(scheme, _)| scheme)
+        )))
+    }
+
     /// Creates the schema, or migrates it to `SCHEMA_VERSION`; refuses a newer one.
-    fn prepare(&mut self) -> Result<(), SyncError>;
+    pub async fn prepare(&mut self) -> Result<(), SyncError> {
+        match self {
+            Target::Sqlite(t) => t.prepare(),
+            Target::Postgres(t) => t.prepare().await,
+        }
+    }
+
     /// The cursor of the last committed page of this appliance's stream.
-    fn cursor(&mut self, appliance: &str, stream: &str) -> Result<Option<String>, SyncError>;
+    pub async fn cursor(
+        &mut self,
+        appliance: &str,
+        stream: &str,
+    ) -> Result<Option<String>, SyncError> {
+        match self {
+            Target::Sqlite(t) => t.cursor(appliance, stream),
+            Target::Postgres(t) => t.cursor(appliance, stream).await,
+        }
+    }
+
     /// Writes a page's sessions and the cursor after it, in one transaction.
-    fn apply(
+    pub async fn apply(
         &mut self,
         appliance: &str,
         stream: &str,
         sessions: &[SessionRows],
         cursor: &str,
-    ) -> Result<(), SyncError>;
+    ) -> Result<(), SyncError> {
+        match self {
+            Target::Sqlite(t) => t.apply(appliance, stream, sessions, cursor),
+            Target::Postgres(t) => t.apply(appliance, stream, sessions, cursor).await,
+        }
+    }
 }
 
-/// Opens a target from its URL.
-pub fn open(url: &str) -> Result<Box<dyn Target>, SyncError> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        return Ok(Box::new(sqlite::Sqlite::open(path)?));
+/// The statements every target runs, in its own placeholder style (`?1` or `$1`).
+pub(crate) struct Statements {
+    pub upsert_session: String,
+    /// Per part table: delete a session's rows, insert one row.
+    pub parts: Vec<(String, String)>,
+}
+
+impl Statements {
+    pub fn new(mark: impl Fn(usize) -> String) -> Self {
+        let insert = |t: &Table| {
+            let cols: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
+            let marks: Vec<String> = (1..=cols.len()).map(&mark).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                t.name,
+                cols.join(", "),
+                marks.join(", ")
+            )
+        };
+        let updates: Vec<String> = SESSIONS
+            .columns
+            .iter()
+            .skip(1)
+            .map(|(c, _)| format!("{c} = excluded.{c}"))
+            .collect();
+        Statements {
+            upsert_session: format!(
+                "{} ON CONFLICT (session_id) DO UPDATE SET {}",
+                insert(&SESSIONS),
+                updates.join(", ")
+            ),
+            parts: PARTS
+                .iter()
+                .map(|t| {
+                    (
+                        format!("DELETE FROM {} WHERE session_id = {}", t.name, mark(1)),
+                        insert(t),
+                    )
+                })
+                .collect(),
+        }
     }
-    Err(SyncError::Usage(format!(
-        "{url:?}: this build syncs into sqlite:PATH; postgres:// and mysql:// targets are not built yet"
-    )))
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for a table of the schema, with the target's integer type.
+pub(crate) fn create_sql(t: &Table, int: &str) -> String {
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|(name, ty)| {
+            let ty = match ty {
+                Type::Text => "TEXT",
+                Type::Int => int,
+            };
+            let not_null = if t.key.contains(name) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{name} {ty}{not_null}")
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        t.name,
+        cols.join(", "),
+        t.key.join(", ")
+    )
+}
+
+/// The refusal of a database a newer custos wrote.
+pub(crate) fn newer(v: i64) -> SyncError {
+    SyncError::Target(format!(
+        "the database holds schema version {v}, newer than this custos writes ({SCHEMA_VERSION}); upgrade custos"
+    ))
 }
 
 /// What to sync.
@@ -381,11 +489,11 @@ async fn get(ep: &Endpoint, token: &str, path: &str) -> Result<Value, SyncError>
 pub async fn run(
     ep: &Endpoint,
     token: &str,
-    target: &mut dyn Target,
+    target: &mut Target,
     opts: &Options,
     mut progress: impl FnMut(&Report),
 ) -> Result<Report, SyncError> {
-    target.prepare()?;
+    target.prepare().await?;
     let stream = match (&opts.since, &opts.until) {
         (None, None) => "all".to_string(),
         (s, u) => format!(
@@ -423,7 +531,7 @@ pub async fn run(
             .to_string();
         if appliance.is_none() {
             // The first answer names the appliance; continue from where its stream stands.
-            cursor = target.cursor(&id, &stream)?;
+            cursor = target.cursor(&id, &stream).await?;
             appliance = Some(id);
             if cursor.is_some() {
                 continue;
@@ -462,7 +570,9 @@ pub async fn run(
             rows_out.push(rows(&d, &now)?);
         }
         let appliance_id = appliance.clone().unwrap_or_default();
-        target.apply(&appliance_id, &stream, &rows_out, &next)?;
+        target
+            .apply(&appliance_id, &stream, &rows_out, &next)
+            .await?;
         cursor = Some(next);
         report.pages += 1;
         report.sessions += rows_out.len() as u64;

@@ -2,40 +2,15 @@
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
-use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, SyncError, Table, Type, Val};
+use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
 
 pub struct Sqlite {
     conn: Connection,
+    sql: Statements,
 }
 
 fn err(e: rusqlite::Error) -> SyncError {
     SyncError::Target(e.to_string())
-}
-
-/// `CREATE TABLE` for a table of the schema.
-pub fn create_sql(t: &Table) -> String {
-    let cols: Vec<String> = t
-        .columns
-        .iter()
-        .map(|(name, ty)| {
-            let ty = match ty {
-                Type::Text => "TEXT",
-                Type::Int => "INTEGER",
-            };
-            let not_null = if t.key.contains(name) {
-                " NOT NULL"
-            } else {
-                ""
-            };
-            format!("{name} {ty}{not_null}")
-        })
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
-        t.name,
-        cols.join(", "),
-        t.key.join(", ")
-    )
 }
 
 fn bind(v: &Val) -> rusqlite::types::Value {
@@ -59,12 +34,13 @@ impl Sqlite {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            sql: Statements::new(|i| format!("?{i}")),
+        })
     }
-}
 
-impl super::Target for Sqlite {
-    fn prepare(&mut self) -> Result<(), SyncError> {
+    pub fn prepare(&mut self) -> Result<(), SyncError> {
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
             "CREATE TABLE IF NOT EXISTS custos_schema (version INTEGER NOT NULL)",
@@ -77,11 +53,7 @@ impl super::Target for Sqlite {
             .map_err(err)?
             .flatten();
         match version {
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(SyncError::Target(format!(
-                    "the database holds schema version {v}, newer than this custos writes ({SCHEMA_VERSION}); upgrade custos"
-                )));
-            }
+            Some(v) if v > SCHEMA_VERSION => return Err(super::newer(v)),
             Some(v) if v == SCHEMA_VERSION => {}
             _ => {
                 tx.execute(
@@ -91,7 +63,8 @@ impl super::Target for Sqlite {
                 )
                 .map_err(err)?;
                 for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
-                    tx.execute(&create_sql(t), []).map_err(err)?;
+                    tx.execute(&super::create_sql(t, "INTEGER"), [])
+                        .map_err(err)?;
                 }
                 tx.execute("DELETE FROM custos_schema", []).map_err(err)?;
                 tx.execute(
@@ -104,7 +77,7 @@ impl super::Target for Sqlite {
         tx.commit().map_err(err)
     }
 
-    fn cursor(&mut self, appliance: &str, stream: &str) -> Result<Option<String>, SyncError> {
+    pub fn cursor(&mut self, appliance: &str, stream: &str) -> Result<Option<String>, SyncError> {
         self.conn
             .query_row(
                 "SELECT cursor FROM custos_sync WHERE appliance_id = ?1 AND stream = ?2",
@@ -115,7 +88,7 @@ impl super::Target for Sqlite {
             .map_err(err)
     }
 
-    fn apply(
+    pub fn apply(
         &mut self,
         appliance: &str,
         stream: &str,
@@ -124,40 +97,15 @@ impl super::Target for Sqlite {
     ) -> Result<(), SyncError> {
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let cols: Vec<&str> = SESSIONS.columns.iter().map(|(c, _)| *c).collect();
-            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let updates: Vec<String> = cols
-                .iter()
-                .skip(1)
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect();
-            let mut upsert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO sessions ({}) VALUES ({}) ON CONFLICT (session_id) DO UPDATE SET {}",
-                    cols.join(", "),
-                    marks.join(", "),
-                    updates.join(", ")
-                ))
-                .map_err(err)?;
+            let mut upsert = tx.prepare_cached(&self.sql.upsert_session).map_err(err)?;
             for s in sessions {
                 upsert
                     .execute(params_from_iter(s.session.iter().map(bind)))
                     .map_err(err)?;
             }
-            for (i, t) in PARTS.iter().enumerate() {
-                let mut delete = tx
-                    .prepare_cached(&format!("DELETE FROM {} WHERE session_id = ?1", t.name))
-                    .map_err(err)?;
-                let cols: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
-                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-                let mut insert = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO {} ({}) VALUES ({})",
-                        t.name,
-                        cols.join(", "),
-                        marks.join(", ")
-                    ))
-                    .map_err(err)?;
+            for (i, (delete, insert)) in self.sql.parts.iter().enumerate() {
+                let mut delete = tx.prepare_cached(delete).map_err(err)?;
+                let mut insert = tx.prepare_cached(insert).map_err(err)?;
                 for s in sessions {
                     delete.execute([&s.id]).map_err(err)?;
                     for row in &s.parts[i] {

@@ -1,7 +1,8 @@
-//! `custos sync --to sqlite:PATH` against a running appliance: 10,000 generated sessions and a few
-//! real ones land row for row; a sync killed with SIGKILL in the middle resumes with neither
-//! duplicates nor gaps; `--follow` brings a new session within a second or so; a database of a
-//! newer schema is refused.
+//! `custos sync` against a running appliance, into SQLite and into a real PostgreSQL server (the
+//! one `.ci/run` starts; `CUSTOS_TEST_POSTGRES` names it, and each test makes a database of its
+//! own): 10,000 generated sessions and a few real ones land row for row; a sync killed with
+//! SIGKILL in the middle resumes with neither duplicates nor gaps; `--follow` brings a new session
+//! within a second or so; a database of a newer schema is refused.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,6 +58,152 @@ fn generate(dir: &Dir, n: usize) {
         }
     }
     tx.commit().unwrap();
+}
+
+/// A sync target the test reads back.
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+static NEXT_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Db {
+    fn sqlite(dir: &Dir, name: &str) -> Db {
+        Db::Sqlite(dir.tmp.path().join(name))
+    }
+
+    /// A new, empty database on the PostgreSQL server of `CUSTOS_TEST_POSTGRES`, or None (with a
+    /// loud message; a failure in CI) when there is none.
+    fn postgres() -> Option<Db> {
+        let base = std::env::var("CUSTOS_TEST_POSTGRES").ok();
+        if !tool_present(
+            base.is_some(),
+            "PostgreSQL (CUSTOS_TEST_POSTGRES=postgres://USER:PASSWORD@127.0.0.1/postgres, a role with CREATEDB)",
+        ) {
+            return None;
+        }
+        let base = base.unwrap();
+        let name = format!(
+            "custos_sync_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let create = format!("CREATE DATABASE {name}");
+        pg(&base, |c| async move {
+            c.batch_execute(&create).await.unwrap();
+        });
+        let (prefix, _) = base.rsplit_once('/').expect("a database in the URL");
+        Some(Db::Postgres(format!("{prefix}/{name}")))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(p) => format!("sqlite:{}", p.display()),
+            Db::Postgres(u) => u.clone(),
+        }
+    }
+
+    /// Rows as text (`CAST(x AS TEXT)` reads the same on both).
+    fn rows(&self, sql: &str, arg: Option<&str>) -> Vec<Vec<Option<String>>> {
+        match self {
+            Db::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                let mut st = c.prepare(sql).unwrap();
+                let n = st.column_count();
+                let params: Vec<&str> = arg.into_iter().collect();
+                st.query_map(rusqlite::params_from_iter(params), |r| {
+                    (0..n).map(|i| r.get::<_, Option<String>>(i)).collect()
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+            }
+            Db::Postgres(u) => {
+                let sql = sql.replace("?1", "$1");
+                let arg = arg.map(str::to_string);
+                pg(u, |c| async move {
+                    let rows = match &arg {
+                        Some(a) => c.query(&sql, &[a]).await,
+                        None => c.query(&sql, &[]).await,
+                    }
+                    .unwrap();
+                    rows.iter()
+                        .map(|r| {
+                            (0..r.len())
+                                .map(|i| r.get::<_, Option<String>>(i))
+                                .collect()
+                        })
+                        .collect()
+                })
+            }
+        }
+    }
+
+    /// A count, or 0 while the schema does not exist yet.
+    fn count(&self, sql: &str, arg: Option<&str>) -> i64 {
+        // The sync creates every table in one transaction: one of them tells.
+        let exists = match self {
+            Db::Sqlite(p) => {
+                p.exists()
+                    && rusqlite::Connection::open(p)
+                        .unwrap()
+                        .query_row(
+                            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'custos_sync'",
+                            [],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .unwrap()
+                        == 1
+            }
+            Db::Postgres(u) => pg(u, |c| async move {
+                c.query_one("SELECT to_regclass('public.custos_sync') IS NOT NULL", &[])
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+            }),
+        };
+        if !exists {
+            return 0;
+        }
+        let rows = self.rows(&format!("SELECT CAST(({sql}) AS TEXT)"), arg);
+        rows[0][0].as_deref().unwrap_or("0").parse().unwrap()
+    }
+
+    fn exec(&self, sql: &str) {
+        match self {
+            Db::Sqlite(p) => {
+                rusqlite::Connection::open(p)
+                    .unwrap()
+                    .execute(sql, [])
+                    .unwrap();
+            }
+            Db::Postgres(u) => {
+                let sql = sql.to_string();
+                pg(u, |c| async move {
+                    c.batch_execute(&sql).await.unwrap();
+                });
+            }
+        }
+    }
+}
+
+/// Runs `f` with a connection to the PostgreSQL database at `url`.
+fn pg<T, F: std::future::Future<Output = T>>(
+    url: &str,
+    f: impl FnOnce(tokio_postgres::Client) -> F,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        tokio::spawn(conn);
+        f(client).await
+    })
 }
 
 struct World {
@@ -135,8 +282,8 @@ fn world(generated: usize) -> World {
     }
 }
 
-fn sync_cmd(w: &World, target: &std::path::Path, extra: &[&str]) -> Command {
-    let to = format!("sqlite:{}", target.display());
+fn sync_cmd(w: &World, target: &Db, extra: &[&str]) -> Command {
+    let to = target.url();
     let mut args = vec![
         "sync",
         "--to",
@@ -150,68 +297,61 @@ fn sync_cmd(w: &World, target: &std::path::Path, extra: &[&str]) -> Command {
     c
 }
 
-fn run_sync(w: &World, target: &std::path::Path, extra: &[&str]) -> Out {
+fn run_sync(w: &World, target: &Db, extra: &[&str]) -> Out {
     Out(sync_cmd(w, target, extra).output().unwrap())
 }
 
 /// Every session of the appliance's database beside its synced row.
-fn compare_sessions(w: &World, target: &std::path::Path) -> usize {
-    let src = raw_db(&w.dir);
-    let dst = rusqlite::Connection::open(target).unwrap();
-    let cols = "id, status, via, portal, skill, customer_name, customer_email, question, external_ref, requested_at, accepted_at, ended_at, survey_rating, survey_at";
-    let read = |c: &rusqlite::Connection, sql: &str| -> Vec<Vec<rusqlite::types::Value>> {
-        let mut st = c.prepare(sql).unwrap();
-        let n = st.column_count();
-        st.query_map([], |r| {
-            (0..n)
-                .map(|i| r.get::<_, rusqlite::types::Value>(i))
-                .collect()
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-    };
-    let a = read(&src, &format!("SELECT {cols} FROM sessions ORDER BY id"));
-    let b = read(
-        &dst,
+fn compare_sessions(w: &World, target: &Db) -> usize {
+    let cols = "id, status, via, portal, skill, customer_name, customer_email, question, external_ref, requested_at, accepted_at, ended_at, CAST(survey_rating AS TEXT), survey_at";
+    let src = Db::Sqlite(w.dir.path().join("custos.db"));
+    let a = src.rows(&format!("SELECT {cols} FROM sessions ORDER BY id"), None);
+    let b = target.rows(
         &format!(
             "SELECT {} FROM sessions ORDER BY session_id",
             cols.replacen("id", "session_id", 1)
         ),
+        None,
     );
     assert_eq!(a.len(), b.len(), "every session, once");
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y, "a synced row differs from the appliance's");
     }
     // Form fields, row for row.
-    let fields: i64 = dst
-        .query_row(
-            "SELECT COUNT(*) FROM request_fields WHERE name = 'plan' AND value = 'gold'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let fields = target.count(
+        "SELECT COUNT(*) FROM request_fields WHERE name = 'plan' AND value = 'gold'",
+        None,
+    );
     assert_eq!(fields as usize + w.real.len(), a.len());
     a.len()
 }
 
 #[test]
-fn ten_thousand_sessions_sync_row_for_row_and_a_killed_sync_resumes() {
+fn ten_thousand_sessions_sync_into_sqlite_row_for_row_and_a_killed_sync_resumes() {
     let w = world(10_000);
-    let target = w.dir.tmp.path().join("bi.db");
+    let target = Db::sqlite(&w.dir, "bi.db");
+    ten_thousand(&w, &target);
+}
+
+#[test]
+fn ten_thousand_sessions_sync_into_postgresql_row_for_row_and_a_killed_sync_resumes() {
+    let Some(target) = Db::postgres() else { return };
+    let w = world(10_000);
+    ten_thousand(&w, &target);
+}
+
+fn ten_thousand(w: &World, target: &Db) {
     // Refusals first: no token, a bad target, a wrong token.
-    let r = w
-        .dir
-        .run(&["sync", "--to", &format!("sqlite:{}", target.display())]);
+    let r = w.dir.run(&["sync", "--to", &target.url()]);
     r.fails();
     assert!(r.all().contains("CUSTOS_TOKEN"), "{}", r.all());
-    let r = run_sync(&w, std::path::Path::new(""), &[]);
+    let r = run_sync(w, &Db::Sqlite(std::path::PathBuf::new()), &[]);
     r.fails();
     let bad = w.dir.secret("bad-token", "not-a-token");
     let r = w.dir.run(&[
         "sync",
         "--to",
-        "postgres://localhost/x",
+        "mysql://localhost/x",
         "--token-file",
         bad.to_str().unwrap(),
     ]);
@@ -220,7 +360,7 @@ fn ten_thousand_sessions_sync_row_for_row_and_a_killed_sync_resumes() {
     let r = w.dir.run(&[
         "sync",
         "--to",
-        &format!("sqlite:{}", target.display()),
+        &target.url(),
         "--token-file",
         bad.to_str().unwrap(),
     ]);
@@ -228,16 +368,10 @@ fn ten_thousand_sessions_sync_row_for_row_and_a_killed_sync_resumes() {
     assert!(r.all().contains("401"), "{}", r.all());
 
     // Killed with SIGKILL once some pages are committed, then run again to the end.
-    let mut child = sync_cmd(&w, &target, &[]).spawn().unwrap();
+    let mut child = sync_cmd(w, target, &[]).spawn().unwrap();
     let start = Instant::now();
     loop {
-        let committed = rusqlite::Connection::open(&target)
-            .ok()
-            .and_then(|c| {
-                c.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get::<_, i64>(0))
-                    .ok()
-            })
-            .unwrap_or(0);
+        let committed = target.count("SELECT COUNT(*) FROM sessions", None);
         if committed >= 1000 {
             break;
         }
@@ -257,40 +391,31 @@ fn ten_thousand_sessions_sync_row_for_row_and_a_killed_sync_resumes() {
     }
     signal(child.id(), "KILL");
     child.wait().unwrap();
-    let out = run_sync(&w, &target, &[]);
+    let out = run_sync(w, target, &[]);
     out.ok();
     assert!(out.stdout().contains("up to date"), "{}", out.all());
-    let n = compare_sessions(&w, &target);
+    let n = compare_sessions(w, target);
     assert_eq!(n, 10_000 + w.real.len());
 
     // The real sessions' transcripts: in order, the sensitive text left behind, links kept.
-    let dst = rusqlite::Connection::open(&target).unwrap();
-    let chat: Vec<(String, Option<String>, Option<String>)> = dst
-        .prepare(
-            "SELECT type, text, url FROM chat_messages WHERE session_id = ?1 ORDER BY position",
-        )
-        .unwrap()
-        .query_map([&w.real[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let chat = target.rows(
+        "SELECT type, text, url FROM chat_messages WHERE session_id = ?1 ORDER BY position",
+        Some(&w.real[0]),
+    );
     assert_eq!(chat.len(), 2, "{chat:?}");
     assert_eq!(
-        chat[0].1.as_deref(),
+        chat[0][1].as_deref(),
         Some("about printer jams: card 4111 1111")
     );
-    assert_eq!(chat[1].2.as_deref(), Some("https://kb.example.org/42"));
-    let participants: i64 = dst
-        .query_row(
-            "SELECT COUNT(*) FROM participants WHERE session_id = ?1",
-            [&w.real[1]],
-            |r| r.get(0),
-        )
-        .unwrap();
+    assert_eq!(chat[1][2].as_deref(), Some("https://kb.example.org/42"));
+    let participants = target.count(
+        "SELECT COUNT(*) FROM participants WHERE session_id = ?1",
+        Some(&w.real[1]),
+    );
     assert!(participants >= 2, "customer and agent");
 
     // Running again finds nothing new and changes nothing.
-    let again = run_sync(&w, &target, &[]);
+    let again = run_sync(w, target, &[]);
     again.ok();
     assert!(
         again.stdout().contains("0 sessions written"),
@@ -319,22 +444,26 @@ fn ten_thousand_sessions_sync_row_for_row_and_a_killed_sync_resumes() {
 }
 
 #[test]
-fn follow_brings_a_new_session_and_a_newer_schema_is_refused() {
+fn follow_into_sqlite_brings_a_new_session_and_a_newer_schema_is_refused() {
     let w = world(50);
-    let target = w.dir.tmp.path().join("live.db");
-    let mut follower = sync_cmd(&w, &target, &["--follow"]).spawn().unwrap();
+    let target = Db::sqlite(&w.dir, "live.db");
+    follow(&w, &target);
+}
+
+#[test]
+fn follow_into_postgresql_brings_a_new_session_and_a_newer_schema_is_refused() {
+    let Some(target) = Db::postgres() else { return };
+    let w = world(50);
+    follow(&w, &target);
+}
+
+fn follow(w: &World, target: &Db) {
+    let mut follower = sync_cmd(w, target, &["--follow"]).spawn().unwrap();
     let count = |id: &str| -> i64 {
-        rusqlite::Connection::open(&target)
-            .ok()
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM sessions WHERE session_id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .ok()
-            })
-            .unwrap_or(0)
+        target.count(
+            "SELECT COUNT(*) FROM sessions WHERE session_id = ?1",
+            Some(id),
+        )
     };
     let wait_for = |id: &str, what: &str| {
         let start = Instant::now();
@@ -373,15 +502,11 @@ fn follow_brings_a_new_session_and_a_newer_schema_is_refused() {
     );
     let start = Instant::now();
     loop {
-        let status: String = rusqlite::Connection::open(&target)
-            .unwrap()
-            .query_row(
-                "SELECT status FROM sessions WHERE session_id = ?1",
-                [&ended],
-                |r| r.get(0),
-            )
-            .unwrap();
-        if status == "ended" {
+        let status = target.rows(
+            "SELECT status FROM sessions WHERE session_id = ?1",
+            Some(&ended),
+        );
+        if status[0][0].as_deref() == Some("ended") {
             break;
         }
         assert!(
@@ -394,11 +519,8 @@ fn follow_brings_a_new_session_and_a_newer_schema_is_refused() {
     follower.wait().unwrap();
 
     // A database written by a newer custos is left alone.
-    rusqlite::Connection::open(&target)
-        .unwrap()
-        .execute("UPDATE custos_schema SET version = 99", [])
-        .unwrap();
-    let r = run_sync(&w, &target, &[]);
+    target.exec("UPDATE custos_schema SET version = 99");
+    let r = run_sync(w, target, &[]);
     r.fails();
     assert!(r.all().contains("newer than this custos"), "{}", r.all());
 }
