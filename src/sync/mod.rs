@@ -11,6 +11,7 @@
 //! `--follow` keeps going: an empty page is asked again with `wait`, which the appliance answers
 //! as soon as anything changes (a long poll), so changes arrive within a second.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -310,10 +311,12 @@ pub fn rows(d: &Value, synced_at: &str) -> Result<SessionRows, SyncError> {
 pub enum Target {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
+    Mysql(mysql::Mysql),
 }
 
 impl Target {
-    /// Opens a target from its URL: `sqlite:PATH` or `postgres://…` (`postgresql://…`).
+    /// Opens a target from its URL: `sqlite:PATH`, `postgres://…` (`postgresql://…`) or
+    /// `mysql://…` (MariaDB too).
     pub async fn open(url: &str) -> Result<Self, SyncError> {
         if let Some(path) = url.strip_prefix("sqlite:") {
             return Ok(Target::Sqlite(sqlite::Sqlite::open(path)?));
@@ -321,8 +324,11 @@ impl Target {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Target::Postgres(postgres::Postgres::connect(url).await?));
         }
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            return Ok(Target::Mysql(mysql::Mysql::connect(url).await?));
+        }
         Err(SyncError::Usage(format!(
-            "{}: give sqlite:PATH or postgres://USER@HOST/DB (mysql:// targets are not built yet)",
+            "{}: give sqlite:PATH, postgres://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB",
             url.split_once("://").map_or(url, |(scheme, _)| scheme)
         )))
     }
@@ -332,6 +338,7 @@ impl Target {
         match self {
             Target::Sqlite(t) => t.prepare(),
             Target::Postgres(t) => t.prepare().await,
+            Target::Mysql(t) => t.prepare().await,
         }
     }
 
@@ -344,6 +351,7 @@ impl Target {
         match self {
             Target::Sqlite(t) => t.cursor(appliance, stream),
             Target::Postgres(t) => t.cursor(appliance, stream).await,
+            Target::Mysql(t) => t.cursor(appliance, stream).await,
         }
     }
 
@@ -358,11 +366,21 @@ impl Target {
         match self {
             Target::Sqlite(t) => t.apply(appliance, stream, sessions, cursor),
             Target::Postgres(t) => t.apply(appliance, stream, sessions, cursor).await,
+            Target::Mysql(t) => t.apply(appliance, stream, sessions, cursor).await,
         }
     }
 }
 
-/// The statements every target runs, in its own placeholder style (`?1` or `$1`).
+/// How a target says "insert, or update the row with this key".
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upsert {
+    /// SQLite and PostgreSQL: `ON CONFLICT (key) DO UPDATE SET c = excluded.c`.
+    OnConflict,
+    /// MariaDB and MySQL: `ON DUPLICATE KEY UPDATE c = VALUES(c)`.
+    OnDuplicateKey,
+}
+
+/// The statements every target runs, in its own placeholder style (`?1`, `$1` or `?`).
 pub(crate) struct Statements {
     pub upsert_session: String,
     /// Per part table: delete a session's rows, insert one row.
@@ -370,7 +388,7 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    pub fn new(mark: impl Fn(usize) -> String) -> Self {
+    pub fn new(mark: impl Fn(usize) -> String, upsert: Upsert) -> Self {
         let insert = |t: &Table| {
             let cols: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
             let marks: Vec<String> = (1..=cols.len()).map(&mark).collect();
@@ -385,14 +403,17 @@ impl Statements {
             .columns
             .iter()
             .skip(1)
-            .map(|(c, _)| format!("{c} = excluded.{c}"))
+            .map(|(c, _)| match upsert {
+                Upsert::OnConflict => format!("{c} = excluded.{c}"),
+                Upsert::OnDuplicateKey => format!("{c} = VALUES({c})"),
+            })
             .collect();
+        let clause = match upsert {
+            Upsert::OnConflict => "ON CONFLICT (session_id) DO UPDATE SET",
+            Upsert::OnDuplicateKey => "ON DUPLICATE KEY UPDATE",
+        };
         Statements {
-            upsert_session: format!(
-                "{} ON CONFLICT (session_id) DO UPDATE SET {}",
-                insert(&SESSIONS),
-                updates.join(", ")
-            ),
+            upsert_session: format!("{} {clause} {}", insert(&SESSIONS), updates.join(", ")),
             parts: PARTS
                 .iter()
                 .map(|t| {
@@ -406,15 +427,23 @@ impl Statements {
     }
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for a table of the schema, with the target's integer type.
-pub(crate) fn create_sql(t: &Table, int: &str) -> String {
+/// A target's column types: text in a key, other text, integers.
+pub(crate) struct Types {
+    pub key_text: &'static str,
+    pub text: &'static str,
+    pub int: &'static str,
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for a table of the schema, in the target's types.
+pub(crate) fn create_sql(t: &Table, types: &Types) -> String {
     let cols: Vec<String> = t
         .columns
         .iter()
         .map(|(name, ty)| {
             let ty = match ty {
-                Type::Text => "TEXT",
-                Type::Int => int,
+                Type::Text if t.key.contains(name) => types.key_text,
+                Type::Text => types.text,
+                Type::Int => types.int,
             };
             let not_null = if t.key.contains(name) {
                 " NOT NULL"

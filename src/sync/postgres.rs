@@ -7,6 +7,12 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
 
+const TYPES: super::Types = super::Types {
+    key_text: "TEXT",
+    text: "TEXT",
+    int: "BIGINT",
+};
+
 pub struct Postgres {
     client: Client,
     sql: Statements,
@@ -38,7 +44,7 @@ impl Postgres {
         });
         Ok(Self {
             client,
-            sql: Statements::new(|i| format!("${i}")),
+            sql: Statements::new(|i| format!("${i}"), super::Upsert::OnConflict),
         })
     }
 
@@ -64,7 +70,7 @@ impl Postgres {
                      cursor TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (appliance_id, stream));",
                 );
                 for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
-                    ddl.push_str(&super::create_sql(t, "BIGINT"));
+                    ddl.push_str(&super::create_sql(t, &TYPES));
                     ddl.push(';');
                 }
                 tx.batch_execute(&ddl).await.map_err(err)?;

@@ -4,6 +4,12 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
 
+const TYPES: super::Types = super::Types {
+    key_text: "TEXT",
+    text: "TEXT",
+    int: "INTEGER",
+};
+
 pub struct Sqlite {
     conn: Connection,
     sql: Statements,
@@ -36,7 +42,7 @@ impl Sqlite {
             .map_err(err)?;
         Ok(Self {
             conn,
-            sql: Statements::new(|i| format!("?{i}")),
+            sql: Statements::new(|i| format!("?{i}"), super::Upsert::OnConflict),
         })
     }
 
@@ -63,8 +69,7 @@ impl Sqlite {
                 )
                 .map_err(err)?;
                 for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
-                    tx.execute(&super::create_sql(t, "INTEGER"), [])
-                        .map_err(err)?;
+                    tx.execute(&super::create_sql(t, &TYPES), []).map_err(err)?;
                 }
                 tx.execute("DELETE FROM custos_schema", []).map_err(err)?;
                 tx.execute(

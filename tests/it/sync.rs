@@ -64,6 +64,7 @@ fn generate(dir: &Dir, n: usize) {
 enum Db {
     Sqlite(std::path::PathBuf),
     Postgres(String),
+    Mysql(String),
 }
 
 static NEXT_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -97,10 +98,37 @@ impl Db {
         Some(Db::Postgres(format!("{prefix}/{name}")))
     }
 
+    /// A new, empty database on the MariaDB server of `CUSTOS_TEST_MYSQL`, or None (loudly; a
+    /// failure in CI).
+    fn mysql() -> Option<Db> {
+        let base = std::env::var("CUSTOS_TEST_MYSQL").ok();
+        if !tool_present(
+            base.is_some(),
+            "MariaDB (CUSTOS_TEST_MYSQL=mysql://USER:PASSWORD@127.0.0.1:3306/, a user that may create databases)",
+        ) {
+            return None;
+        }
+        let base = base.unwrap();
+        let name = format!(
+            "custos_sync_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let create = format!("CREATE DATABASE {name} CHARACTER SET utf8mb4");
+        my(&base, |mut c| async move {
+            use mysql_async::prelude::Queryable;
+            c.query_drop(create).await.unwrap();
+        });
+        let (prefix, _) = base
+            .rsplit_once('/')
+            .expect("a / before the database in the URL");
+        Some(Db::Mysql(format!("{prefix}/{name}")))
+    }
+
     fn url(&self) -> String {
         match self {
             Db::Sqlite(p) => format!("sqlite:{}", p.display()),
-            Db::Postgres(u) => u.clone(),
+            Db::Postgres(u) | Db::Mysql(u) => u.clone(),
         }
     }
 
@@ -118,6 +146,25 @@ impl Db {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap()
+            }
+            Db::Mysql(u) => {
+                use mysql_async::prelude::Queryable;
+                let sql = sql.replace("?1", "?").replace(" AS TEXT)", " AS CHAR)");
+                let arg = arg.map(str::to_string);
+                my(u, |mut c| async move {
+                    let rows: Vec<mysql_async::Row> = match &arg {
+                        Some(a) => c.exec(sql, (a.as_str(),)).await,
+                        None => c.query(sql).await,
+                    }
+                    .unwrap();
+                    rows.into_iter()
+                        .map(|r| {
+                            (0..r.len())
+                                .map(|i| r.get::<Option<String>, _>(i).flatten())
+                                .collect()
+                        })
+                        .collect()
+                })
             }
             Db::Postgres(u) => {
                 let sql = sql.replace("?1", "$1");
@@ -162,6 +209,14 @@ impl Db {
                     .unwrap()
                     .get::<_, bool>(0)
             }),
+            Db::Mysql(_) => {
+                self.rows(
+                    "SELECT CAST(COUNT(*) AS TEXT) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'custos_sync'",
+                    None,
+                )[0][0]
+                    .as_deref()
+                    == Some("1")
+            }
         };
         if !exists {
             return 0;
@@ -184,6 +239,13 @@ impl Db {
                     c.batch_execute(&sql).await.unwrap();
                 });
             }
+            Db::Mysql(u) => {
+                let sql = sql.to_string();
+                my(u, |mut c| async move {
+                    use mysql_async::prelude::Queryable;
+                    c.query_drop(sql).await.unwrap();
+                });
+            }
         }
     }
 }
@@ -203,6 +265,24 @@ fn pg<T, F: std::future::Future<Output = T>>(
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
         tokio::spawn(conn);
         f(client).await
+    })
+}
+
+/// Runs `f` with a connection to the MariaDB database at `url`.
+fn my<T, F: std::future::Future<Output = T>>(
+    url: &str,
+    f: impl FnOnce(mysql_async::Conn) -> F,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = mysql_async::Opts::from_url(url).unwrap();
+        let c = mysql_async::Conn::new(opts)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        f(c).await
     })
 }
 
@@ -340,6 +420,13 @@ fn ten_thousand_sessions_sync_into_postgresql_row_for_row_and_a_killed_sync_resu
     ten_thousand(&w, &target);
 }
 
+#[test]
+fn ten_thousand_sessions_sync_into_mariadb_row_for_row_and_a_killed_sync_resumes() {
+    let Some(target) = Db::mysql() else { return };
+    let w = world(10_000);
+    ten_thousand(&w, &target);
+}
+
 fn ten_thousand(w: &World, target: &Db) {
     // Refusals first: no token, a bad target, a wrong token.
     let r = w.dir.run(&["sync", "--to", &target.url()]);
@@ -351,12 +438,12 @@ fn ten_thousand(w: &World, target: &Db) {
     let r = w.dir.run(&[
         "sync",
         "--to",
-        "mysql://localhost/x",
+        "oracle://localhost/x",
         "--token-file",
         bad.to_str().unwrap(),
     ]);
     r.fails();
-    assert!(r.all().contains("not built yet"), "{}", r.all());
+    assert!(r.all().contains("give sqlite:PATH"), "{}", r.all());
     let r = w.dir.run(&[
         "sync",
         "--to",
@@ -453,6 +540,13 @@ fn follow_into_sqlite_brings_a_new_session_and_a_newer_schema_is_refused() {
 #[test]
 fn follow_into_postgresql_brings_a_new_session_and_a_newer_schema_is_refused() {
     let Some(target) = Db::postgres() else { return };
+    let w = world(50);
+    follow(&w, &target);
+}
+
+#[test]
+fn follow_into_mariadb_brings_a_new_session_and_a_newer_schema_is_refused() {
+    let Some(target) = Db::mysql() else { return };
     let w = world(50);
     follow(&w, &target);
 }
