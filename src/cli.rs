@@ -135,6 +135,18 @@ pub enum Cmd {
         #[arg(long)]
         fingerprint: Option<String>,
     },
+    /// Sessions per day, agent or portal with wait and handle times and survey scores, as CSV.
+    Report {
+        /// day, agent or portal.
+        #[arg(long, default_value = "day")]
+        by: String,
+        /// Sessions requested at or after (a date or RFC 3339 time).
+        #[arg(long)]
+        since: Option<String>,
+        /// Sessions requested at or before.
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Keeps a database of your own current with the session records (docs/database-schema.md),
     /// through the Sessions API with an API token (scope read_any_session).
     Sync {
@@ -429,6 +441,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             fingerprint,
         } => {
             crate::console::run(endpoint(&dir, server, fingerprint)?)?;
+            Ok(0)
+        }
+        Cmd::Report { by, since, until } => {
+            let by = crate::store::GroupBy::parse(&by)
+                .ok_or_else(|| anyhow!("--by {by:?}: use day, agent or portal"))?;
+            let (since, until) = crate::web::report_range(since.as_deref(), until.as_deref())
+                .map_err(|e| anyhow!("--{e}"))?;
+            let mut store = dir.open_store()?;
+            let rows = store.read(|tx| tx.report(by, since.as_deref(), until.as_deref()))?;
+            print!("{}", crate::store::report_csv(&rows));
             Ok(0)
         }
         Cmd::Sync {

@@ -387,11 +387,35 @@ async fn execute(c: &Call<'_>, cmd: Command) -> Result<Outcome, Outcome> {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Sessions per day over the last 14 days, for roles that see monitors.
+            let today = time::OffsetDateTime::now_utc().date();
+            let first = today - time::Duration::days(13);
+            let per_day = c
+                .go(
+                    Method::GET,
+                    &format!("/api/v1/reports/sessions?by=day&since={first}"),
+                    None,
+                )
+                .await
+                .map(|v| {
+                    let rows = list(&v, "rows");
+                    (0..14)
+                        .map(|i| {
+                            let day = (first + time::Duration::days(i)).to_string();
+                            rows.iter()
+                                .find(|r| r["key"] == day.as_str())
+                                .and_then(|r| r["sessions"].as_u64())
+                                .unwrap_or(0)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             Outcome::Dashboard {
                 agents,
                 queues,
                 system,
                 alerts,
+                per_day,
             }
         }
         Command::LoadSessions {

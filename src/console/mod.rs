@@ -184,6 +184,7 @@ mod tests {
                     summary: "survey rated 1 of 5 in session sess_fixture00000000000003".into(),
                 },
             ],
+            per_day: vec![31, 40, 38, 12, 9, 35, 44, 41, 39, 47, 15, 11, 36, 42],
         });
         c.on_outcome(Outcome::Sessions {
             rows: (0..5)

@@ -310,6 +310,8 @@ pub enum Outcome {
         queues: Vec<QueueRow>,
         system: Option<SystemInfo>,
         alerts: Vec<Alert>,
+        /// Sessions requested on each of the last 14 days (UTC), oldest first.
+        per_day: Vec<u64>,
     },
     Sessions {
         rows: Vec<SessionRow>,
@@ -418,6 +420,8 @@ pub struct Console {
     pub agents: Vec<AgentRow>,
     pub queues: Vec<QueueRow>,
     pub alerts: Vec<Alert>,
+    /// Sessions requested on each of the last 14 days, oldest first (the dashboard's chart).
+    pub per_day: Vec<u64>,
     pub system: Option<SystemInfo>,
     pub sessions: Vec<SessionRow>,
     pub session_sel: usize,
@@ -935,11 +939,13 @@ impl Console {
                 queues,
                 system,
                 alerts,
+                per_day,
             } => {
                 self.agents = agents;
                 self.queues = queues;
                 self.system = system;
                 self.alerts = alerts;
+                self.per_day = per_day;
             }
             Outcome::Sessions { rows, next } => {
                 self.session_sel = self.session_sel.min(rows.len().saturating_sub(1));
@@ -1139,6 +1145,7 @@ mod tests {
             queues: vec![],
             system: None,
             alerts: vec![],
+            per_day: vec![],
         });
         c
     }

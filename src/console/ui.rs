@@ -6,7 +6,9 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, Wrap,
+};
 
 use super::state::{Console, FormKind, SCREENS, Screen};
 
@@ -286,7 +288,7 @@ fn dashboard(f: &mut Frame<'_>, r: Rect, c: &Console) {
     f.render_widget(t, queues_r);
     let [appliance_r, today_r, alerts_r] = Layout::vertical([
         Constraint::Length(8),
-        Constraint::Length(5),
+        Constraint::Length(7),
         Constraint::Min(0),
     ])
     .areas(right);
@@ -359,12 +361,24 @@ fn dashboard(f: &mut Frame<'_>, r: Rect, c: &Console) {
             .block(block("Appliance")),
         appliance_r,
     );
-    f.render_widget(
-        Paragraph::new(today)
-            .wrap(Wrap { trim: false })
-            .block(block("Today (UTC)")),
-        today_r,
-    );
+    let b = block("Today (UTC)");
+    let inner = b.inner(today_r);
+    f.render_widget(b, today_r);
+    let [text_r, chart_r] =
+        Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(inner);
+    f.render_widget(Paragraph::new(today).wrap(Wrap { trim: false }), text_r);
+    if !c.per_day.is_empty() && chart_r.height > 0 {
+        let most = c.per_day.iter().max().copied().unwrap_or(0);
+        let [label_r, spark_r] =
+            Layout::horizontal([Constraint::Length(22), Constraint::Min(0)]).areas(chart_r);
+        f.render_widget(Paragraph::new(format!("14 days (max {most}/day)")), label_r);
+        f.render_widget(
+            Sparkline::default()
+                .data(&c.per_day)
+                .style(Style::new().fg(Color::Cyan)),
+            spark_r,
+        );
+    }
     let alerts: Vec<Line> = if c.alerts.is_empty() {
         vec![Line::raw("No alerts.")]
     } else {

@@ -15,8 +15,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::model::{ObjectId, ObjectState, Role};
 
 mod integrations;
+mod reports;
 mod search;
 pub use integrations::{DeliveryRow, KbArticle, NewDelivery, WebhookRow};
+pub use reports::{GroupBy, ReportRow, report_csv};
 pub use search::Term;
 
 #[derive(Debug, thiserror::Error)]

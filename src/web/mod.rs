@@ -12,6 +12,7 @@ mod diagnostics;
 mod error;
 mod integrations;
 mod pages;
+mod reports;
 mod sessions;
 
 use std::os::unix::fs::MetadataExt;
@@ -32,6 +33,7 @@ use tower::ServiceExt;
 
 use crate::app::{App, AppError, Source};
 pub use error::ApiError;
+pub use reports::range as report_range;
 
 /// Connections served at once; more are refused at accept.
 const MAX_CONNECTIONS: usize = 8192;
@@ -54,7 +56,8 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
         .merge(pages::routes())
         .merge(compliance::routes())
         .merge(integrations::routes())
-        .merge(diagnostics::routes());
+        .merge(diagnostics::routes())
+        .merge(reports::routes());
     if surface == Surface::Local {
         r = r.merge(api::local_routes());
     }

@@ -179,6 +179,7 @@ fn an_officer_finds_a_session_reads_it_and_places_a_hold_in_a_real_terminal() {
     t.wait_for("support/general");
     // Today's counts: the one request, accepted and ended.
     t.wait_for("Requests 1  accepted 1  ended 1");
+    t.wait_for("14 days (max 1/day)");
 
     t.keys(&["2"]);
     t.wait_for("Sessions, page 1");

@@ -352,6 +352,12 @@ fn every_endpoint_for_every_role() {
         ),
         (
             Method::GET,
+            "/api/v1/reports/sessions".into(),
+            None,
+            Permission::ReadMonitors,
+        ),
+        (
+            Method::GET,
             "/api/v1/policies".into(),
             None,
             Permission::ReadCompliance,
