@@ -580,6 +580,7 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
     let checkpoints = tokio::spawn(checkpoint_loop(app.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(sweep_loop(app.clone(), stop_rx.clone()));
     crate::integrations::start(&app);
+    crate::sync::service::start(&app);
     let server = tokio::spawn(web::run(
         app.clone(),
         tcp,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -131,6 +132,14 @@ text = "Is there anything else I can help you with today?"
 # Knowledge base: a folder of Markdown articles, indexed at start and when changed.
 # [knowledge]
 # articles = "/etc/custos/articles"
+
+# Keep a database of your own current with the session records (docs/database-schema.md), through
+# the API with a token of scope read_any_session. schedule: "follow" (real time, the default),
+# "every 15m", or "daily 02:00" (UTC). This file then holds the database password: keep it private.
+# [[sync]]
+# to = "postgres://bi:PASSWORD@db.example.org:5432/custos"
+# token_file = "/etc/custos/sync.token"
+# schedule = "follow"
 "##;
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +180,16 @@ struct Raw {
     syslog: Vec<settings::RawSyslog>,
     #[serde(default)]
     knowledge: settings::RawKnowledge,
+    #[serde(default)]
+    sync: Vec<RawSync>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    to: Spanned<String>,
+    token_file: Spanned<String>,
+    schedule: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +357,8 @@ pub struct Config {
     pub recovery_recipient: Option<crate::age::Recipient>,
     /// Webhook delivery, alerts, e-mail, syslog and the knowledge base.
     pub integrations: settings::Integrations,
+    /// Database syncs the appliance runs itself.
+    pub sync: Vec<SyncJob>,
 }
 
 impl Config {
@@ -350,6 +371,79 @@ impl Default for Config {
     fn default() -> Self {
         Config::parse(Path::new(FILE_NAME), "").expect("the empty configuration is valid")
     }
+}
+
+/// When a configured sync runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Always, in real time.
+    Follow,
+    /// Once every this long.
+    Every(Duration),
+    /// Once a day at this UTC hour and minute.
+    Daily(u8, u8),
+}
+
+impl Schedule {
+    /// `follow`, `every N(s|m|h)` (at least 1 s, at most a day) or `daily HH:MM` (UTC).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "follow" {
+            return Ok(Schedule::Follow);
+        }
+        if let Some(n) = s.strip_prefix("every ") {
+            let n = n.trim();
+            let (num, unit) = n.split_at(n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len()));
+            let num: u64 = num
+                .parse()
+                .map_err(|_| format!("{s:?}: every needs a number, as in \"every 15m\""))?;
+            let secs = match unit {
+                "s" => num,
+                "m" => num * 60,
+                "h" => num * 3600,
+                _ => return Err(format!("{s:?}: the unit is s, m or h")),
+            };
+            if !(1..=86_400).contains(&secs) {
+                return Err(format!("{s:?}: from 1 s to 24 h"));
+            }
+            return Ok(Schedule::Every(Duration::from_secs(secs)));
+        }
+        if let Some(hm) = s.strip_prefix("daily ") {
+            let bad = || format!("{s:?}: daily needs a UTC time HH:MM, as in \"daily 02:00\"");
+            let (h, m) = hm.trim().split_once(':').ok_or_else(bad)?;
+            let (h, m): (u8, u8) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if h > 23 || m > 59 || hm.trim().len() != 5 {
+                return Err(bad());
+            }
+            return Ok(Schedule::Daily(h, m));
+        }
+        Err(format!(
+            "{s:?} is not a schedule: use \"follow\", \"every 15m\" or \"daily 02:00\""
+        ))
+    }
+
+    /// How long from `now` until the next daily run.
+    pub fn until_next(h: u8, m: u8, now: time::OffsetDateTime) -> Duration {
+        let today = now
+            .replace_time(time::Time::from_hms(h, m, 0).expect("validated"))
+            .replace_nanosecond(0)
+            .expect("zero");
+        let next = if today > now {
+            today
+        } else {
+            today + time::Duration::days(1)
+        };
+        (next - now).try_into().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// One configured sync (`[[sync]]`).
+#[derive(Clone, Debug)]
+pub struct SyncJob {
+    /// The target URL (it may hold a password: never logged whole).
+    pub to: String,
+    pub token_file: PathBuf,
+    pub schedule: Schedule,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -623,7 +717,46 @@ impl Config {
             },
             &err,
         )?;
+        let mut sync = Vec::new();
+        for j in &raw.sync {
+            let to = j.to.get_ref();
+            if ![
+                "sqlite:",
+                "postgres://",
+                "postgresql://",
+                "mysql://",
+                "mariadb://",
+            ]
+            .iter()
+            .any(|p| to.starts_with(p))
+            {
+                return Err(err(
+                    j.to.span(),
+                    "sync.to: give sqlite:PATH, postgres://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB".into(),
+                ));
+            }
+            if !Path::new(j.token_file.get_ref()).is_file() {
+                return Err(err(
+                    j.token_file.span(),
+                    format!(
+                        "sync.token_file {:?} does not exist or is not a file",
+                        j.token_file.get_ref()
+                    ),
+                ));
+            }
+            let schedule = match &j.schedule {
+                None => Schedule::Follow,
+                Some(s) => Schedule::parse(s.get_ref())
+                    .map_err(|m| err(s.span(), format!("sync.schedule: {m}")))?,
+            };
+            sync.push(SyncJob {
+                to: to.clone(),
+                token_file: PathBuf::from(j.token_file.get_ref()),
+                schedule,
+            });
+        }
         Ok(Config {
+            sync,
             integrations,
             recovery_recipient,
             max_file_bytes: ranged(

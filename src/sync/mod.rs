@@ -13,6 +13,7 @@
 
 pub mod mysql;
 pub mod postgres;
+pub mod service;
 pub mod sqlite;
 
 use serde_json::Value;

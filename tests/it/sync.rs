@@ -618,3 +618,63 @@ fn follow(w: &World, target: &Db) {
     r.fails();
     assert!(r.all().contains("newer than this custos"), "{}", r.all());
 }
+
+#[test]
+fn the_appliance_runs_a_configured_sync_and_a_bad_one_is_refused_at_start() {
+    let w = world(20);
+    let mut s = w.s;
+    s.stop();
+    let target = w.dir.tmp.path().join("scheduled.db");
+    let config = w.dir.path().join("custos.toml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with = |schedule: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{base}\n[[sync]]\nto = \"sqlite:{}\"\ntoken_file = \"{}\"\nschedule = \"{schedule}\"\n",
+                target.display(),
+                w.token_file.display()
+            ),
+        )
+        .unwrap();
+    };
+    // Refused at start, naming the line: a bad schedule.
+    with("hourly");
+    let r = w.dir.run(&["serve", "--listen", "127.0.0.1:0"]);
+    r.fails();
+    assert!(
+        r.all().contains("custos.toml") && r.all().contains("sync.schedule"),
+        "{}",
+        r.all()
+    );
+
+    with("every 1s");
+    let s = w.dir.serve();
+    let db = Db::Sqlite(target.clone());
+    let wait_for = |id: &str, what: &str| {
+        let start = Instant::now();
+        while db.count(
+            "SELECT COUNT(*) FROM sessions WHERE session_id = ?1",
+            Some(id),
+        ) == 0
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what} did not arrive"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&w.real[0], "the first scheduled run");
+    assert_eq!(db.count("SELECT COUNT(*) FROM sessions", None), 22);
+    let r = s.post(
+        "/api/v1/requests",
+        None,
+        json!({ "portal": "support", "name": "Una", "question": "later" }),
+    );
+    let id = r.json().unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(&id, "a session created after the first run");
+}
