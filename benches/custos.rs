@@ -31,6 +31,8 @@ struct Sizes {
     subscribers: usize,
     /// Webhook deliveries.
     deliveries: usize,
+    /// Sessions `custos sync` writes into each target database.
+    db_sync_sessions: usize,
 }
 
 struct Report {
@@ -333,6 +335,7 @@ fn main() {
             sync_sessions: 10_000,
             subscribers: 100,
             deliveries: 200,
+            db_sync_sessions: 500,
         }
     } else {
         Sizes {
@@ -343,6 +346,7 @@ fn main() {
             sync_sessions: 1_000_000,
             subscribers: 1000,
             deliveries: 2000,
+            db_sync_sessions: 20_000,
         }
     };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -358,6 +362,7 @@ fn main() {
     bench_audit(tmp.path(), &sizes, &mut r);
     sessions::run(tmp.path(), sizes.sessions, &mut r);
     integrations::run(tmp.path(), &sizes, &mut r);
+    dbsync::run(tmp.path(), sizes.db_sync_sessions, &mut r);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let commit = Command::new("git")
@@ -420,6 +425,7 @@ fn main() {
     println!("wrote docs/benchmarks.md and docs/benchmarks.json");
 }
 
+mod dbsync;
 mod integrations;
 
 mod sessions {
