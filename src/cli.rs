@@ -171,6 +171,10 @@ pub enum Cmd {
         /// Keep going: changes reach the database within a second.
         #[arg(long, conflicts_with_all = ["since", "until"])]
         follow: bool,
+        /// Also copy each session's files into this directory (SESSION/FILE_ID-NAME, owner-only),
+        /// each copy checked against its SHA-256 and each read audited.
+        #[arg(long)]
+        files_dir: Option<PathBuf>,
     },
 }
 
@@ -461,6 +465,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             since,
             until,
             follow,
+            files_dir,
         } => sync_cmd(
             endpoint(&dir, server, fingerprint)?,
             token_file.as_deref(),
@@ -469,6 +474,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 since,
                 until,
                 follow,
+                files_dir,
                 max_pages: None,
             },
         ),

@@ -172,6 +172,7 @@ pub fn run(dir: &Path, n: usize, r: &mut super::Report) {
                     since: None,
                     until: None,
                     follow: false,
+                    files_dir: None,
                     max_pages: None,
                 },
                 |_| {},

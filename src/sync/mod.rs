@@ -21,7 +21,15 @@ use serde_json::Value;
 use crate::client::Endpoint;
 
 /// The target schema version this build writes (docs/database-schema.md).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Indexes version 2 added for the usual BI questions (by time, agent, portal): (name, table,
+/// column).
+pub const INDEXES: [(&str, &str, &str); 3] = [
+    ("sessions_requested_at", "sessions", "requested_at"),
+    ("sessions_agent", "sessions", "agent"),
+    ("sessions_portal", "sessions", "portal"),
+];
 
 /// Sessions per page.
 const PAGE: u32 = 200;
@@ -474,6 +482,8 @@ pub struct Options {
     pub since: Option<String>,
     pub until: Option<String>,
     pub follow: bool,
+    /// Also copy each session's files here (`SESSION/FILE_ID-NAME`), each read audited.
+    pub files_dir: Option<std::path::PathBuf>,
     /// Stop after this many pages (for tests and measured runs); none: until caught up.
     pub max_pages: Option<u64>,
 }
@@ -513,6 +523,107 @@ async fn get(ep: &Endpoint, token: &str, path: &str) -> Result<Value, SyncError>
     }
     r.json()
         .map_err(|e| SyncError::Source(format!("GET {path}: {e}")))
+}
+
+/// A file name safe in a directory: letters, digits, `.-_`, at most 80, never hidden.
+fn safe_name(s: &str) -> String {
+    let n: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    if n.is_empty() || n.starts_with('.') {
+        format!("_{n}")
+    } else {
+        n
+    }
+}
+
+/// Copies a session's files into `dir/SESSION/` (owner-only), skipping those already there whole;
+/// each copy is checked against the SHA-256 the appliance recorded.
+async fn copy_files(
+    ep: &Endpoint,
+    token: &str,
+    dir: &std::path::Path,
+    sid: &str,
+    detail: &Value,
+) -> Result<(), SyncError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let files = detail["files"].as_array().cloned().unwrap_or_default();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let local = |e: std::io::Error, what: &std::path::Path| {
+        SyncError::Target(format!("{}: {e}", what.display()))
+    };
+    let sdir = dir.join(sid);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&sdir)
+        .map_err(|e| local(e, &sdir))?;
+    for f in files {
+        let (Some(fid), Some(want)) = (f["file_id"].as_str(), f["sha256"].as_str()) else {
+            continue;
+        };
+        let path = sdir.join(format!(
+            "{}-{}",
+            safe_name(fid),
+            safe_name(&s_of(&f["name"]))
+        ));
+        if std::fs::metadata(&path).is_ok_and(|m| Some(m.len()) == f["size"].as_u64()) {
+            continue;
+        }
+        let r = ep
+            .request(
+                hyper::Method::GET,
+                &format!(
+                    "/api/v1/sessions/{}/files/{}?reason=database%20sync",
+                    enc(sid),
+                    enc(fid)
+                ),
+                Some(token),
+                None,
+            )
+            .await
+            .map_err(|e| SyncError::Source(format!("cannot reach the appliance: {e}")))?;
+        if r.status >= 400 {
+            return Err(SyncError::Source(format!(
+                "file {fid} of {sid}: {} {}",
+                r.status,
+                r.error_message()
+            )));
+        }
+        if hex::encode(crate::crypto::sha256(&r.body)) != want {
+            return Err(SyncError::Source(format!(
+                "file {fid} of {sid} does not match its recorded SHA-256"
+            )));
+        }
+        let tmp = path.with_extension("partial");
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| local(e, &tmp))?;
+        out.write_all(&r.body)
+            .and_then(|()| out.sync_all())
+            .map_err(|e| local(e, &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(|e| local(e, &path))?;
+    }
+    Ok(())
+}
+
+fn s_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
 }
 
 /// Runs a sync: pages from the stored cursor until caught up (or forever with `follow`).
@@ -597,6 +708,9 @@ pub async fn run(
                 &format!("/api/v1/sessions/{}?reason=database%20sync", enc(sid)),
             )
             .await?;
+            if let Some(dir) = &opts.files_dir {
+                copy_files(ep, token, dir, sid, &d).await?;
+            }
             rows_out.push(rows(&d, &now)?);
         }
         let appliance_id = appliance.clone().unwrap_or_default();

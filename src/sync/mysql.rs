@@ -6,7 +6,9 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, TxOpts, Value as MyValue};
 
-use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Upsert, Val};
+use super::{
+    INDEXES, PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Upsert, Val,
+};
 
 const TYPES: super::Types = super::Types {
     key_text: "VARCHAR(191)",
@@ -72,9 +74,28 @@ impl Mysql {
                     )
                     .await
                     .map_err(err)?;
+                // Version 1's tables (kept if they exist), then version 2's indexes: this is
+                // also the migration from version 1. Text columns are indexed by a prefix.
                 for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
                     let ddl = format!("{} CHARACTER SET utf8mb4", super::create_sql(t, &TYPES));
                     self.conn.query_drop(ddl).await.map_err(err)?;
+                }
+                for (name, table, col) in INDEXES {
+                    let present: Option<i64> = self
+                        .conn
+                        .exec_first(
+                            "SELECT COUNT(*) FROM information_schema.statistics
+                             WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
+                            (table, name),
+                        )
+                        .await
+                        .map_err(err)?;
+                    if present.unwrap_or(0) == 0 {
+                        self.conn
+                            .query_drop(format!("CREATE INDEX {name} ON {table} ({col}(64))"))
+                            .await
+                            .map_err(err)?;
+                    }
                 }
                 let mut tx = self
                     .conn

@@ -5,7 +5,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
+use super::{INDEXES, PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
 
 const TYPES: super::Types = super::Types {
     key_text: "TEXT",
@@ -69,9 +69,16 @@ impl Postgres {
                     "CREATE TABLE IF NOT EXISTS custos_sync (appliance_id TEXT NOT NULL, stream TEXT NOT NULL,
                      cursor TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (appliance_id, stream));",
                 );
+                // Version 1's tables (kept if they exist), then version 2's indexes: this is
+                // also the migration from version 1.
                 for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
                     ddl.push_str(&super::create_sql(t, &TYPES));
                     ddl.push(';');
+                }
+                for (name, table, col) in INDEXES {
+                    ddl.push_str(&format!(
+                        "CREATE INDEX IF NOT EXISTS {name} ON {table} ({col});"
+                    ));
                 }
                 tx.batch_execute(&ddl).await.map_err(err)?;
                 tx.execute("DELETE FROM custos_schema", &[])

@@ -55,6 +55,7 @@ async fn run_job(app: Arc<App>, index: usize, job: Job) {
                 since: None,
                 until: None,
                 follow: job.schedule == Schedule::Follow,
+                files_dir: None,
                 max_pages: None,
             };
             super::run(

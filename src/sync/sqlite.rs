@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
-use super::{PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
+use super::{INDEXES, PARTS, SCHEMA_VERSION, SESSIONS, SessionRows, Statements, SyncError, Val};
 
 const TYPES: super::Types = super::Types {
     key_text: "TEXT",
@@ -68,8 +68,17 @@ impl Sqlite {
                     [],
                 )
                 .map_err(err)?;
+                // Version 1's tables (kept if they exist), then version 2's indexes: this is
+                // also the migration from version 1.
                 for t in std::iter::once(&SESSIONS).chain(PARTS.iter()) {
                     tx.execute(&super::create_sql(t, &TYPES), []).map_err(err)?;
+                }
+                for (name, table, col) in INDEXES {
+                    tx.execute(
+                        &format!("CREATE INDEX IF NOT EXISTS {name} ON {table} ({col})"),
+                        [],
+                    )
+                    .map_err(err)?;
                 }
                 tx.execute("DELETE FROM custos_schema", []).map_err(err)?;
                 tx.execute(

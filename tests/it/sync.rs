@@ -343,6 +343,15 @@ fn world(generated: usize) -> World {
         );
         real.push(id);
     }
+    // A file the customer sent in the first one.
+    let r = raw(
+        &s,
+        hyper::Method::POST,
+        &format!("/api/v1/sessions/{}/files?name=vpn.log", real[0]),
+        &format!("Bearer {alice}"),
+        b"vpn log line 1\n".to_vec(),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
     let token = s.post(
         "/api/v1/tokens",
         Some(&admin),
@@ -509,6 +518,35 @@ fn ten_thousand(w: &World, target: &Db) {
         "{}",
         again.all()
     );
+    // A database of schema version 1 (before the indexes) is migrated in place, rows intact.
+    let names = "('sessions_requested_at', 'sessions_agent', 'sessions_portal')";
+    let index_sql = match target {
+        Db::Sqlite(_) => {
+            format!("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN {names}")
+        }
+        Db::Postgres(_) => format!("SELECT COUNT(*) FROM pg_indexes WHERE indexname IN {names}"),
+        Db::Mysql(_) => format!(
+            "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name IN {names}"
+        ),
+    };
+    let index_sql = index_sql.as_str();
+    assert_eq!(target.count(index_sql, None), 3, "version 2's indexes");
+    for idx in ["sessions_requested_at", "sessions_agent", "sessions_portal"] {
+        target.exec(&match target {
+            Db::Mysql(_) => format!("DROP INDEX {idx} ON sessions"),
+            _ => format!("DROP INDEX {idx}"),
+        });
+    }
+    target.exec("UPDATE custos_schema SET version = 1");
+    assert_eq!(target.count(index_sql, None), 0);
+    run_sync(w, target, &[]).ok();
+    assert_eq!(
+        target.rows("SELECT CAST(version AS TEXT) FROM custos_schema", None),
+        vec![vec![Some("2".to_string())]]
+    );
+    assert_eq!(target.count(index_sql, None), 3, "migrated to version 2");
+    assert_eq!(compare_sessions(w, target), n);
+
     // Every content read was audited, under the token's user, with the sync's reason.
     let log =
         w.s.get(
@@ -677,4 +715,43 @@ fn the_appliance_runs_a_configured_sync_and_a_bad_one_is_refused_at_start() {
         .unwrap()
         .to_string();
     wait_for(&id, "a session created after the first run");
+}
+
+#[test]
+fn files_are_copied_when_asked_and_checked() {
+    let w = world(5);
+    let target = Db::sqlite(&w.dir, "files.db");
+    let files = w.dir.tmp.path().join("files");
+    let out = run_sync(&w, &target, &["--files-dir", files.to_str().unwrap()]);
+    out.ok();
+    let fid = target.rows(
+        "SELECT file_id, name FROM files WHERE session_id = ?1",
+        Some(&w.real[0]),
+    );
+    assert_eq!(fid.len(), 1, "{fid:?}");
+    let path = files
+        .join(&w.real[0])
+        .join(format!("{}-vpn.log", fid[0][0].as_deref().unwrap()));
+    assert_eq!(std::fs::read(&path).unwrap(), b"vpn log line 1\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The copy was an audited read of the file.
+    let log =
+        w.s.get(
+            "/api/v1/audit/entries?action=session.file.read",
+            Some(&w.admin),
+        )
+        .json()
+        .unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["details"]["reason"] == "database sync"),
+        "{log}"
+    );
 }
