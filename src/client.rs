@@ -155,3 +155,16 @@ impl Endpoint {
         }
     }
 }
+
+/// Percent-encodes a value for a URL's path or query (everything but unreserved characters).
+pub fn percent_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

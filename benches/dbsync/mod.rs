@@ -94,25 +94,10 @@ pub fn run(dir: &Path, n: usize, r: &mut super::Report) {
         .enable_all()
         .build()
         .unwrap();
-    let admin = rt.block_on(async {
-        let one_time = pw.expect("a fresh appliance");
-        let v = s
-            .post(
-                "/api/v1/auth/login",
-                None,
-                json!({ "name": "admin", "password": one_time }),
-            )
-            .await;
-        let t = v["token"].as_str().unwrap().to_string();
-        let v = s
-            .post(
-                "/api/v1/auth/password",
-                Some(&t),
-                json!({ "current_password": one_time, "new_password": "bench admin password" }),
-            )
-            .await;
-        v["token"].as_str().unwrap().to_string()
-    });
+    let admin = rt.block_on(crate::integrations::admin_token(
+        &s,
+        pw.as_deref().expect("a fresh appliance"),
+    ));
 
     let mut dbs = vec![Db {
         name: "SQLite",

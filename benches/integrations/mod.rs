@@ -20,7 +20,8 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn admin_token(s: &Server, one_time: &str) -> String {
+/// Signs in as the first admin and sets a password: the admin's token.
+pub(crate) async fn admin_token(s: &Server, one_time: &str) -> String {
     let v = s
         .post(
             "/api/v1/auth/login",

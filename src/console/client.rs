@@ -10,7 +10,7 @@ use super::state::{
     QueueRow, SessionRow, SystemInfo, Today, TokenLine, UserLine, Verification, audit_params,
     search_params,
 };
-use crate::client::Endpoint;
+use crate::client::{Endpoint, percent_encode as enc};
 
 fn s(v: &Value) -> String {
     match v {
@@ -18,19 +18,6 @@ fn s(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// Percent-encodes a query value.
-fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 struct Call<'a> {

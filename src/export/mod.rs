@@ -66,7 +66,8 @@ pub struct Built {
     pub files: usize,
 }
 
-fn safe_name(s: &str) -> String {
+/// A file name safe in a directory: letters, digits and `.-_`, at most 80, never hidden.
+pub(crate) fn safe_name(s: &str) -> String {
     let n: String = s
         .chars()
         .map(|c| {

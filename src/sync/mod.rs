@@ -18,7 +18,8 @@ pub mod sqlite;
 
 use serde_json::Value;
 
-use crate::client::Endpoint;
+use crate::client::{Endpoint, percent_encode as enc};
+use crate::export::safe_name;
 
 /// The target schema version this build writes (docs/database-schema.md).
 pub const SCHEMA_VERSION: i64 = 2;
@@ -389,7 +390,7 @@ pub(crate) enum Upsert {
     OnDuplicateKey,
 }
 
-/// The statements every target runs, in its own placeholder style (`?1`, `$1` or `?`).
+/// The statements every target runs, with its own parameter marks (`?1`, `$1` or `?`).
 pub(crate) struct Statements {
     pub upsert_session: String,
     /// Per part table: delete a session's rows, insert one row.
@@ -495,19 +496,6 @@ pub struct Report {
     pub sessions: u64,
 }
 
-/// Percent-encodes a query value.
-fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 async fn get(ep: &Endpoint, token: &str, path: &str) -> Result<Value, SyncError> {
     let r = ep
         .request(hyper::Method::GET, path, Some(token), None)
@@ -523,26 +511,6 @@ async fn get(ep: &Endpoint, token: &str, path: &str) -> Result<Value, SyncError>
     }
     r.json()
         .map_err(|e| SyncError::Source(format!("GET {path}: {e}")))
-}
-
-/// A file name safe in a directory: letters, digits, `.-_`, at most 80, never hidden.
-fn safe_name(s: &str) -> String {
-    let n: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(80)
-        .collect();
-    if n.is_empty() || n.starts_with('.') {
-        format!("_{n}")
-    } else {
-        n
-    }
 }
 
 /// Copies a session's files into `dir/SESSION/` (owner-only), skipping those already there whole;
