@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod redact;
+pub mod remote;
 pub mod retention;
 pub mod session;
 pub mod store;

@@ -12,6 +12,7 @@
 pub mod diagnostics;
 pub mod protocol;
 mod recorder;
+pub mod screen;
 pub mod terms;
 
 use std::collections::{HashMap, VecDeque};
@@ -59,6 +60,8 @@ pub enum SessionError {
 #[derive(Debug)]
 pub enum Out {
     Text(Arc<str>),
+    /// A binary screen message (the screen socket only).
+    Binary(hyper::body::Bytes),
     /// Close with this code and reason.
     Close(u16, &'static str),
 }
@@ -68,10 +71,16 @@ pub type ConnTx = mpsc::Sender<Out>;
 /// One participant's live connection. `kill` tells its socket task to close it (too slow, or
 /// replaced).
 #[derive(Clone)]
-struct Conn {
+pub struct Conn {
     id: u64,
     tx: ConnTx,
     kill: Arc<tokio::sync::Notify>,
+}
+
+impl Conn {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -143,6 +152,10 @@ struct RoomState {
 /// A waiting or active session.
 pub struct Room {
     pub id: String,
+    /// Whether the portal records sessions.
+    recording: bool,
+    /// The screen relay (remote view and control).
+    pub screen: screen::Screen,
     state: Mutex<RoomState>,
     recorder: Recorder,
     /// The portal's masking rules, applied to chat before it is relayed or stored.
@@ -312,6 +325,8 @@ impl Sessions {
                 .map(|p| p.redact.clone())
                 .unwrap_or_default(),
             id: row.id.clone(),
+            recording: row.recording,
+            screen: screen::Screen::default(),
             recorder: Recorder::start(app.clone(), row.id.clone(), row.recording),
             state: Mutex::new(RoomState {
                 status,
@@ -833,6 +848,7 @@ impl Sessions {
         room.record_event(json!({ "event": status, "by": by }))
             .await;
         room.recorder.finish().await;
+        room.screen.finish(1000, "the session ended").await;
         app.sessions.rooms.lock().expect("rooms").remove(id);
         app.sessions.announce();
         Ok(status)
@@ -1291,6 +1307,7 @@ impl Sessions {
                 c.kill.notify_one();
             }
             r.recorder.finish().await;
+            r.screen.finish(1012, "the appliance was sealed").await;
         }
         self.announce();
         rooms.len()
@@ -1301,8 +1318,25 @@ impl Sessions {
         let rooms = self.live_rooms();
         for r in &rooms {
             r.recorder.finish().await;
+            r.screen
+                .finish(1001, "the appliance is shutting down")
+                .await;
         }
         rooms.len()
+    }
+
+    /// A live session's room, for its screen relay.
+    pub fn live(&self, id: &str) -> Option<Arc<Room>> {
+        self.room(id)
+    }
+
+    /// A new connection (for the screen socket) with a fresh id.
+    pub fn new_conn(&self, tx: ConnTx, kill: Arc<tokio::sync::Notify>) -> Conn {
+        Conn {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            tx,
+            kill,
+        }
     }
 
     /// Whether session `id` is active (an agent has it).

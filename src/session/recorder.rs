@@ -57,7 +57,11 @@ struct Writers {
     events: Option<ObjectWriter>,
 }
 
-async fn open(app: &Arc<App>, session_id: &str, class: DataClass) -> Option<ObjectWriter> {
+pub(super) async fn open(
+    app: &Arc<App>,
+    session_id: &str,
+    class: DataClass,
+) -> Option<ObjectWriter> {
     let keys = app.keys()?;
     let archive = app.archive.clone();
     let sid = session_id.to_string();
@@ -189,8 +193,22 @@ async fn run(app: Arc<App>, session_id: String, recording: bool, mut rx: mpsc::R
 
 /// Seals the session's open objects and records `recording.sealed` with what each holds.
 async fn seal(app: &Arc<App>, session_id: &str, mut w: Writers, why: &str) {
+    let writers = [w.transcript.take(), w.events.take()]
+        .into_iter()
+        .flatten()
+        .collect();
+    seal_objects(app, session_id, writers, why).await;
+}
+
+/// Seals objects of a session and records `recording.sealed` with what each holds.
+pub(super) async fn seal_objects(
+    app: &Arc<App>,
+    session_id: &str,
+    writers: Vec<ObjectWriter>,
+    why: &str,
+) {
     let mut objects = Vec::new();
-    for writer in [w.transcript.take(), w.events.take()].into_iter().flatten() {
+    for writer in writers {
         let (id, class) = (writer.id(), writer.class());
         match app.db(move |s| writer.finish(s)).await {
             Ok(c) => objects.push(serde_json::json!({

@@ -304,6 +304,16 @@ CREATE TABLE transcript_terms (
 -- Today's counts on the console dashboard and date-range selections read sessions by time.
 CREATE INDEX sessions_requested ON sessions(requested_at);
 "#,
+    r#"
+-- Where each keyframe of a screen recording starts (docs/formats/recording.md), so that a
+-- player seeks without reading the recording from its start. Times and offsets only.
+CREATE TABLE recording_keyframes (
+    object_id TEXT NOT NULL REFERENCES objects(id),
+    at_ms     INTEGER NOT NULL,
+    offset    INTEGER NOT NULL,
+    PRIMARY KEY (object_id, offset)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -855,6 +865,28 @@ impl Tx<'_> {
             .optional()?
             .map(ObjectRowRaw::build)
             .transpose()
+    }
+
+    /// Indexes keyframes of a recording object: (time in ms since the epoch, plaintext offset).
+    pub fn recording_keyframes_add(&self, id: ObjectId, keyframes: &[(i64, i64)]) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT OR IGNORE INTO recording_keyframes (object_id, at_ms, offset) VALUES (?1, ?2, ?3)",
+        )?;
+        for (at, off) in keyframes {
+            stmt.execute(rusqlite::params![id.to_string(), at, off])?;
+        }
+        Ok(())
+    }
+
+    /// A recording object's keyframes, in order.
+    pub fn recording_keyframes(&self, id: ObjectId) -> Result<Vec<(i64, i64)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT at_ms, offset FROM recording_keyframes WHERE object_id = ?1 ORDER BY offset",
+        )?;
+        let rows = stmt
+            .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Objects in a given state, or all of them, in creation order.
@@ -1811,6 +1843,10 @@ impl Tx<'_> {
     pub fn object_shred(&self, id: ObjectId, now: &str) -> Result<bool> {
         self.0.execute(
             "DELETE FROM object_keys WHERE object_id = ?1",
+            [id.to_string()],
+        )?;
+        self.0.execute(
+            "DELETE FROM recording_keyframes WHERE object_id = ?1",
             [id.to_string()],
         )?;
         let n = self.0.execute(

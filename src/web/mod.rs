@@ -13,6 +13,7 @@ mod error;
 mod integrations;
 mod pages;
 mod reports;
+mod screen;
 mod sessions;
 
 use std::os::unix::fs::MetadataExt;

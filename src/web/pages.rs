@@ -22,6 +22,7 @@ use crate::session::Sessions;
 
 const AGENT_HTML: &str = include_str!("assets/agent.html");
 const AGENT_JS: &str = include_str!("assets/agent.js");
+const SCREEN_JS: &str = include_str!("assets/screen.js");
 const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const CUSTOMER_HTML: &str = include_str!("assets/customer.html");
@@ -46,6 +47,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route(
             "/static/agent.js",
             get(|| async { asset("text/javascript; charset=utf-8", AGENT_JS) }),
+        )
+        .route(
+            "/static/screen.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCREEN_JS) }),
         )
         .route(
             "/static/common.js",

@@ -64,6 +64,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/api/v1/sessions/{id}/messages", post(post_message))
         .route("/api/v1/sessions/{id}/survey", post(survey))
         .route("/api/v1/sessions/{id}/ws", get(ws))
+        .route("/api/v1/sessions/{id}/screen", get(super::screen::socket))
         .route(
             "/api/v1/sessions/{id}/files",
             post(upload).layer(DefaultBodyLimit::max(file_limit)),
@@ -1848,20 +1849,12 @@ async fn download(
 // --- the relay socket ----------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-struct WsQuery {
-    customer_token: Option<String>,
+pub(super) struct WsQuery {
+    pub(super) customer_token: Option<String>,
 }
 
-async fn ws(
-    State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    valid_id(&id)?;
-    // A browser sends its Origin; a page from anywhere else may not ride on the cookies.
+/// A browser sends its Origin; a page from anywhere else may not ride on the cookies.
+pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
         && origin.to_str().ok()
             != host
@@ -1874,6 +1867,19 @@ async fn ws(
             "cross-origin WebSocket connections are refused",
         ));
     }
+    Ok(())
+}
+
+async fn ws(
+    State(app): State<Arc<App>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    valid_id(&id)?;
+    same_origin(&headers)?;
     let (side, principal) =
         match party(&app, &id, &headers, &method, q.customer_token.as_deref()).await? {
             Party::Customer => (Side::Customer, None),
@@ -1897,7 +1903,7 @@ async fn run_socket(
     principal: Option<Principal>,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel(crate::session::CONN_QUEUE);
+    let (tx, rx) = mpsc::channel(crate::session::CONN_QUEUE);
     let kill = Arc::new(Notify::new());
     let (room, conn_id, hello) =
         match app
@@ -1925,31 +1931,7 @@ async fn run_socket(
     let name = principal
         .as_ref()
         .map_or_else(|| "customer".to_string(), |p| p.name.clone());
-    let writer = tokio::spawn(async move {
-        if sink.send(Message::Text(hello.into())).await.is_err() {
-            return;
-        }
-        loop {
-            tokio::select! {
-                out = rx.recv() => match out {
-                    Some(crate::session::Out::Text(t)) => {
-                        if sink.send(Message::Text(t.as_ref().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(crate::session::Out::Close(code, reason)) => {
-                        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                        return;
-                    }
-                    None => return,
-                },
-                _ = kill.notified() => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1008, reason: "too slow or replaced".into() }))).await;
-                    return;
-                }
-            }
-        }
-    });
+    let writer = tokio::spawn(write_loop(sink, rx, kill, hello));
     let mut bucket = RateBucket::new();
     let mut stop = app.stop.subscribe();
     loop {
@@ -2015,23 +1997,69 @@ async fn run_socket(
     let _ = writer.await;
 }
 
+/// Sends a connection's queued messages, the first being `hello`, until it is closed, killed
+/// (too slow or replaced) or its queue is dropped.
+pub(super) async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<crate::session::Out>,
+    kill: Arc<Notify>,
+    hello: String,
+) {
+    use crate::session::Out;
+    if sink.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let sent = match out {
+                    Some(Out::Text(t)) => sink.send(Message::Text(t.as_ref().into())).await,
+                    Some(Out::Binary(b)) => sink.send(Message::Binary(b)).await,
+                    Some(Out::Close(code, reason)) => {
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                        return;
+                    }
+                    None => return,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            _ = kill.notified() => {
+                let _ = sink.send(Message::Close(Some(CloseFrame { code: 1008, reason: "too slow or replaced".into() }))).await;
+                return;
+            }
+        }
+    }
+}
+
 /// 20 messages a second with bursts of 40, per connection.
-struct RateBucket {
+pub(super) struct RateBucket {
     tokens: f64,
+    burst: f64,
+    rate: f64,
     last: std::time::Instant,
 }
 
 impl RateBucket {
     fn new() -> Self {
+        Self::with_rate(20.0, 40.0)
+    }
+
+    /// `rate` messages a second with bursts of `burst`.
+    pub(super) fn with_rate(rate: f64, burst: f64) -> Self {
         Self {
-            tokens: 40.0,
+            tokens: burst,
+            burst,
+            rate,
             last: std::time::Instant::now(),
         }
     }
 
-    fn take(&mut self) -> bool {
+    pub(super) fn take(&mut self) -> bool {
         let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * 20.0).min(40.0);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -6,16 +6,16 @@ use serde_json::json;
 use crate::util::*;
 use crate::webdriver::{Driver, available};
 
-const AGENT_PW: &str = "agent password 123";
+pub(crate) const AGENT_PW: &str = "agent password 123";
 
-struct Stage {
-    dir: Dir,
-    s: Server,
-    admin: String,
+pub(crate) struct Stage {
+    pub(crate) dir: Dir,
+    pub(crate) s: Server,
+    pub(crate) admin: String,
     files: tempfile::TempDir,
 }
 
-fn stage() -> Stage {
+pub(crate) fn stage() -> Stage {
     let dir = Dir::new();
     let one_time = dir.init();
     let pw = dir.secret("agentpw", AGENT_PW);
@@ -43,7 +43,7 @@ fn stage() -> Stage {
     }
 }
 
-fn agent_login(b: &crate::webdriver::Browser<'_>, base: &str, name: &str) {
+pub(crate) fn agent_login(b: &crate::webdriver::Browser<'_>, base: &str, name: &str) {
     b.goto(&format!("{base}/agent"));
     b.type_into("#login-name", name);
     b.type_into("#login-password", AGENT_PW);
@@ -52,7 +52,7 @@ fn agent_login(b: &crate::webdriver::Browser<'_>, base: &str, name: &str) {
     b.wait_text("#whoami", name);
 }
 
-fn panel(id: &str) -> String {
+pub(crate) fn panel(id: &str) -> String {
     format!(".session-panel[data-session-id=\"{id}\"]")
 }
 

@@ -16,6 +16,7 @@ mod knowledge;
 mod metrics;
 mod openapi;
 mod permissions;
+mod remote;
 mod reports;
 mod retention;
 mod sessions;

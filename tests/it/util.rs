@@ -306,6 +306,15 @@ pub struct Ws {
 impl Server {
     /// Opens the relay socket of a session with the given `Authorization` header value.
     pub fn ws(&self, session: &str, authorization: &str) -> Ws {
+        self.socket(session, authorization, "ws")
+    }
+
+    /// Opens the screen socket (remote view and control) of a session.
+    pub fn screen_ws(&self, session: &str, authorization: &str) -> Ws {
+        self.socket(session, authorization, "screen")
+    }
+
+    fn socket(&self, session: &str, authorization: &str, which: &str) -> Ws {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -316,7 +325,7 @@ impl Server {
         let mut cfg = (*cfg).clone();
         cfg.alpn_protocols.clear();
         let addr = self.addr.clone();
-        let url = format!("wss://{addr}/api/v1/sessions/{session}/ws");
+        let url = format!("wss://{addr}/api/v1/sessions/{session}/{which}");
         let auth = authorization.to_string();
         let inner = rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -352,6 +361,34 @@ impl Ws {
                     .send(tokio_tungstenite::tungstenite::Message::Text(text.into())),
             )
             .is_ok()
+    }
+
+    pub fn send_binary(&mut self, data: Vec<u8>) {
+        use futures_util::SinkExt;
+        let msg = tokio_tungstenite::tungstenite::Message::Binary(data.into());
+        self.rt.block_on(self.inner.send(msg)).unwrap();
+    }
+
+    /// The next binary message, skipping text; `None` if the socket closed or nothing came
+    /// for 10 s.
+    pub fn recv_binary(&mut self) -> Option<Vec<u8>> {
+        use futures_util::StreamExt;
+        loop {
+            let next = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), self.inner.next()).await
+            });
+            match next {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) => {
+                    return Some(b.to_vec());
+                }
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))) => continue,
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))))
+                | Ok(Some(Err(_)))
+                | Ok(None)
+                | Err(_) => return None,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
     }
 
     /// The next JSON message, or `None` if the socket closed (or nothing came for 10 s).

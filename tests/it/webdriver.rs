@@ -232,6 +232,37 @@ impl Browser<'_> {
             .to_string()
     }
 
+    /// Moves the mouse to (`dx`, `dy`) from the centre of the element matching `css` and
+    /// clicks there (W3C actions: the browser makes real pointer events).
+    pub fn click_at(&self, css: &str, dx: i64, dy: i64) {
+        let mut origin = serde_json::Map::new();
+        origin.insert(ELEMENT.to_string(), json!(self.find(css)));
+        let actions = json!({ "actions": [{
+            "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" },
+            "actions": [
+                { "type": "pointerMove", "duration": 0, "x": dx, "y": dy, "origin": origin },
+                { "type": "pointerDown", "button": 0 },
+                { "type": "pointerUp", "button": 0 },
+            ],
+        }] });
+        self.d
+            .call("POST", &self.path("/actions"), Some(actions))
+            .unwrap_or_else(|err| panic!("click in {css}: {err}"));
+    }
+
+    /// Types `text` into whatever has the focus, key by key (`\u{E007}` is Enter).
+    pub fn keys(&self, text: &str) {
+        let mut acts = Vec::new();
+        for c in text.chars() {
+            acts.push(json!({ "type": "keyDown", "value": c.to_string() }));
+            acts.push(json!({ "type": "keyUp", "value": c.to_string() }));
+        }
+        let actions = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": acts }] });
+        self.d
+            .call("POST", &self.path("/actions"), Some(actions))
+            .unwrap_or_else(|err| panic!("keys: {err}"));
+    }
+
     /// Runs JavaScript in the page and returns its result.
     pub fn js(&self, script: &str, args: Value) -> Value {
         self.d

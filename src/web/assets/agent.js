@@ -67,6 +67,7 @@
       });
       this.typingOut = new TypingSender((o) => this.sock.send(o));
       this.sock = new SessionSocket(id, (m) => this.onMessage(m), (s, x) => this.onSocketState(s, x));
+      this.screen = new window.CustosScreen(this.panel, id);
       this.mergeInfo(info);
       this.renderStatus();
     }
@@ -453,6 +454,7 @@
       this.closed = kind;
       this.closedAt = Date.now();
       this.sock.stop();
+      this.screen.stop();
       this.typingOut.on = false;
       clearTimeout(this.typingOut.idle);
       this.theirTyping(false);
@@ -480,6 +482,7 @@
       showError(this.p.error, '');
       this.renderStatus();
       this.sock.start();
+      this.screen.start();
     }
 
     sendChat() {

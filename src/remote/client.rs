@@ -1,0 +1,360 @@
+//! The end user's native client: joins a session with a connection code, asks the user's
+//! consent, and while an agent views, streams the screen's changed tiles over the screen socket
+//! (docs/formats/recording.md); injects the agent's input only while the user allows control.
+//!
+//! Threads: the desktop (capture, encode, inject) runs on a thread of its own, because X11
+//! calls block; the socket and the user's terminal run on the async side. The two are joined by
+//! a bounded channel of encoded messages: while the link is slow the channel stays full, the
+//! desktop thread waits before capturing again, and the frame rate falls to what the link
+//! carries.
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::encode::Encoder;
+use super::platform::Platform;
+use super::{Consent, Input, MAX_MESSAGE};
+use crate::client::{Endpoint, percent_encode};
+
+/// A keyframe at most this often while the screen changes, so that a recording can be entered
+/// near any moment.
+const KEYFRAME_EVERY: Duration = Duration::from_secs(10);
+/// Encoded messages waiting for the socket; a full queue holds the next capture back.
+const OUT_QUEUE: usize = 4;
+
+pub struct Options {
+    /// `host:port` of the appliance.
+    pub addr: String,
+    pub fingerprint: [u8; 32],
+    pub code: String,
+    pub name: String,
+    /// Capabilities granted up front (`--allow`); the rest are asked for when needed.
+    pub allow: Consent,
+    /// Ask on the terminal for what was not granted up front; without it, refuse.
+    pub ask: bool,
+    pub display: Option<String>,
+    pub max_fps: u32,
+}
+
+/// Parses `--invite`: an invite URL (`https://host:port/code?code=123-456-789`) or a bare code.
+pub fn parse_invite(s: &str) -> Result<(Option<String>, String), String> {
+    let Some(rest) = s.strip_prefix("https://") else {
+        return crate::session::normalize_code(s)
+            .map(|c| (None, c))
+            .ok_or_else(|| format!("{s:?} is neither an invite URL nor a connection code"));
+    };
+    let (host, query) = rest
+        .split_once("/code?")
+        .ok_or_else(|| format!("{s:?} is not an invite URL (https://HOST/code?code=CODE)"))?;
+    let code = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("code="))
+        .and_then(crate::session::normalize_code)
+        .ok_or_else(|| format!("the invite URL {s:?} carries no valid code"))?;
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:443")
+    };
+    Ok((Some(host), code))
+}
+
+/// Commands from the socket side to the desktop thread.
+enum Desk {
+    /// Start (true) or stop capturing.
+    Share(bool),
+    Keyframe,
+    Input(Input),
+    Stop,
+}
+
+/// What the user sees on the terminal.
+fn say(s: &str) {
+    eprintln!("custos-client: {s}");
+}
+
+pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<()> {
+    let tls = crate::tls::pinned_client_config(opts.fingerprint)?;
+    let ep = Endpoint::Https {
+        addr: opts.addr.clone(),
+        tls: tls.clone(),
+    };
+    let res = ep
+        .request(
+            hyper::Method::POST,
+            &format!("/api/v1/codes/{}/redeem", percent_encode(&opts.code)),
+            None,
+            Some(&json!({ "name": opts.name })),
+        )
+        .await?;
+    if res.status != 201 {
+        bail!("the code was not accepted: {}", res.error_message());
+    }
+    let v = res.json()?;
+    let (sid, token) = (
+        v["session_id"]
+            .as_str()
+            .context("no session id")?
+            .to_string(),
+        v["customer_token"]
+            .as_str()
+            .context("no customer token")?
+            .to_string(),
+    );
+    say(&format!("joined session {sid}"));
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut consent = opts.allow;
+    if !consent.view && opts.ask {
+        say("the support agent asks to see your screen. Allow? [y/N]");
+        consent.view =
+            matches!(stdin.next_line().await, Ok(Some(l)) if matches!(l.trim(), "y" | "Y" | "yes"));
+    }
+    if !consent.view {
+        say(
+            "you did not allow the agent to see your screen; it stays private (type 'allow view' to share it)",
+        );
+    }
+
+    let host = opts
+        .addr
+        .rsplit_once(':')
+        .map_or(opts.addr.as_str(), |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())?;
+    let tcp = TcpStream::connect(&opts.addr)
+        .await
+        .with_context(|| format!("cannot connect to {}", opts.addr))?;
+    let stream = TlsConnector::from(tls).connect(name, tcp).await?;
+    let url = format!(
+        "wss://{}/api/v1/sessions/{sid}/screen?customer_token={}",
+        opts.addr,
+        percent_encode(&token)
+    );
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE + 1024))
+        .max_frame_size(Some(MAX_MESSAGE + 1024));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("opening the screen socket")?;
+    let (mut sink, mut stream) = ws.split();
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let (desk_tx, desk_rx) = std_mpsc::channel::<Desk>();
+    let max_fps = opts.max_fps.clamp(1, 60);
+    let desk = std::thread::spawn(move || desktop(platform, desk_rx, out_tx, max_fps));
+
+    sink.send(consent_msg(&consent)).await?;
+    let mut stdin_open = true;
+    let mut pending_control: Option<String> = None;
+    let mut viewer = false;
+    let mut control = false;
+    say("type 'stop control', 'stop view', 'allow view', 'allow control' or 'quit' at any moment");
+    let result: anyhow::Result<()> = loop {
+        tokio::select! {
+            m = stream.next() => {
+                let text = match m {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Close(f))) => break match f {
+                        Some(f) if f.code != tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal =>
+                            Err(anyhow!("the appliance closed the connection: {}", f.reason)),
+                        _ => Ok(()),
+                    },
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break Err(anyhow!("connection lost: {e}")),
+                    None => break Ok(()),
+                };
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                match v["type"].as_str().unwrap_or("") {
+                    "viewer" => {
+                        viewer = v["on"].as_bool().unwrap_or(false);
+                        let _ = desk_tx.send(Desk::Share(viewer && consent.view));
+                        indicator(viewer && consent.view, control);
+                    }
+                    "keyframe" => { let _ = desk_tx.send(Desk::Keyframe); }
+                    "control_request" => {
+                        let by = v["by"].as_str().unwrap_or("the agent").to_string();
+                        if consent.control {
+                            sink.send(consent_msg(&consent)).await?;
+                        } else if opts.ask && stdin_open {
+                            say(&format!("{by} asks to control your mouse and keyboard. Allow? [y/N]"));
+                            pending_control = Some(by);
+                        } else {
+                            say(&format!("{by} asked to control your screen; refused (not allowed at start)"));
+                        }
+                    }
+                    "control" => {
+                        control = v["on"].as_bool().unwrap_or(false);
+                        indicator(viewer && consent.view, control);
+                    }
+                    "input" => {
+                        // The relay sends input only while control is granted; the client
+                        // checks again, so a revoke takes effect here at once.
+                        if consent.control && control
+                            && let Ok(i) = Input::parse(v, u16::MAX, u16::MAX)
+                        {
+                            let _ = desk_tx.send(Desk::Input(i));
+                        }
+                    }
+                    "error" => say(&format!("the appliance refused: {}", v["message"].as_str().unwrap_or(""))),
+                    "ended" => { say("the session ended"); break Ok(()); }
+                    _ => {}
+                }
+            }
+            out = out_rx.recv() => match out {
+                Some(m) => sink.send(WsMessage::Binary(m.into())).await?,
+                None => break Err(anyhow!("the desktop thread stopped")),
+            },
+            line = stdin.next_line(), if stdin_open => {
+                let line = match line {
+                    Ok(Some(l)) => l.trim().to_ascii_lowercase(),
+                    _ => { stdin_open = false; continue; }
+                };
+                let before = consent;
+                if pending_control.take().is_some() {
+                    consent.control = matches!(line.as_str(), "y" | "yes");
+                    say(if consent.control { "control allowed" } else { "control refused" });
+                } else {
+                    match line.as_str() {
+                        "stop control" => consent.control = false,
+                        "stop view" => { consent.view = false; consent.control = false; }
+                        "allow view" => consent.view = true,
+                        "allow control" => consent.control = true,
+                        "quit" => break Ok(()),
+                        "" => {}
+                        other => say(&format!("unknown command {other:?}")),
+                    }
+                }
+                if consent != before {
+                    sink.send(consent_msg(&consent)).await?;
+                    let _ = desk_tx.send(Desk::Share(viewer && consent.view));
+                    if !consent.control { control = false; }
+                    indicator(viewer && consent.view, control);
+                }
+            }
+        }
+    };
+    let _ = desk_tx.send(Desk::Stop);
+    let _ = sink.send(WsMessage::Close(None)).await;
+    let _ = tokio::task::spawn_blocking(move || desk.join()).await;
+    result
+}
+
+fn consent_msg(c: &Consent) -> WsMessage {
+    let mut v = serde_json::to_value(c).expect("consent serializes");
+    v["type"] = json!("consent");
+    WsMessage::Text(v.to_string().into())
+}
+
+fn indicator(viewing: bool, control: bool) {
+    say(match (viewing, control) {
+        (_, true) => "● the agent is CONTROLLING your screen (type 'stop control' to take it back)",
+        (true, false) => "● the agent is viewing your screen (type 'stop view' to stop)",
+        (false, false) => "○ your screen is not shared",
+    });
+}
+
+/// The desktop thread: captures, encodes and queues screen updates while sharing; injects input.
+fn desktop(
+    mut p: Box<dyn Platform>,
+    rx: std_mpsc::Receiver<Desk>,
+    out: mpsc::Sender<Vec<u8>>,
+    max_fps: u32,
+) -> anyhow::Result<()> {
+    let interval = Duration::from_secs(1) / max_fps;
+    let mut enc = Encoder::new();
+    let mut sharing = false;
+    let mut want_key = true;
+    let mut last_key = Instant::now();
+    let mut changed_since_key = false;
+    let mut cursor = None;
+    let mut next = Instant::now();
+    loop {
+        let wait = if sharing {
+            next.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(3600)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Desk::Share(on)) => {
+                if on && !sharing {
+                    want_key = true;
+                }
+                sharing = on;
+                continue;
+            }
+            Ok(Desk::Keyframe) => {
+                want_key = true;
+                continue;
+            }
+            Ok(Desk::Input(i)) => {
+                if let Err(e) = p.inject(&i) {
+                    say(&format!("could not inject the agent's input: {e:#}"));
+                }
+                continue;
+            }
+            Ok(Desk::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !sharing {
+            continue;
+        }
+        next = Instant::now() + interval;
+        let key = want_key || (changed_since_key && last_key.elapsed() >= KEYFRAME_EVERY);
+        let frame = p.capture()?;
+        let e = enc.encode(&frame, key);
+        if key {
+            want_key = false;
+            last_key = Instant::now();
+            changed_since_key = false;
+        } else if e.tiles > 0 {
+            changed_since_key = true;
+        }
+        for m in e.messages {
+            // Blocks while the link is busy: the frame rate adapts to what it carries.
+            if out.blocking_send(m).is_err() {
+                return Ok(());
+            }
+        }
+        let pos = p.pointer()?;
+        if cursor != Some(pos) {
+            cursor = Some(pos);
+            if out
+                .blocking_send(super::cursor_message(pos.0, pos.1))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_invite;
+
+    #[test]
+    fn invites() {
+        assert_eq!(
+            parse_invite("https://support.example:8443/code?code=123-456-789"),
+            Ok((Some("support.example:8443".into()), "123456789".into()))
+        );
+        assert_eq!(
+            parse_invite("https://support.example/code?code=123456789"),
+            Ok((Some("support.example:443".into()), "123456789".into()))
+        );
+        assert_eq!(parse_invite("123 456 789"), Ok((None, "123456789".into())));
+        assert!(parse_invite("https://x/other").is_err());
+        assert!(parse_invite("https://x/code?code=12").is_err());
+        assert!(parse_invite("hello").is_err());
+    }
+}

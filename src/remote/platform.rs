@@ -1,0 +1,22 @@
+//! What the client needs from the desktop it shares, behind a trait so that Windows, macOS and
+//! Wayland backends can follow the X11 one.
+
+use super::Input;
+
+/// One captured screen: 32 bits per pixel, blue, green, red, unused (the X11 ZPixmap layout on
+/// little-endian machines), `stride` bytes per row.
+pub struct Frame<'a> {
+    pub width: u16,
+    pub height: u16,
+    pub stride: usize,
+    pub pixels: &'a [u8],
+}
+
+pub trait Platform: Send {
+    /// Captures the whole screen.
+    fn capture(&mut self) -> anyhow::Result<Frame<'_>>;
+    /// Where the pointer is.
+    fn pointer(&mut self) -> anyhow::Result<(u16, u16)>;
+    /// Injects one of the agent's events as if the user made it.
+    fn inject(&mut self, input: &Input) -> anyhow::Result<()>;
+}

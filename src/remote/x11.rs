@@ -1,0 +1,239 @@
+//! The X11 backend: captures the root window through MIT-SHM (a memfd shared with the X server,
+//! read back with `pread`, so no memory mapping and no `unsafe`), falling back to `GetImage`
+//! when the server has no MIT-SHM; injects the agent's pointer and keys through XTEST.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{Context, bail};
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::shm::{self, ConnectionExt as _};
+use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat};
+use x11rb::protocol::xtest::{self, ConnectionExt as _};
+use x11rb::rust_connection::RustConnection;
+
+use super::platform::{Frame, Platform};
+use super::{Input, keys};
+
+struct Shm {
+    seg: shm::Seg,
+    file: File,
+}
+
+pub struct X11 {
+    conn: RustConnection,
+    root: xproto::Window,
+    width: u16,
+    height: u16,
+    shm: Option<Shm>,
+    buf: Vec<u8>,
+    min_keycode: u8,
+    per_keycode: usize,
+    keysyms: Vec<u32>,
+    shift: u8,
+}
+
+impl X11 {
+    /// Connects to `display` (or `$DISPLAY`) and checks that it can capture and inject.
+    pub fn open(display: Option<&str>) -> anyhow::Result<X11> {
+        let (conn, n) = x11rb::connect(display).context("cannot connect to the X display")?;
+        let setup = conn.setup();
+        let screen = &setup.roots[n];
+        let (root, width, height, depth) = (
+            screen.root,
+            screen.width_in_pixels,
+            screen.height_in_pixels,
+            screen.root_depth,
+        );
+        let bpp = setup
+            .pixmap_formats
+            .iter()
+            .find(|f| f.depth == depth)
+            .map(|f| f.bits_per_pixel);
+        if !matches!(depth, 24 | 32) || bpp != Some(32) {
+            bail!(
+                "the X screen has depth {depth} at {bpp:?} bits per pixel; only 24/32-bit true colour is supported"
+            );
+        }
+        if setup.image_byte_order != xproto::ImageOrder::LSB_FIRST {
+            bail!("the X server sends images most significant byte first, which is not supported");
+        }
+        let (min_keycode, max_keycode) = (setup.min_keycode, setup.max_keycode);
+        if conn
+            .extension_information(xtest::X11_EXTENSION_NAME)?
+            .is_none()
+        {
+            bail!("the X server has no XTEST extension, so the agent's input cannot be injected");
+        }
+        let map = conn
+            .get_keyboard_mapping(min_keycode, max_keycode - min_keycode + 1)?
+            .reply()
+            .context("reading the keyboard mapping")?;
+        let mut x = X11 {
+            conn,
+            root,
+            width,
+            height,
+            shm: None,
+            buf: Vec::new(),
+            min_keycode,
+            per_keycode: usize::from(map.keysyms_per_keycode).max(1),
+            keysyms: map.keysyms,
+            shift: 0,
+        };
+        x.shift = x
+            .keycode(0xffe1)
+            .map(|(k, _)| k)
+            .context("the keyboard map has no Shift key")?;
+        x.shm = x.attach_shm().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "MIT-SHM is not usable; capturing with GetImage (slower)");
+            None
+        });
+        Ok(x)
+    }
+
+    pub fn uses_shm(&self) -> bool {
+        self.shm.is_some()
+    }
+
+    fn attach_shm(&self) -> anyhow::Result<Option<Shm>> {
+        if self
+            .conn
+            .extension_information(shm::X11_EXTENSION_NAME)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let size = usize::from(self.width) * usize::from(self.height) * 4;
+        let fd = rustix::fs::memfd_create("custos-screen", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, size as u64)?;
+        let seg = self.conn.generate_id()?;
+        self.conn
+            .shm_attach_fd(seg, fd.try_clone()?, false)?
+            .check()
+            .context("MIT-SHM attach")?;
+        Ok(Some(Shm {
+            seg,
+            file: File::from(fd),
+        }))
+    }
+
+    /// The keycode that produces `sym`, and whether Shift is needed for it.
+    fn keycode(&self, sym: u32) -> Option<(u8, bool)> {
+        let per = self.per_keycode;
+        let find = |col: usize| {
+            self.keysyms
+                .chunks(per)
+                .position(|c| c.get(col) == Some(&sym))
+        };
+        let (i, shifted) = match find(0) {
+            Some(i) => (i, false),
+            None => (find(1)?, true),
+        };
+        Some((
+            self.min_keycode.checked_add(u8::try_from(i).ok()?)?,
+            shifted,
+        ))
+    }
+
+    fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> anyhow::Result<()> {
+        self.conn
+            .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.root, x, y, 0)?;
+        Ok(())
+    }
+}
+
+impl Platform for X11 {
+    fn capture(&mut self) -> anyhow::Result<Frame<'_>> {
+        let (w, h) = (self.width, self.height);
+        let size = usize::from(w) * usize::from(h) * 4;
+        match &self.shm {
+            Some(s) => {
+                self.conn
+                    .shm_get_image(
+                        self.root,
+                        0,
+                        0,
+                        w,
+                        h,
+                        !0,
+                        ImageFormat::Z_PIXMAP.into(),
+                        s.seg,
+                        0,
+                    )?
+                    .reply()
+                    .context("MIT-SHM GetImage")?;
+                self.buf.resize(size, 0);
+                s.file.read_exact_at(&mut self.buf, 0)?;
+            }
+            None => {
+                let img = self
+                    .conn
+                    .get_image(ImageFormat::Z_PIXMAP, self.root, 0, 0, w, h, !0)?
+                    .reply()
+                    .context("GetImage")?;
+                self.buf = img.data;
+                if self.buf.len() < size {
+                    bail!(
+                        "GetImage returned {} bytes for a {w}x{h} screen",
+                        self.buf.len()
+                    );
+                }
+            }
+        }
+        Ok(Frame {
+            width: w,
+            height: h,
+            stride: usize::from(w) * 4,
+            pixels: &self.buf[..size],
+        })
+    }
+
+    fn pointer(&mut self) -> anyhow::Result<(u16, u16)> {
+        let p = self.conn.query_pointer(self.root)?.reply()?;
+        Ok((
+            p.root_x.clamp(0, self.width as i16 - 1) as u16,
+            p.root_y.clamp(0, self.height as i16 - 1) as u16,
+        ))
+    }
+
+    fn inject(&mut self, input: &Input) -> anyhow::Result<()> {
+        // Positions were checked against the screen by the relay; they fit in i16 because the
+        // screen's sides (at most 8192) do.
+        match input {
+            Input::Move { x, y } => {
+                self.fake(xproto::MOTION_NOTIFY_EVENT, 0, *x as i16, *y as i16)?
+            }
+            Input::Button { button, down, x, y } => {
+                self.fake(xproto::MOTION_NOTIFY_EVENT, 0, *x as i16, *y as i16)?;
+                let kind = if *down {
+                    xproto::BUTTON_PRESS_EVENT
+                } else {
+                    xproto::BUTTON_RELEASE_EVENT
+                };
+                self.fake(kind, *button, 0, 0)?;
+            }
+            Input::Key { key, down } => {
+                let sym = keys::keysym(key).with_context(|| format!("unknown key {key:?}"))?;
+                let (code, shifted) = self
+                    .keycode(sym)
+                    .with_context(|| format!("no key on this keyboard produces {key:?}"))?;
+                let (press, release) = (xproto::KEY_PRESS_EVENT, xproto::KEY_RELEASE_EVENT);
+                match (*down, shifted) {
+                    (true, true) => {
+                        self.fake(press, self.shift, 0, 0)?;
+                        self.fake(press, code, 0, 0)?;
+                    }
+                    (false, true) => {
+                        self.fake(release, code, 0, 0)?;
+                        self.fake(release, self.shift, 0, 0)?;
+                    }
+                    (true, false) => self.fake(press, code, 0, 0)?,
+                    (false, false) => self.fake(release, code, 0, 0)?,
+                }
+            }
+        }
+        self.conn.flush()?;
+        Ok(())
+    }
+}

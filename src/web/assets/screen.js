@@ -1,0 +1,277 @@
+// The agent's live view of a customer's screen (docs/formats/recording.md): draws the tiles the
+// native client sends on a canvas, and while the customer allows control, sends pointer and
+// keyboard events. Used by the agent console (agent.js); needs nothing but the browser.
+(function () {
+  'use strict';
+
+  const VERSION = 1;
+  const KIND_UPDATE = 1;
+  const KIND_CURSOR = 2;
+  const MOVE_EVERY_MS = 16;
+  const SPECIAL = {
+    'Ctrl+Alt+Del': ['Control', 'Alt', 'Delete'],
+    'Alt+Tab': ['Alt', 'Tab'],
+    'Alt+F4': ['Alt', 'F4'],
+    'Escape': ['Escape'],
+    'Print Screen': ['PrintScreen'],
+    'Super': ['Meta'],
+  };
+
+  async function inflate(bytes) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  // Parses one binary screen message; throws on anything malformed (the relay has checked
+  // the structure already; this is a second line).
+  function parse(buf) {
+    const d = new DataView(buf);
+    if (d.byteLength < 2 || d.getUint8(0) !== VERSION) throw new Error('bad screen message');
+    const kind = d.getUint8(1);
+    if (kind === KIND_CURSOR) return { kind, x: d.getUint16(4, true), y: d.getUint16(6, true) };
+    if (kind !== KIND_UPDATE) throw new Error('unknown screen message');
+    const m = {
+      kind, flags: d.getUint8(2), frame: d.getUint32(4, true),
+      width: d.getUint16(8, true), height: d.getUint16(10, true), tiles: [],
+    };
+    const n = d.getUint16(12, true);
+    let at = 14;
+    for (let i = 0; i < n; i++) {
+      const t = {
+        x: d.getUint16(at, true), y: d.getUint16(at + 2, true),
+        w: d.getUint16(at + 4, true), h: d.getUint16(at + 6, true),
+        codec: d.getUint8(at + 8), len: d.getUint32(at + 10, true),
+      };
+      at += 14;
+      if (at + t.len > d.byteLength) throw new Error('truncated screen message');
+      t.data = new Uint8Array(buf, at, t.len);
+      at += t.len;
+      m.tiles.push(t);
+    }
+    return m;
+  }
+
+  // Draws parsed updates on a canvas, in order.
+  class Painter {
+    constructor(canvas) {
+      this.canvas = canvas;
+      this.ctx = canvas.getContext('2d');
+      this.chain = Promise.resolve();
+      this.frames = 0;
+    }
+
+    push(buf, onDrawn) {
+      this.chain = this.chain.then(() => this.apply(buf)).then(onDrawn, (e) => console.warn(e));
+    }
+
+    async apply(buf) {
+      const m = parse(buf);
+      if (m.kind === KIND_CURSOR) return m;
+      if (this.canvas.width !== m.width || this.canvas.height !== m.height) {
+        this.canvas.width = m.width;
+        this.canvas.height = m.height;
+      }
+      const pixels = await Promise.all(m.tiles.map((t) => (t.codec === 1 ? inflate(t.data) : t.data)));
+      m.tiles.forEach((t, i) => {
+        const rgb = pixels[i];
+        if (rgb.length !== t.w * t.h * 3) throw new Error('tile size mismatch');
+        const img = this.ctx.createImageData(t.w, t.h);
+        const out = img.data;
+        for (let s = 0, o = 0; s < rgb.length; s += 3, o += 4) {
+          out[o] = rgb[s]; out[o + 1] = rgb[s + 1]; out[o + 2] = rgb[s + 2]; out[o + 3] = 255;
+        }
+        this.ctx.putImageData(img, t.x, t.y);
+      });
+      if (m.flags & 2) this.frames += 1;
+      return m;
+    }
+  }
+
+  class ScreenView {
+    constructor(root, sessionId) {
+      const q = (c) => root.querySelector(c);
+      this.id = sessionId;
+      this.e = {
+        status: q('.screen-status'), control: q('.screen-control'), fit: q('.screen-fit'),
+        cad: q('.screen-cad'), keys: q('.screen-keys'), sendKeys: q('.screen-send-keys'),
+        wrap: q('.screen-wrap'), canvas: q('.screen-canvas'), cursor: q('.screen-cursor'),
+      };
+      this.painter = new Painter(this.e.canvas);
+      this.sharer = false;
+      this.consent = {};
+      this.control = false;
+      this.requested = false;
+      this.lastMove = 0;
+      this.stopped = false;
+      this.retry = null;
+      this.wire();
+      this.connect();
+    }
+
+    wire() {
+      const e = this.e;
+      e.control.addEventListener('click', () => this.send({ type: 'control', on: !this.requested }));
+      e.fit.addEventListener('click', () => {
+        const fit = e.fit.getAttribute('aria-pressed') !== 'true';
+        e.fit.setAttribute('aria-pressed', String(fit));
+        e.fit.textContent = fit ? 'Fit (on)' : 'Fit (off: 1:1)';
+        e.wrap.classList.toggle('one-to-one', !fit);
+      });
+      e.cad.addEventListener('click', () => this.combo(SPECIAL['Ctrl+Alt+Del']));
+      for (const name of Object.keys(SPECIAL)) {
+        const o = document.createElement('option');
+        o.value = name;
+        o.textContent = name;
+        e.keys.append(o);
+      }
+      e.sendKeys.addEventListener('click', () => { if (SPECIAL[e.keys.value]) this.combo(SPECIAL[e.keys.value]); });
+      const c = e.canvas;
+      c.addEventListener('mousemove', (ev) => {
+        const now = performance.now();
+        if (!this.control || now - this.lastMove < MOVE_EVERY_MS) return;
+        this.lastMove = now;
+        this.send({ type: 'input', e: 'move', ...this.point(ev) });
+      });
+      const button = (ev, down) => {
+        if (!this.control) return;
+        ev.preventDefault();
+        c.focus();
+        const b = ({ 0: 1, 1: 2, 2: 3 })[ev.button];
+        if (b) this.send({ type: 'input', e: 'button', button: b, down, ...this.point(ev) });
+      };
+      c.addEventListener('mousedown', (ev) => button(ev, true));
+      c.addEventListener('mouseup', (ev) => button(ev, false));
+      c.addEventListener('contextmenu', (ev) => { if (this.control) ev.preventDefault(); });
+      c.addEventListener('wheel', (ev) => {
+        if (!this.control) return;
+        ev.preventDefault();
+        const b = ev.deltaY < 0 ? 4 : ev.deltaY > 0 ? 5 : ev.deltaX < 0 ? 6 : 7;
+        const p = this.point(ev);
+        this.send({ type: 'input', e: 'button', button: b, down: true, ...p });
+        this.send({ type: 'input', e: 'button', button: b, down: false, ...p });
+      }, { passive: false });
+      const key = (ev, down) => {
+        if (!this.control || ev.isComposing) return;
+        ev.preventDefault();
+        this.send({ type: 'input', e: 'key', key: ev.key, down });
+      };
+      c.addEventListener('keydown', (ev) => key(ev, true));
+      c.addEventListener('keyup', (ev) => key(ev, false));
+    }
+
+    point(ev) {
+      const c = this.e.canvas;
+      const r = c.getBoundingClientRect();
+      const x = Math.floor((ev.clientX - r.left) * c.width / r.width);
+      const y = Math.floor((ev.clientY - r.top) * c.height / r.height);
+      return { x: Math.max(0, Math.min(c.width - 1, x)), y: Math.max(0, Math.min(c.height - 1, y)) };
+    }
+
+    combo(keys) {
+      if (!this.control) return;
+      for (const k of keys) this.send({ type: 'input', e: 'key', key: k, down: true });
+      for (const k of [...keys].reverse()) this.send({ type: 'input', e: 'key', key: k, down: false });
+    }
+
+    send(o) {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(o));
+    }
+
+    connect() {
+      if (this.stopped) return;
+      const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
+        '/api/v1/sessions/' + encodeURIComponent(this.id) + '/screen');
+      ws.binaryType = 'arraybuffer';
+      this.ws = ws;
+      ws.onmessage = (ev) => {
+        if (typeof ev.data !== 'string') {
+          this.painter.push(ev.data, (m) => this.drawn(m));
+          return;
+        }
+        let m;
+        try { m = JSON.parse(ev.data); } catch (_) { return; }
+        this.onMessage(m);
+      };
+      ws.onclose = () => {
+        this.ws = null;
+        this.sharer = false;
+        this.control = false;
+        this.requested = false;
+        this.render();
+        if (!this.stopped) this.retry = setTimeout(() => this.connect(), 3000);
+      };
+    }
+
+    drawn(m) {
+      if (!m) return;
+      if (m.kind === KIND_CURSOR) {
+        const c = this.e.canvas;
+        this.e.cursor.hidden = false;
+        this.e.cursor.style.left = `${(m.x / c.width) * 100}%`;
+        this.e.cursor.style.top = `${(m.y / c.height) * 100}%`;
+        return;
+      }
+      this.e.canvas.dataset.frames = String(this.painter.frames);
+      if (!this.seen) {
+        this.seen = true;
+        this.render();
+      }
+    }
+
+    onMessage(m) {
+      switch (m.type) {
+        case 'hello':
+          this.sharer = !!m.sharer;
+          this.consent = m.consent || {};
+          this.control = !!m.control;
+          break;
+        case 'sharer': this.sharer = !!m.on; if (!m.on) this.seen = false; break;
+        case 'consent': this.consent = m.consent || {}; this.control = !!m.control; break;
+        case 'control':
+          this.control = !!m.on;
+          if (typeof m.requested === 'boolean') this.requested = m.requested;
+          break;
+        case 'error': setText(this.e.status, m.message || 'Refused'); return;
+        default: return;
+      }
+      this.render();
+    }
+
+    render() {
+      const e = this.e;
+      const allowed = Object.keys(this.consent).filter((k) => this.consent[k]);
+      let text;
+      if (!this.sharer) text = 'The customer\'s screen is not shared (they join with the Custos client and the connection code).';
+      else if (!this.consent.view) text = 'The customer has not allowed viewing their screen.';
+      else if (this.control) text = 'You control the customer\'s screen. Click the screen, then type.';
+      else if (this.requested) text = 'Control requested: waiting for the customer to allow it.';
+      else text = this.seen ? 'Viewing the customer\'s screen.' : 'Waiting for the first picture…';
+      setText(e.status, `${text} Customer allows: ${allowed.length ? allowed.join(', ') : 'nothing'}.`);
+      e.status.dataset.control = String(this.control);
+      e.control.disabled = !this.sharer;
+      e.control.textContent = this.requested ? 'Release control' : 'Request control';
+      e.cad.disabled = !this.control;
+      e.sendKeys.disabled = !this.control;
+      e.canvas.classList.toggle('controlling', this.control);
+      e.wrap.hidden = !this.sharer;
+    }
+
+    start() {
+      if (!this.stopped) return;
+      this.stopped = false;
+      this.connect();
+    }
+
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.retry);
+      if (this.ws) this.ws.close();
+    }
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  window.CustosScreen = ScreenView;
+})();

@@ -1,0 +1,391 @@
+//! Remote view and control: the screen relay at its socket (bad frames, input without control,
+//! consent and its revocation, the recording), and the whole loop with real parts: an Xvfb
+//! desktop with an xterm, the native client `custos-client` joining by code, and the agent in
+//! headless Chromium who sees the screen, takes control and types a command that runs.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::browser::{AGENT_PW, agent_login, panel, stage};
+use crate::util::*;
+use crate::webdriver::{Driver, available};
+use custos::remote::{Codec, MAX_MESSAGE, UpdateBuilder};
+
+fn code_session(s: &Server, agent: &str) -> (String, String) {
+    let r = s.post("/api/v1/codes", Some(agent), json!({}));
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let code = r.json().unwrap()["code"].as_str().unwrap().replace(' ', "");
+    let r = s.post(
+        &format!("/api/v1/codes/{code}/redeem"),
+        None,
+        json!({"name": "Ines"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let v = r.json().unwrap();
+    (
+        v["session_id"].as_str().unwrap().to_string(),
+        v["customer_token"].as_str().unwrap().to_string(),
+    )
+}
+
+fn consent(view: bool, control: bool) -> Value {
+    json!({"type": "consent", "view": view, "control": control, "files": false, "diagnostics": false, "reboot": false})
+}
+
+fn expect_error(ws: &mut Ws, code: &str) -> String {
+    let e = ws.expect("error");
+    assert_eq!(e["code"], code, "{e}");
+    e["message"].as_str().unwrap().to_string()
+}
+
+/// A 64x32 screen's keyframe: one raw tile.
+fn keyframe() -> Vec<u8> {
+    let mut b = UpdateBuilder::new(1, 64, 32, true, MAX_MESSAGE);
+    b.push(0, 0, 64, 32, Codec::Raw, &vec![0x55; 64 * 32 * 3]);
+    b.finish().remove(0)
+}
+
+#[test]
+fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the_stream() {
+    let st = stage();
+    let s = &st.s;
+    let alice = s.login("alice", AGENT_PW).0;
+    let bob = s.login("bob", AGENT_PW).0;
+    let (id, token) = code_session(s, &alice);
+
+    let mut sharer = s.screen_ws(&id, &format!("Customer {token}"));
+    let hello = sharer.expect("hello");
+    assert_eq!(
+        (hello["role"].clone(), hello["viewer"].clone()),
+        (json!("sharer"), json!(false))
+    );
+    // Another agent may not watch a session that is not theirs.
+    let mut stranger = s.screen_ws(&id, &format!("Bearer {bob}"));
+    assert!(expect_error(&mut stranger, "refused").contains("not yours"));
+    let mut viewer = s.screen_ws(&id, &format!("Bearer {alice}"));
+    let hello = viewer.expect("hello");
+    assert_eq!(hello["sharer"], true);
+    assert_eq!(hello["consent"]["view"], false);
+    assert_eq!(sharer.expect("viewer")["on"], true);
+
+    // Nothing is relayed before the user allows viewing.
+    sharer.send_binary(keyframe());
+    expect_error(&mut sharer, "not_consented");
+    sharer.send(&consent(true, false));
+    assert_eq!(viewer.expect("consent")["consent"]["view"], true);
+
+    // Malformed frames are refused with what is wrong, and the socket stays usable.
+    let good = keyframe();
+    let mut absurd = good.clone();
+    absurd[8..10].copy_from_slice(&60000u16.to_le_bytes());
+    let mut outside = good.clone();
+    outside[14..16].copy_from_slice(&10u16.to_le_bytes());
+    let mut version = good.clone();
+    version[0] = 9;
+    let mut lying = good.clone();
+    lying[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    for (bytes, needle) in [
+        (vec![1u8, 1, 0], "truncated"),
+        (absurd, "60000x32 is out of range"),
+        (outside, "outside the 64x32 screen"),
+        (version, "version 9"),
+        (lying, "truncated"),
+        (custos::remote::cursor_message(64, 0), "outside the screen"),
+    ] {
+        sharer.send_binary(bytes);
+        let m = expect_error(&mut sharer, "bad_frame");
+        assert!(m.contains(needle), "{m} (wanted {needle})");
+    }
+    sharer.send_binary(good.clone());
+    assert_eq!(viewer.recv_binary().unwrap(), good, "relayed byte for byte");
+
+    // The agent's input is refused (and audited) until the user grants control.
+    viewer.send(&json!({"type": "input", "e": "move", "x": 1, "y": 1}));
+    expect_error(&mut viewer, "control_not_granted");
+    viewer.send_binary(good.clone());
+    expect_error(&mut viewer, "bad_message");
+    viewer.send(&json!({"type": "control", "on": true}));
+    assert_eq!(sharer.expect("control_request")["by"], "alice");
+    sharer.send(&consent(true, true));
+    assert_eq!(sharer.expect("control")["on"], true);
+    let c = viewer.expect("consent");
+    assert_eq!(c["control"], true, "{c}");
+    viewer.send(&json!({"type": "input", "e": "move", "x": 64, "y": 0}));
+    assert!(expect_error(&mut viewer, "bad_input").contains("outside the 64x32 screen"));
+    viewer.send(&json!({"type": "input", "e": "key", "key": "NoSuchKey", "down": true}));
+    assert!(expect_error(&mut viewer, "bad_input").contains("unknown key"));
+    viewer.send(&json!({"type": "input", "e": "key", "key": "a", "down": true}));
+    let i = sharer.expect("input");
+    assert_eq!(
+        (i["e"].clone(), i["key"].clone()),
+        (json!("key"), json!("a"))
+    );
+    viewer
+        .send(&json!({"type": "input", "e": "button", "button": 1, "down": true, "x": 3, "y": 4}));
+    assert_eq!(sharer.expect("input")["x"], 3);
+
+    // The user takes control back: input is refused again at once.
+    sharer.send(&consent(true, false));
+    assert_eq!(sharer.expect("control")["on"], false);
+    viewer.send(&json!({"type": "input", "e": "move", "x": 1, "y": 1}));
+    expect_error(&mut viewer, "control_not_granted");
+    viewer.send(&json!({"type": "telepathy"}));
+    assert!(expect_error(&mut viewer, "bad_message").contains("telepathy"));
+
+    let r = s.post(
+        &format!("/api/v1/sessions/{id}/end"),
+        Some(&alice),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    while sharer.recv().is_some() {}
+
+    let audit = st
+        .dir
+        .run(&["audit", "show", "--last", "200", "--json"])
+        .stdout();
+    let entries: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let find = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let refused = find("remote.input_refused");
+    assert!(!refused.is_empty(), "{audit}");
+    assert_eq!(refused[0]["outcome"], "denied");
+    let control = find("remote.control");
+    assert_eq!(control.len(), 2, "on, then off: {audit}");
+    assert_eq!(find("remote.consent").len(), 3, "{audit}");
+
+    // The relayed stream is the recording: one sealed recording object with its keyframe
+    // indexed, and the sealed object verifies.
+    let db = raw_db(&st.dir);
+    let (object, state): (String, String) = db
+        .query_row(
+            "SELECT id, state FROM objects WHERE session_id = ?1 AND class = 'recording'",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "sealed");
+    let keyframes: i64 = db
+        .query_row(
+            "SELECT count(*) FROM recording_keyframes WHERE object_id = ?1",
+            [&object],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(keyframes, 1);
+    st.dir.run(&["archive", "verify"]).ok();
+    // No screen pixels in plain text on disk.
+    for entry in walk(&st.dir.path()) {
+        let data = std::fs::read(&entry).unwrap();
+        assert!(
+            !data.windows(64).any(|w| w.iter().all(|b| *b == 0x55)),
+            "plaintext screen pixels in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// An Xvfb display, stopped when dropped.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start(w: u32, h: u32) -> Xvfb {
+        let n = (90..200)
+            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .expect("a free display number");
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                &format!("{w}x{h}x24"),
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Xvfb");
+        let start = Instant::now();
+        while !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "Xvfb did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Xvfb { child, display }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn x_tools() -> bool {
+    let have = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    tool_present(
+        have("Xvfb") && have("xterm"),
+        "Xvfb and xterm (Debian xvfb, xterm)",
+    )
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_runs() {
+    if !x_tools() || !available() {
+        return;
+    }
+    let st = stage();
+    let base = format!("https://{}", st.s.addr);
+    let x = Xvfb::start(800, 600);
+    let work = tempfile::tempdir().unwrap();
+    // The xterm covers the screen; with no window manager, keys go to the window under the
+    // pointer.
+    let _xterm = Killed(
+        Command::new("xterm")
+            .args([
+                "-geometry",
+                "200x80+0+0",
+                "-bg",
+                "white",
+                "-fg",
+                "black",
+                "-e",
+                "sh",
+            ])
+            .env("DISPLAY", &x.display)
+            .current_dir(work.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start xterm"),
+    );
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    let agent = driver.browser(profiles.path().join("alice"));
+    agent_login(&agent, &base, "alice");
+    agent.click("#code-new");
+    agent.wait_text("#code-value", " ");
+    let code = agent.text("#code-value");
+
+    let client = Killed(
+        Command::new(env!("CARGO_BIN_EXE_custos-client"))
+            .args([
+                "--server",
+                &st.s.addr,
+                "--code",
+                &code,
+                "--fingerprint",
+                &st.s.fingerprint,
+                "--allow",
+                "view,control",
+                "--no-ask",
+                "--display",
+                &x.display,
+                "--name",
+                "Ines",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start custos-client"),
+    );
+    agent.find(".session-panel");
+    let id = agent
+        .js(
+            "return document.querySelector('.session-panel').dataset.sessionId;",
+            json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = panel(&id);
+    let canvas = format!("{p} .screen-canvas");
+    // The first picture arrives and shows the xterm's white background.
+    wait_for("the first frame", Duration::from_secs(30), || {
+        agent
+            .js(
+                "const c = document.querySelector(arguments[0]);
+                 if (!c || !(Number(c.dataset.frames) > 0)) return false;
+                 const d = c.getContext('2d').getImageData(400, 300, 1, 1).data;
+                 return c.width === 800 && c.height === 600 && d[0] > 200 && d[1] > 200 && d[2] > 200;",
+                json!([canvas]),
+            )
+            .as_bool()
+            .unwrap_or(false)
+    });
+    agent.click(&format!("{p} .screen-control"));
+    agent.wait_text(&format!("{p} .screen-status"), "You control");
+    agent.click_at(&canvas, 0, 0);
+    agent.keys("touch made-by-agent\u{E007}");
+    let made = work.path().join("made-by-agent");
+    wait_for("the typed command to run", Duration::from_secs(30), || {
+        made.exists()
+    });
+    // What the agent typed shows on their canvas too: the screen keeps streaming.
+    let frames_before = agent
+        .js(
+            "return Number(document.querySelector(arguments[0]).dataset.frames);",
+            json!([canvas]),
+        )
+        .as_i64()
+        .unwrap();
+    assert!(frames_before >= 2, "frames after typing: {frames_before}");
+    drop(client);
+}
