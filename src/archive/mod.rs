@@ -213,6 +213,26 @@ impl Archive {
             .map_err(|source| ArchiveError::Stream { id, source })
     }
 
+    /// Opens a sealed object for random access (a recording's player seeks in it).
+    pub fn open_seekable(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+        id: ObjectId,
+    ) -> Result<stream::SeekableReader<File>, ArchiveError> {
+        let row = store
+            .read(|tx| tx.object_get(id))?
+            .ok_or(ArchiveError::NotFound(id))?;
+        if row.state == ObjectState::Shredded {
+            return Err(ArchiveError::Shredded(id));
+        }
+        let dk = self.data_key(store, keys, id)?;
+        let path = self.path_of(id);
+        let file = File::open(&path).map_err(io_at(&path))?;
+        stream::SeekableReader::open(file, &dk, id)
+            .map_err(|source| ArchiveError::Stream { id, source })
+    }
+
     /// Reads a whole object, verifying every chunk.
     pub fn read_all(
         &self,

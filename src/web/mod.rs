@@ -13,6 +13,7 @@ mod error;
 mod integrations;
 mod pages;
 mod reports;
+mod review;
 mod screen;
 mod sessions;
 
@@ -56,6 +57,7 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
         .merge(sessions::routes(&app))
         .merge(pages::routes())
         .merge(compliance::routes())
+        .merge(review::routes())
         .merge(integrations::routes())
         .merge(diagnostics::routes())
         .merge(reports::routes());

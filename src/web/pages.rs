@@ -23,6 +23,8 @@ use crate::session::Sessions;
 const AGENT_HTML: &str = include_str!("assets/agent.html");
 const AGENT_JS: &str = include_str!("assets/agent.js");
 const SCREEN_JS: &str = include_str!("assets/screen.js");
+const REVIEW_HTML: &str = include_str!("assets/review.html");
+const REVIEW_JS: &str = include_str!("assets/review.js");
 const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const CUSTOMER_HTML: &str = include_str!("assets/customer.html");
@@ -40,6 +42,11 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/s/{id}", get(|| async { Html(CUSTOMER_HTML) }))
         .route("/agent", get(|| async { Html(AGENT_HTML) }))
         .route("/dashboard", get(|| async { Html(DASHBOARD_HTML) }))
+        .route("/review", get(|| async { Html(REVIEW_HTML) }))
+        .route(
+            "/static/review.js",
+            get(|| async { asset("text/javascript; charset=utf-8", REVIEW_JS) }),
+        )
         .route(
             "/static/dashboard.js",
             get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }),

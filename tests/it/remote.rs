@@ -379,13 +379,99 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         made.exists()
     });
     // What the agent typed shows on their canvas too: the screen keeps streaming.
-    let frames_before = agent
-        .js(
-            "return Number(document.querySelector(arguments[0]).dataset.frames);",
-            json!([canvas]),
-        )
-        .as_i64()
-        .unwrap();
-    assert!(frames_before >= 2, "frames after typing: {frames_before}");
+    wait_for("frames after typing", Duration::from_secs(20), || {
+        agent
+            .js(
+                "return Number(document.querySelector(arguments[0]).dataset.frames);",
+                json!([canvas]),
+            )
+            .as_i64()
+            .is_some_and(|n| n >= 2)
+    });
+
+    // The screen as it is now, captured here; then the session ends.
+    std::thread::sleep(Duration::from_millis(1500));
+    let expected = screen_sha256(&x.display);
+    std::thread::sleep(Duration::from_millis(500));
     drop(client);
+    let alice = st.s.login("alice", AGENT_PW).0;
+    let r = st.s.post(
+        &format!("/api/v1/sessions/{id}/end"),
+        Some(&alice),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+
+    // An administrator plays the recording in /review: its last frame is that screen.
+    let admin = driver.browser(profiles.path().join("admin"));
+    admin.goto(&format!("{base}/review?session={id}"));
+    admin.type_into("#login-name", "admin");
+    admin.type_into("#login-password", "admin password long");
+    admin.click("#login-submit");
+    admin.type_into("#reason", "check the remote fix");
+    admin.click("#open");
+    admin.wait_text("#player-status", "recording part");
+    admin.click("#to-end");
+    wait_for("the last frame", Duration::from_secs(30), || {
+        admin
+            .js(
+                "const c = document.getElementById('canvas');
+                 return c.dataset.ready === 'true' && c.dataset.position === document.getElementById('position').max;",
+                json!([]),
+            )
+            .as_bool()
+            .unwrap_or(false)
+    });
+    admin.js(
+        "window.__hash = null;
+         const c = document.getElementById('canvas');
+         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+         const rgb = new Uint8Array(c.width * c.height * 3);
+         for (let s = 0, o = 0; s < d.length; s += 4, o += 3) { rgb[o] = d[s]; rgb[o + 1] = d[s + 1]; rgb[o + 2] = d[s + 2]; }
+         crypto.subtle.digest('SHA-256', rgb).then((h) => {
+           window.__hash = Array.from(new Uint8Array(h)).map((b) => b.toString(16).padStart(2, '0')).join('');
+         });
+         return true;",
+        json!([]),
+    );
+    let mut played = String::new();
+    wait_for("the canvas digest", Duration::from_secs(10), || {
+        played = admin
+            .js("return window.__hash;", json!([]))
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        !played.is_empty()
+    });
+    assert_eq!(
+        played, expected,
+        "the recording's last frame is the screen as captured"
+    );
+    admin.wait_text("#timeline", "Control granted");
+    let audit = st
+        .dir
+        .run(&["audit", "show", "--last", "50", "--json"])
+        .stdout();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"recording.view\"") && l.contains("check the remote fix")),
+        "{audit}"
+    );
+}
+
+/// SHA-256 of the display's pixels as RGB, captured through the client's own X11 backend.
+fn screen_sha256(display: &str) -> String {
+    use custos::remote::platform::Platform;
+    use sha2::Digest;
+    let mut x = custos::remote::x11::X11::open(Some(display)).unwrap();
+    let f = x.capture().unwrap();
+    let mut h = sha2::Sha256::new();
+    for y in 0..usize::from(f.height) {
+        let row = &f.pixels[y * f.stride..][..usize::from(f.width) * 4];
+        for p in row.chunks_exact(4) {
+            h.update([p[2], p[1], p[0]]);
+        }
+    }
+    hex::encode(h.finalize())
 }

@@ -274,4 +274,5 @@
   }
 
   window.CustosScreen = ScreenView;
+  window.CustosPainter = Painter;
 })();
