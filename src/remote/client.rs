@@ -8,11 +8,13 @@
 //! desktop thread waits before capturing again, and the frame rate falls to what the link
 //! carries.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
@@ -36,7 +38,8 @@ pub struct Options {
     /// `host:port` of the appliance.
     pub addr: String,
     pub fingerprint: [u8; 32],
-    pub code: String,
+    /// How to join: a connection code, or the resume token saved before a restart.
+    pub join: Join,
     pub name: String,
     /// Capabilities granted up front (`--allow`); the rest are asked for when needed.
     pub allow: Consent,
@@ -44,6 +47,97 @@ pub struct Options {
     pub ask: bool,
     pub display: Option<String>,
     pub max_fps: u32,
+    /// Where the resume token is kept across a restart of the machine.
+    pub resume_file: PathBuf,
+    /// The command that restarts the machine (default `systemctl reboot`).
+    pub reboot_command: Vec<String>,
+}
+
+pub enum Join {
+    Code(String),
+    Resume { session: String, token: String },
+}
+
+/// What the client keeps across a restart of the machine (mode 0600, deleted once used).
+#[derive(Serialize, Deserialize)]
+pub struct ResumeFile {
+    pub addr: String,
+    pub fingerprint: String,
+    pub session: String,
+    pub resume_token: String,
+    pub consent: Consent,
+    pub display: Option<String>,
+}
+
+impl ResumeFile {
+    pub fn load(path: &Path) -> anyhow::Result<ResumeFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the resume file {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("the resume file {} is damaged", path.display()))
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(serde_json::to_string(self)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// The default place for the resume file: `$XDG_STATE_HOME/custos/resume.json`.
+pub fn default_resume_file() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("custos/resume.json")
+}
+
+/// The desktop's autostart entry that runs the client again after the restart (XDG autostart).
+fn autostart_entry() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("autostart/custos-client-resume.desktop"))
+}
+
+fn arrange_restart(resume: &ResumeFile, path: &Path) -> anyhow::Result<()> {
+    resume.save(path)?;
+    if let Some(entry) = autostart_entry() {
+        let exe = std::env::current_exe()?;
+        if let Some(dir) = entry.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(
+            &entry,
+            format!(
+                "[Desktop Entry]\nType=Application\nName=Custos support (resume)\nExec=\"{}\" --resume \"{}\"\nX-GNOME-Autostart-enabled=true\n",
+                exe.display(),
+                path.display()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn forget_restart(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(entry) = autostart_entry() {
+        let _ = std::fs::remove_file(entry);
+    }
 }
 
 /// Parses `--invite`: an invite URL (`https://host:port/code?code=123-456-789`) or a bare code.
@@ -83,43 +177,52 @@ fn say(s: &str) {
     eprintln!("custos-client: {s}");
 }
 
+fn yes(line: &str) -> bool {
+    matches!(line.trim(), "y" | "Y" | "yes")
+}
+
 pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<()> {
     let tls = crate::tls::pinned_client_config(opts.fingerprint)?;
-    let ep = Endpoint::Https {
-        addr: opts.addr.clone(),
-        tls: tls.clone(),
-    };
-    let res = ep
-        .request(
-            hyper::Method::POST,
-            &format!("/api/v1/codes/{}/redeem", percent_encode(&opts.code)),
-            None,
-            Some(&json!({ "name": opts.name })),
-        )
-        .await?;
-    if res.status != 201 {
-        bail!("the code was not accepted: {}", res.error_message());
-    }
-    let v = res.json()?;
-    let (sid, token) = (
-        v["session_id"]
-            .as_str()
-            .context("no session id")?
-            .to_string(),
-        v["customer_token"]
-            .as_str()
-            .context("no customer token")?
-            .to_string(),
-    );
-    say(&format!("joined session {sid}"));
-
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut consent = opts.allow;
-    if !consent.view && opts.ask {
-        say("the support agent asks to see your screen. Allow? [y/N]");
-        consent.view =
-            matches!(stdin.next_line().await, Ok(Some(l)) if matches!(l.trim(), "y" | "Y" | "yes"));
-    }
+    let (sid, auth_query) = match &opts.join {
+        Join::Code(code) => {
+            let ep = Endpoint::Https {
+                addr: opts.addr.clone(),
+                tls: tls.clone(),
+            };
+            let res = ep
+                .request(
+                    hyper::Method::POST,
+                    &format!("/api/v1/codes/{}/redeem", percent_encode(code)),
+                    None,
+                    Some(&json!({ "name": opts.name })),
+                )
+                .await?;
+            if res.status != 201 {
+                bail!("the code was not accepted: {}", res.error_message());
+            }
+            let v = res.json()?;
+            let sid = v["session_id"].as_str().context("no session id")?;
+            let token = v["customer_token"].as_str().context("no customer token")?;
+            say(&format!("joined session {sid}"));
+            if !consent.view && opts.ask {
+                say("the support agent asks to see your screen. Allow? [y/N]");
+                consent.view = matches!(stdin.next_line().await, Ok(Some(l)) if yes(&l));
+            }
+            (
+                sid.to_string(),
+                format!("customer_token={}", percent_encode(token)),
+            )
+        }
+        Join::Resume { session, token } => {
+            say(&format!("rejoining session {session} after the restart"));
+            (
+                session.clone(),
+                format!("resume_token={}", percent_encode(token)),
+            )
+        }
+    };
     if !consent.view {
         say(
             "you did not allow the agent to see your screen; it stays private (type 'allow view' to share it)",
@@ -136,16 +239,20 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
         .with_context(|| format!("cannot connect to {}", opts.addr))?;
     let stream = TlsConnector::from(tls).connect(name, tcp).await?;
     let url = format!(
-        "wss://{}/api/v1/sessions/{sid}/screen?customer_token={}",
-        opts.addr,
-        percent_encode(&token)
+        "wss://{}/api/v1/sessions/{sid}/screen?{auth_query}",
+        opts.addr
     );
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE + 1024))
         .max_frame_size(Some(MAX_MESSAGE + 1024));
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
-        .context("opening the screen socket")?;
+        .context(
+            "opening the screen socket (a resume token works once, while the session lasts)",
+        )?;
+    if matches!(opts.join, Join::Resume { .. }) {
+        forget_restart(&opts.resume_file);
+    }
     let (mut sink, mut stream) = ws.split();
 
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
@@ -156,6 +263,8 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
     sink.send(consent_msg(&consent)).await?;
     let mut stdin_open = true;
     let mut pending_control: Option<String> = None;
+    let mut pending_reboot = false;
+    let mut resume_token = String::new();
     let mut viewer = false;
     let mut control = false;
     say("type 'stop control', 'stop view', 'allow view', 'allow control' or 'quit' at any moment");
@@ -175,6 +284,7 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                 };
                 let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 match v["type"].as_str().unwrap_or("") {
+                    "hello" => resume_token = v["resume_token"].as_str().unwrap_or("").to_string(),
                     "viewer" => {
                         viewer = v["on"].as_bool().unwrap_or(false);
                         let _ = desk_tx.send(Desk::Share(viewer && consent.view));
@@ -192,6 +302,17 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                             say(&format!("{by} asked to control your screen; refused (not allowed at start)"));
                         }
                     }
+                    "reboot_request" => {
+                        let by = v["by"].as_str().unwrap_or("the agent");
+                        if consent.reboot {
+                            break restart(&opts, &sid, &resume_token, consent, &mut sink).await;
+                        } else if opts.ask && stdin_open {
+                            say(&format!("{by} asks to restart this computer; Custos reconnects by itself afterwards. Allow? [y/N]"));
+                            pending_reboot = true;
+                        } else {
+                            say(&format!("{by} asked to restart this computer; refused (not allowed at start)"));
+                        }
+                    }
                     "control" => {
                         control = v["on"].as_bool().unwrap_or(false);
                         indicator(viewer && consent.view, control);
@@ -206,7 +327,6 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                         }
                     }
                     "error" => say(&format!("the appliance refused: {}", v["message"].as_str().unwrap_or(""))),
-                    "ended" => { say("the session ended"); break Ok(()); }
                     _ => {}
                 }
             }
@@ -220,8 +340,15 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                     _ => { stdin_open = false; continue; }
                 };
                 let before = consent;
-                if pending_control.take().is_some() {
-                    consent.control = matches!(line.as_str(), "y" | "yes");
+                if std::mem::take(&mut pending_reboot) {
+                    if yes(&line) {
+                        consent.reboot = true;
+                        sink.send(consent_msg(&consent)).await?;
+                        break restart(&opts, &sid, &resume_token, consent, &mut sink).await;
+                    }
+                    say("restart refused");
+                } else if pending_control.take().is_some() {
+                    consent.control = yes(&line);
                     say(if consent.control { "control allowed" } else { "control refused" });
                 } else {
                     match line.as_str() {
@@ -247,6 +374,47 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
     let _ = sink.send(WsMessage::Close(None)).await;
     let _ = tokio::task::spawn_blocking(move || desk.join()).await;
     result
+}
+
+/// Saves what rejoining needs, tells the appliance, and restarts the machine.
+async fn restart<S>(
+    opts: &Options,
+    sid: &str,
+    resume_token: &str,
+    consent: Consent,
+    sink: &mut S,
+) -> anyhow::Result<()>
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    if resume_token.is_empty() {
+        bail!("the appliance gave no resume token; not restarting");
+    }
+    let resume = ResumeFile {
+        addr: opts.addr.clone(),
+        fingerprint: hex::encode(opts.fingerprint),
+        session: sid.to_string(),
+        resume_token: resume_token.to_string(),
+        consent,
+        display: opts.display.clone(),
+    };
+    arrange_restart(&resume, &opts.resume_file)?;
+    sink.send(WsMessage::Text(
+        json!({"type": "rebooting"}).to_string().into(),
+    ))
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    say("restarting this computer; Custos reconnects to the session afterwards");
+    let (cmd, args) = opts
+        .reboot_command
+        .split_first()
+        .context("no reboot command")?;
+    match tokio::process::Command::new(cmd).args(args).status().await {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => bail!("the reboot command failed ({s})"),
+        Err(e) => bail!("cannot run the reboot command {cmd:?}: {e}"),
+    }
 }
 
 fn consent_msg(c: &Consent) -> WsMessage {

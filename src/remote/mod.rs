@@ -338,6 +338,17 @@ impl Consent {
         Ok(c)
     }
 
+    /// Everything either grants.
+    pub fn or(self, o: Consent) -> Consent {
+        Consent {
+            view: self.view || o.view,
+            control: self.control || o.control,
+            files: self.files || o.files,
+            diagnostics: self.diagnostics || o.diagnostics,
+            reboot: self.reboot || o.reboot,
+        }
+    }
+
     pub fn flag_mut(&mut self, name: &str) -> Option<&mut bool> {
         Some(match name {
             "view" => &mut self.view,

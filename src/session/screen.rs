@@ -66,6 +66,10 @@ struct State {
     keyframe_asked: Option<Instant>,
     rec: Option<mpsc::Sender<Rec>>,
     finished: bool,
+    /// SHA-256 of the sharer's current resume token: one token, replaced at every connection.
+    resume: Option<[u8; 32]>,
+    /// The sharer said it is restarting the machine.
+    rebooting: bool,
 }
 
 #[derive(Default)]
@@ -101,6 +105,13 @@ impl Screen {
         who: Option<&Principal>,
         conn: Conn,
     ) -> Result<String, SessionError> {
+        let resume_token = format!(
+            "rtk_{}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                crate::crypto::random_array::<32>()
+            )
+        );
         {
             let rs = room.state.lock().expect("room");
             if side == Side::Agent {
@@ -125,8 +136,10 @@ impl Screen {
             let _ = old.tx.try_send(Out::Close(1000, "replaced"));
             old.kill.notify_one();
         }
+        let resumed = side == Side::Customer && std::mem::take(&mut st.rebooting);
         let hello = match side {
             Side::Customer => {
+                st.resume = Some(crate::crypto::sha256(resume_token.as_bytes()));
                 if let Some((_, p)) = &st.viewer {
                     let sharer = st.sharer.as_ref().expect("just set");
                     send(
@@ -134,7 +147,8 @@ impl Screen {
                         json!({"type": "viewer", "on": true, "name": p.name}),
                     );
                 }
-                json!({"type": "hello", "protocol": 1, "role": "sharer", "viewer": st.viewer.is_some()})
+                json!({"type": "hello", "protocol": 1, "role": "sharer", "viewer": st.viewer.is_some(),
+                       "resume_token": resume_token})
             }
             Side::Agent => {
                 if let Some(s) = &st.sharer {
@@ -145,12 +159,16 @@ impl Screen {
                        "consent": st.consent, "control": st.control_on(), "size": st.size})
             }
         };
-        let ev = json!({"event": "screen.join", "who": side.as_str()});
+        let ev = if resumed {
+            json!({"event": "screen.resumed", "who": side.as_str()})
+        } else {
+            json!({"event": "screen.join", "who": side.as_str()})
+        };
         drop(st);
         room.record_event_soon(ev.clone());
         self.record(app, room, REC_EVENT, Bytes::from(ev.to_string()), false);
         if side == Side::Customer {
-            self.tell_viewer(json!({"type": "sharer", "on": true}));
+            self.tell_viewer(json!({"type": "sharer", "on": true, "resumed": resumed}));
         }
         Ok(hello.to_string())
     }
@@ -160,8 +178,19 @@ impl Screen {
         let gone = match side {
             Side::Customer if st.sharer.as_ref().is_some_and(|c| c.id == conn_id) => {
                 st.sharer = None;
+                // Consent was given by the client that left; a client that comes back gives
+                // it again.
+                st.consent = Consent::default();
+                st.wants_control = false;
                 if let Some((v, _)) = &st.viewer {
-                    send(v, json!({"type": "sharer", "on": false}));
+                    send(
+                        v,
+                        json!({"type": "sharer", "on": false, "rebooting": st.rebooting}),
+                    );
+                    send(
+                        v,
+                        json!({"type": "consent", "consent": st.consent, "control": false}),
+                    );
                 }
                 true
             }
@@ -182,6 +211,13 @@ impl Screen {
             room.record_event_soon(ev.clone());
             self.record(app, room, REC_EVENT, Bytes::from(ev.to_string()), false);
         }
+    }
+
+    /// Whether `token` is this session's current resume token (compared in constant time).
+    pub fn resume_ok(&self, token: &str) -> bool {
+        let st = self.st.lock().expect("screen");
+        st.resume
+            .is_some_and(|h| crate::crypto::ct_eq(&h, &crate::crypto::sha256(token.as_bytes())))
     }
 
     fn tell_viewer(&self, msg: Value) {
@@ -286,6 +322,15 @@ impl Screen {
                 Ok(())
             }
             (Side::Agent, "input") => self.input(app, room, who.expect("agent"), v).await,
+            (Side::Agent, "reboot") => self.reboot(app, room, who.expect("agent")).await,
+            (Side::Customer, "rebooting") => {
+                self.st.lock().expect("screen").rebooting = true;
+                let ev = json!({"event": "screen.rebooting"});
+                room.record_event(ev.clone()).await;
+                self.record_wait(app, room, REC_EVENT, Bytes::from(ev.to_string()), false)
+                    .await;
+                Ok(())
+            }
             (_, "ping") => Ok(()),
             (_, t) => Err(refused(
                 "bad_message",
@@ -374,6 +419,31 @@ impl Screen {
         let _ = app
             .audit(actor.event(&room.id, "screen", "remote.control", json!({ "on": on })))
             .await;
+    }
+
+    async fn reboot(&self, app: &Arc<App>, room: &Room, who: &Principal) -> Result<(), Refused> {
+        {
+            let st = self.st.lock().expect("screen");
+            if !st.consent.reboot {
+                return Err(refused(
+                    "not_consented",
+                    "the user has not allowed restarting their computer",
+                ));
+            }
+            let s = st
+                .sharer
+                .as_ref()
+                .ok_or_else(|| refused("bad_message", "the client is not connected"))?;
+            send(s, json!({"type": "reboot_request", "by": who.name}));
+        }
+        let ev = json!({"event": "reboot.requested", "by": who.name});
+        room.record_event(ev.clone()).await;
+        self.record_wait(app, room, REC_EVENT, Bytes::from(ev.to_string()), false)
+            .await;
+        let _ = app
+            .audit(Actor::Agent(who.clone()).event(&room.id, "screen", "remote.reboot", json!({})))
+            .await;
+        Ok(())
     }
 
     async fn input(

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method};
@@ -12,27 +13,57 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::error::ApiError;
-use super::sessions::{Party, RateBucket, WsQuery, party, same_origin, valid_id, write_loop};
-use crate::app::App;
+use super::sessions::{Party, RateBucket, party, same_origin, valid_id, write_loop};
+use crate::app::{App, Source};
 use crate::auth::Principal;
 use crate::session::Out;
 use crate::session::protocol::Side;
 
+#[derive(serde::Deserialize)]
+pub(super) struct ScreenQuery {
+    customer_token: Option<String>,
+    /// The client's resume token, to rejoin after a restart of its machine.
+    resume_token: Option<String>,
+}
+
 pub(super) async fn socket(
     State(app): State<Arc<App>>,
+    Extension(src): Extension<Source>,
     method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WsQuery>,
+    Query(q): Query<ScreenQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     valid_id(&id)?;
     same_origin(&headers)?;
-    let (side, principal) =
+    let (side, principal) = if let Some(t) = q.resume_token.as_deref() {
+        if !app
+            .sessions
+            .live(&id)
+            .is_some_and(|r| r.screen.resume_ok(t))
+        {
+            let ev = crate::audit::Event {
+                actor: format!("customer:{id}"),
+                role: "customer".into(),
+                action: "remote.resume_refused".into(),
+                target: format!("session:{id}"),
+                outcome: crate::audit::Outcome::Denied,
+                source: src.to_string(),
+                details: serde_json::json!({}),
+            };
+            app.audit(ev).await?;
+            return Err(ApiError::forbidden(
+                "this resume token is not (or no longer) valid for this session",
+            ));
+        }
+        (Side::Customer, None)
+    } else {
         match party(&app, &id, &headers, &method, q.customer_token.as_deref()).await? {
             Party::Customer => (Side::Customer, None),
             Party::User(p) => (Side::Agent, Some(p)),
-        };
+        }
+    };
     let limit = crate::remote::MAX_MESSAGE + 1024;
     Ok(upgrade
         .max_message_size(limit)

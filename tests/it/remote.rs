@@ -57,9 +57,9 @@ fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the
     let (id, token) = code_session(s, &alice);
 
     let mut sharer = s.screen_ws(&id, &format!("Customer {token}"));
-    let hello = sharer.expect("hello");
+    let sharer_hello = sharer.expect("hello");
     assert_eq!(
-        (hello["role"].clone(), hello["viewer"].clone()),
+        (sharer_hello["role"].clone(), sharer_hello["viewer"].clone()),
         (json!("sharer"), json!(false))
     );
     // Another agent may not watch a session that is not theirs.
@@ -135,6 +135,54 @@ fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the
     viewer.send(&json!({"type": "telepathy"}));
     assert!(expect_error(&mut viewer, "bad_message").contains("telepathy"));
 
+    // Restart and rejoin: only with the user's consent, and only with this session's current
+    // resume token, once.
+    let first_token = sharer_hello["resume_token"].as_str().unwrap().to_string();
+    assert!(first_token.starts_with("rtk_"));
+    viewer.send(&json!({"type": "reboot"}));
+    expect_error(&mut viewer, "not_consented");
+    let mut with_reboot = consent(true, false);
+    with_reboot["reboot"] = json!(true);
+    sharer.send(&with_reboot);
+    viewer.expect("consent");
+    viewer.send(&json!({"type": "reboot"}));
+    assert_eq!(sharer.expect("reboot_request")["by"], "alice");
+    sharer.send(&json!({"type": "rebooting"}));
+    drop(sharer);
+    let gone = viewer.expect("sharer");
+    assert_eq!(
+        (gone["on"].clone(), gone["rebooting"].clone()),
+        (json!(false), json!(true))
+    );
+    // A token from another session is refused (and audited), so is a made-up one.
+    let (other, other_token) = code_session(s, &alice);
+    let mut other_sharer = s.screen_ws(&other, &format!("Customer {other_token}"));
+    let other_resume = other_sharer.expect("hello")["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for bad in [other_resume.as_str(), "rtk_made_up"] {
+        assert_eq!(s.screen_ws_status(&id, &format!("resume_token={bad}")), 403);
+    }
+    let mut sharer = s.screen_ws_query(&id, &format!("resume_token={first_token}"));
+    let again = sharer.expect("hello");
+    assert_ne!(
+        again["resume_token"],
+        first_token.as_str(),
+        "a new token each time"
+    );
+    let back = viewer.expect("sharer");
+    assert_eq!(
+        (back["on"].clone(), back["resumed"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(
+        s.screen_ws_status(&id, &format!("resume_token={first_token}")),
+        403,
+        "a used resume token is spent"
+    );
+    drop(other_sharer);
+
     let r = s.post(
         &format!("/api/v1/sessions/{id}/end"),
         Some(&alice),
@@ -163,7 +211,9 @@ fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the
     assert_eq!(refused[0]["outcome"], "denied");
     let control = find("remote.control");
     assert_eq!(control.len(), 2, "on, then off: {audit}");
-    assert_eq!(find("remote.consent").len(), 3, "{audit}");
+    assert_eq!(find("remote.consent").len(), 4, "{audit}");
+    assert_eq!(find("remote.reboot").len(), 1, "{audit}");
+    assert_eq!(find("remote.resume_refused").len(), 3, "{audit}");
 
     // The relayed stream is the recording: one sealed recording object with its keyframe
     // indexed, and the sealed object verifies.
@@ -323,29 +373,38 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
     agent.wait_text("#code-value", " ");
     let code = agent.text("#code-value");
 
-    let client = Killed(
+    let home = tempfile::tempdir().unwrap();
+    let resume_file = home.path().join("resume.json");
+    let client_cmd = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_custos-client"))
-            .args([
-                "--server",
-                &st.s.addr,
-                "--code",
-                &code,
-                "--fingerprint",
-                &st.s.fingerprint,
-                "--allow",
-                "view,control",
-                "--no-ask",
-                "--display",
-                &x.display,
-                "--name",
-                "Ines",
-            ])
+            .args(args)
+            .args(["--resume-file", resume_file.to_str().unwrap(), "--no-ask"])
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_STATE_HOME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start custos-client"),
-    );
+            .expect("start custos-client")
+    };
+    let mut client = Killed(client_cmd(&[
+        "--server",
+        &st.s.addr,
+        "--code",
+        &code,
+        "--fingerprint",
+        &st.s.fingerprint,
+        "--allow",
+        "view,control,reboot",
+        "--display",
+        &x.display,
+        "--name",
+        "Ines",
+        // Stands in for the restart: the test restarts the client itself.
+        "--reboot-command",
+        "true",
+    ]));
     agent.find(".session-panel");
     let id = agent
         .js(
@@ -388,6 +447,58 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
             .as_i64()
             .is_some_and(|n| n >= 2)
     });
+
+    // The agent restarts the customer's computer: the client saves its resume token, arranges
+    // to start again, and goes; started again, it rejoins the same session by itself.
+    agent.click(&format!("{p} .screen-reboot"));
+    let status =
+        wait_timeout(&mut client.0, Duration::from_secs(20)).expect("the client exits to restart");
+    assert!(status.success(), "{status:?}");
+    agent.wait_text(&format!("{p} .screen-status"), "restarting");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&resume_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the resume token is private");
+    let autostart = home
+        .path()
+        .join(".config/autostart/custos-client-resume.desktop");
+    assert!(
+        std::fs::read_to_string(&autostart)
+            .unwrap()
+            .contains("--resume")
+    );
+    let frames_before = agent
+        .js(
+            "return Number(document.querySelector(arguments[0]).dataset.frames);",
+            json!([canvas]),
+        )
+        .as_i64()
+        .unwrap();
+    client = Killed(client_cmd(&["--resume"]));
+    agent.wait_text(&format!("{p} .screen-status"), "back after its restart");
+    wait_for("frames after the restart", Duration::from_secs(20), || {
+        agent
+            .js(
+                "return Number(document.querySelector(arguments[0]).dataset.frames);",
+                json!([canvas]),
+            )
+            .as_i64()
+            .is_some_and(|n| n > frames_before)
+    });
+    assert!(
+        !resume_file.exists() && !autostart.exists(),
+        "used once, then removed"
+    );
+    assert_eq!(
+        agent.js(
+            "return document.querySelector('.session-panel').dataset.sessionId;",
+            json!([])
+        ),
+        json!(id),
+        "the same session"
+    );
 
     // The screen as it is now, captured here; then the session ends.
     std::thread::sleep(Duration::from_millis(1500));

@@ -314,29 +314,72 @@ impl Server {
         self.socket(session, authorization, "screen")
     }
 
+    /// Opens the screen socket authenticated by a query string alone (a resume token).
+    pub fn screen_ws_query(&self, session: &str, query: &str) -> Ws {
+        self.socket_at(&format!("/api/v1/sessions/{session}/screen?{query}"), None)
+    }
+
+    /// The HTTP status a screen socket handshake with this query gets (101 when it opens).
+    pub fn screen_ws_status(&self, session: &str, query: &str) -> u16 {
+        use tokio_tungstenite::tungstenite::Error;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, cfg) = (self.addr.clone(), self.ws_tls());
+        let url = format!("wss://{addr}/api/v1/sessions/{session}/screen?{query}");
+        rt.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            match tokio_tungstenite::client_async(url, tls).await {
+                Ok(_) => 101,
+                Err(Error::Http(r)) => r.status().as_u16(),
+                Err(e) => panic!("handshake failed without a status: {e}"),
+            }
+        })
+    }
+
+    fn ws_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let fp = custos::tls::parse_fingerprint(&self.fingerprint).unwrap();
+        let cfg = custos::tls::pinned_client_config_with(fp, &[&rustls::version::TLS13]).unwrap();
+        let mut cfg = (*cfg).clone();
+        cfg.alpn_protocols.clear();
+        std::sync::Arc::new(cfg)
+    }
+
     fn socket(&self, session: &str, authorization: &str, which: &str) -> Ws {
+        self.socket_at(
+            &format!("/api/v1/sessions/{session}/{which}"),
+            Some(authorization),
+        )
+    }
+
+    fn socket_at(&self, path: &str, authorization: Option<&str>) -> Ws {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let fp = custos::tls::parse_fingerprint(&self.fingerprint).unwrap();
-        let cfg = custos::tls::pinned_client_config_with(fp, &[&rustls::version::TLS13]).unwrap();
-        let mut cfg = (*cfg).clone();
-        cfg.alpn_protocols.clear();
+        let cfg = self.ws_tls();
         let addr = self.addr.clone();
-        let url = format!("wss://{addr}/api/v1/sessions/{session}/{which}");
-        let auth = authorization.to_string();
+        let url = format!("wss://{addr}{path}");
+        let auth = authorization.map(str::to_string);
         let inner = rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            let tls = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, tcp)
                 .await
                 .unwrap();
             let mut req = url.into_client_request().unwrap();
-            req.headers_mut()
-                .insert("authorization", auth.parse().unwrap());
+            if let Some(auth) = auth {
+                req.headers_mut()
+                    .insert("authorization", auth.parse().unwrap());
+            }
             let (ws, _) = tokio_tungstenite::client_async(req, tls)
                 .await
                 .expect("websocket handshake");

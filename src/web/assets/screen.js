@@ -94,6 +94,7 @@
       this.e = {
         status: q('.screen-status'), control: q('.screen-control'), fit: q('.screen-fit'),
         cad: q('.screen-cad'), keys: q('.screen-keys'), sendKeys: q('.screen-send-keys'),
+        reboot: q('.screen-reboot'),
         wrap: q('.screen-wrap'), canvas: q('.screen-canvas'), cursor: q('.screen-cursor'),
       };
       this.painter = new Painter(this.e.canvas);
@@ -101,6 +102,7 @@
       this.consent = {};
       this.control = false;
       this.requested = false;
+      this.note = '';
       this.lastMove = 0;
       this.stopped = false;
       this.retry = null;
@@ -118,6 +120,7 @@
         e.wrap.classList.toggle('one-to-one', !fit);
       });
       e.cad.addEventListener('click', () => this.combo(SPECIAL['Ctrl+Alt+Del']));
+      e.reboot.addEventListener('click', () => this.send({ type: 'reboot' }));
       for (const name of Object.keys(SPECIAL)) {
         const o = document.createElement('option');
         o.value = name;
@@ -225,7 +228,12 @@
           this.consent = m.consent || {};
           this.control = !!m.control;
           break;
-        case 'sharer': this.sharer = !!m.on; if (!m.on) this.seen = false; break;
+        case 'sharer':
+          this.sharer = !!m.on;
+          this.note = m.on ? (m.resumed ? 'The customer\'s computer is back after its restart. ' : '') :
+            (m.rebooting ? 'The customer\'s computer is restarting; the client rejoins by itself. ' : '');
+          if (!m.on) { this.seen = false; this.control = false; this.requested = false; }
+          break;
         case 'consent': this.consent = m.consent || {}; this.control = !!m.control; break;
         case 'control':
           this.control = !!m.on;
@@ -241,17 +249,18 @@
       const e = this.e;
       const allowed = Object.keys(this.consent).filter((k) => this.consent[k]);
       let text;
-      if (!this.sharer) text = 'The customer\'s screen is not shared (they join with the Custos client and the connection code).';
+      if (!this.sharer) text = this.note || 'The customer\'s screen is not shared (they join with the Custos client and the connection code).';
       else if (!this.consent.view) text = 'The customer has not allowed viewing their screen.';
       else if (this.control) text = 'You control the customer\'s screen. Click the screen, then type.';
       else if (this.requested) text = 'Control requested: waiting for the customer to allow it.';
-      else text = this.seen ? 'Viewing the customer\'s screen.' : 'Waiting for the first picture…';
+      else text = `${this.note || ''}${this.seen ? 'Viewing the customer\'s screen.' : 'Waiting for the first picture…'}`;
       setText(e.status, `${text} Customer allows: ${allowed.length ? allowed.join(', ') : 'nothing'}.`);
       e.status.dataset.control = String(this.control);
       e.control.disabled = !this.sharer;
       e.control.textContent = this.requested ? 'Release control' : 'Request control';
       e.cad.disabled = !this.control;
       e.sendKeys.disabled = !this.control;
+      e.reboot.disabled = !(this.sharer && this.consent.reboot);
       e.canvas.classList.toggle('controlling', this.control);
       e.wrap.hidden = !this.sharer;
     }
