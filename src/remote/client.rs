@@ -264,6 +264,7 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
     let mut stdin_open = true;
     let mut pending_control: Option<String> = None;
     let mut pending_reboot = false;
+    let mut pending_diagnostics = false;
     let mut resume_token = String::new();
     let mut viewer = false;
     let mut control = false;
@@ -313,6 +314,18 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                             say(&format!("{by} asked to restart this computer; refused (not allowed at start)"));
                         }
                     }
+                    "diagnostics_request" => {
+                        let by = v["by"].as_str().unwrap_or("the agent");
+                        if consent.diagnostics {
+                            send_diagnostics(&mut sink).await?;
+                        } else if opts.ask && stdin_open {
+                            say(&format!("{by} asks for details about this computer (system, hardware, disks, network, programs running and installed). Send them? [y/N]"));
+                            pending_diagnostics = true;
+                        } else {
+                            say(&format!("{by} asked for details about this computer; refused (not allowed at start)"));
+                        }
+                    }
+                    "diagnostics_received" => say("the details about this computer were sent"),
                     "control" => {
                         control = v["on"].as_bool().unwrap_or(false);
                         indicator(viewer && consent.view, control);
@@ -347,6 +360,14 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                         break restart(&opts, &sid, &resume_token, consent, &mut sink).await;
                     }
                     say("restart refused");
+                } else if std::mem::take(&mut pending_diagnostics) {
+                    if yes(&line) {
+                        consent.diagnostics = true;
+                        sink.send(consent_msg(&consent)).await?;
+                        send_diagnostics(&mut sink).await?;
+                    } else {
+                        say("diagnostics refused");
+                    }
                 } else if pending_control.take().is_some() {
                     consent.control = yes(&line);
                     say(if consent.control { "control allowed" } else { "control refused" });
@@ -415,6 +436,19 @@ where
         Ok(s) => bail!("the reboot command failed ({s})"),
         Err(e) => bail!("cannot run the reboot command {cmd:?}: {e}"),
     }
+}
+
+/// Collects the diagnostics document and sends it over the screen socket.
+async fn send_diagnostics<S>(sink: &mut S) -> anyhow::Result<()>
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let doc = tokio::task::spawn_blocking(super::collect::collect).await?;
+    let msg = json!({"type": "diagnostics", "document": doc}).to_string();
+    sink.send(WsMessage::Text(msg.into()))
+        .await
+        .map_err(|e| anyhow!("{e}"))
 }
 
 fn consent_msg(c: &Consent) -> WsMessage {

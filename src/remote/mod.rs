@@ -4,6 +4,7 @@
 //! The X11 backend and the client's run loop live in the submodules.
 
 pub mod client;
+pub mod collect;
 pub mod encode;
 pub mod keys;
 pub mod platform;

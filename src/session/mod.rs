@@ -54,6 +54,10 @@ pub enum SessionError {
     BadInput(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+    #[error("the appliance is sealed")]
+    Sealed,
 }
 
 /// What a connection's writer task receives.
@@ -1168,6 +1172,55 @@ impl Sessions {
 
     /// Diagnostics arrived from the customer's machine (already stored): the agent is told, and
     /// its packages feed the suggestions.
+    /// Stores a diagnostics document from the customer's machine (docs/formats/diagnostics.md)
+    /// as an archive object, audits it, and shows its summary to the agent. Returns the object
+    /// id and the summary.
+    pub async fn receive_diagnostics(
+        app: &Arc<App>,
+        id: &str,
+        source: &str,
+        data: &[u8],
+    ) -> Result<(String, Value), SessionError> {
+        if !app.sessions.is_active(id) {
+            return Err(SessionError::Conflict(
+                "diagnostics can be sent while an agent has the session".into(),
+            ));
+        }
+        let doc = diagnostics::parse(data).map_err(SessionError::BadInput)?;
+        let summary = doc.summary();
+        let packages = doc.package_versions();
+        let mut line = serde_json::to_vec(&doc).expect("diagnostics serialize");
+        line.push(b'\n');
+        let keys = app.keys().ok_or(SessionError::Sealed)?;
+        let archive = app.archive.clone();
+        let ev = Actor::Customer.event(
+            id,
+            source,
+            "session.diagnostics.received",
+            json!({ "packages": packages.len(), "processes": doc.processes.len() }),
+        );
+        let sid = id.to_string();
+        let object = app
+            .db(move |s| -> Result<String, SessionError> {
+                let internal =
+                    |e: crate::archive::ArchiveError| SessionError::Internal(e.to_string());
+                let mut w = archive
+                    .create(s, &keys, Some(&sid), crate::model::DataClass::Diagnostics)
+                    .map_err(internal)?;
+                let oid = w.id().to_string();
+                w.append(&line).map_err(internal)?;
+                w.finish(s).map_err(internal)?;
+                crate::audit::append(s, &[ev])
+                    .map_err(|e| SessionError::Internal(e.to_string()))?;
+                Ok(oid)
+            })
+            .await?;
+        app.sessions
+            .diagnostics_arrived(id, summary.clone(), packages)
+            .await;
+        Ok((object, summary))
+    }
+
     pub async fn diagnostics_arrived(
         &self,
         id: &str,
@@ -1211,6 +1264,8 @@ impl Sessions {
             Side::Customer,
             protocol::simple("diagnostics_request", json!({ "by": who.name })).into(),
         );
+        room.screen
+            .tell_sharer(json!({ "type": "diagnostics_request", "by": who.name }));
         Ok(())
     }
 

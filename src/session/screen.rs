@@ -220,6 +220,13 @@ impl Screen {
             .is_some_and(|h| crate::crypto::ct_eq(&h, &crate::crypto::sha256(token.as_bytes())))
     }
 
+    /// Sends a message to the sharing client, if one is connected.
+    pub fn tell_sharer(&self, msg: Value) {
+        if let Some(s) = &self.st.lock().expect("screen").sharer {
+            send(s, msg);
+        }
+    }
+
     fn tell_viewer(&self, msg: Value) {
         if let Some((v, _)) = &self.st.lock().expect("screen").viewer {
             send(v, msg);
@@ -323,6 +330,22 @@ impl Screen {
             }
             (Side::Agent, "input") => self.input(app, room, who.expect("agent"), v).await,
             (Side::Agent, "reboot") => self.reboot(app, room, who.expect("agent")).await,
+            (Side::Customer, "diagnostics") => {
+                if !self.st.lock().expect("screen").consent.diagnostics {
+                    return Err(refused(
+                        "not_consented",
+                        "send your consent to diagnostics first",
+                    ));
+                }
+                let doc = serde_json::to_vec(&v["document"]).expect("JSON values serialize");
+                match super::Sessions::receive_diagnostics(app, &room.id, "screen", &doc).await {
+                    Ok((object, _)) => {
+                        self.tell_sharer(json!({"type": "diagnostics_received", "object": object}));
+                        Ok(())
+                    }
+                    Err(e) => Err(refused("bad_diagnostics", e.to_string())),
+                }
+            }
             (Side::Customer, "rebooting") => {
                 self.st.lock().expect("screen").rebooting = true;
                 let ev = json!({"event": "screen.rebooting"});

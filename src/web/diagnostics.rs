@@ -17,10 +17,10 @@ use super::ApiError;
 use super::api::{Authed, event};
 use super::sessions::{Party, party, read_lines, stated_reason, valid_id};
 use crate::app::{App, Source};
-use crate::audit::{self, Outcome};
+use crate::audit::Outcome;
 use crate::auth::Permission;
-use crate::model::{DataClass, now_rfc3339};
-use crate::session::{Actor, diagnostics};
+use crate::model::now_rfc3339;
+use crate::session::diagnostics;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -50,11 +50,6 @@ async fn upload(
             "diagnostics come from the customer's machine: send them with the customer token",
         ));
     }
-    if !app.sessions.is_active(&id) {
-        return Err(ApiError::conflict(
-            "diagnostics can be sent while an agent has the session",
-        ));
-    }
     let data: Bytes = axum::body::to_bytes(body, diagnostics::MAX_BYTES)
         .await
         .map_err(|_| {
@@ -67,35 +62,8 @@ async fn upload(
                 ),
             )
         })?;
-    let doc = diagnostics::parse(&data).map_err(ApiError::bad_request)?;
-    let summary = doc.summary();
-    let packages = doc.package_versions();
-    let mut line = serde_json::to_vec(&doc).expect("diagnostics serialize");
-    line.push(b'\n');
-    let keys = app.keys().ok_or_else(ApiError::sealed)?;
-    let archive = app.archive.clone();
-    let ev = Actor::Customer.event(
-        &id,
-        &src.to_string(),
-        "session.diagnostics.received",
-        json!({ "packages": packages.len(), "processes": doc.processes.len() }),
-    );
-    let sid = id.clone();
-    let object = app
-        .db(move |s| -> Result<String, ApiError> {
-            let mut w = archive
-                .create(s, &keys, Some(&sid), DataClass::Diagnostics)
-                .map_err(ApiError::internal)?;
-            let oid = w.id().to_string();
-            w.append(&line).map_err(ApiError::internal)?;
-            w.finish(s).map_err(ApiError::internal)?;
-            audit::append(s, &[ev])?;
-            Ok(oid)
-        })
-        .await?;
-    app.sessions
-        .diagnostics_arrived(&id, summary.clone(), packages)
-        .await;
+    let (object, summary) =
+        crate::session::Sessions::receive_diagnostics(&app, &id, &src.to_string(), &data).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "object": object, "received_at": now_rfc3339(), "summary": summary })),

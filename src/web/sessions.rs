@@ -80,6 +80,8 @@ impl From<SessionError> for ApiError {
             SessionError::Conflict(m) => ApiError::conflict(m),
             SessionError::BadInput(m) => ApiError::bad_request(m),
             SessionError::Store(s) => s.into(),
+            SessionError::Internal(m) => ApiError::internal(m),
+            SessionError::Sealed => ApiError::sealed(),
         }
     }
 }

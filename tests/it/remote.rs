@@ -135,6 +135,36 @@ fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the
     viewer.send(&json!({"type": "telepathy"}));
     assert!(expect_error(&mut viewer, "bad_message").contains("telepathy"));
 
+    // Diagnostics travel on the same socket, with their own consent.
+    let doc = json!({"v": 1, "collected_at": "2026-12-06T10:00:00Z", "os": {"name": "Debian GNU/Linux", "kernel": "6.1.0"},
+                     "packages": {"manager": "dpkg", "list": [{"name": "openvpn", "version": "2.5.1-3"}]}});
+    sharer.send(&json!({"type": "diagnostics", "document": doc}));
+    expect_error(&mut sharer, "not_consented");
+    let mut with_diag = consent(true, false);
+    with_diag["diagnostics"] = json!(true);
+    sharer.send(&with_diag);
+    viewer.expect("consent");
+    let mut bad = doc.clone();
+    bad["os"]["name"] = json!("");
+    sharer.send(&json!({"type": "diagnostics", "document": bad}));
+    assert!(expect_error(&mut sharer, "bad_diagnostics").contains("os.name"));
+    let mut chat = s.ws(&id, &format!("Bearer {alice}"));
+    chat.expect("hello");
+    sharer.send(&json!({"type": "diagnostics", "document": doc}));
+    assert!(sharer.expect("diagnostics_received")["object"].is_string());
+    assert_eq!(
+        chat.expect("diagnostics")["summary"]["os"],
+        "Debian GNU/Linux"
+    );
+    let r = s.post(
+        &format!("/api/v1/sessions/{id}/diagnostics/request"),
+        Some(&alice),
+        json!({}),
+    );
+    assert!(r.status < 300, "{}", r.error_message());
+    assert_eq!(sharer.expect("diagnostics_request")["by"], "alice");
+    drop(chat);
+
     // Restart and rejoin: only with the user's consent, and only with this session's current
     // resume token, once.
     let first_token = sharer_hello["resume_token"].as_str().unwrap().to_string();
@@ -211,7 +241,8 @@ fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the
     assert_eq!(refused[0]["outcome"], "denied");
     let control = find("remote.control");
     assert_eq!(control.len(), 2, "on, then off: {audit}");
-    assert_eq!(find("remote.consent").len(), 4, "{audit}");
+    assert_eq!(find("remote.consent").len(), 5, "{audit}");
+    assert_eq!(find("session.diagnostics.received").len(), 1, "{audit}");
     assert_eq!(find("remote.reboot").len(), 1, "{audit}");
     assert_eq!(find("remote.resume_refused").len(), 3, "{audit}");
 
@@ -396,7 +427,7 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         "--fingerprint",
         &st.s.fingerprint,
         "--allow",
-        "view,control,reboot",
+        "view,control,reboot,diagnostics",
         "--display",
         &x.display,
         "--name",
@@ -499,6 +530,10 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         json!(id),
         "the same session"
     );
+
+    // The agent asks for diagnostics: the client (allowed at start) collects and sends them.
+    agent.click(&format!("{p} .diag-ask"));
+    agent.wait_text(&format!("{p} .messages"), "Diagnostics received");
 
     // The screen as it is now, captured here; then the session ends.
     std::thread::sleep(Duration::from_millis(1500));
