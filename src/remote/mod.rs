@@ -25,6 +25,9 @@ pub const TILE: u16 = 64;
 
 const KIND_UPDATE: u8 = 1;
 const KIND_CURSOR: u8 = 2;
+const KIND_MEDIA: u8 = 3;
+/// Media flag: this chunk starts a new WebM stream (its header; the viewer starts over).
+pub const MEDIA_START: u8 = 1;
 const UPDATE_HEADER: usize = 14;
 const TILE_HEADER: usize = 14;
 
@@ -87,6 +90,11 @@ pub enum Message<'a> {
     Cursor {
         x: u16,
         y: u16,
+    },
+    /// A chunk of a browser's screen share: WebM as `MediaRecorder` produced it.
+    Media {
+        start: bool,
+        data: &'a [u8],
     },
 }
 
@@ -157,6 +165,18 @@ pub fn parse(b: &[u8]) -> Result<Message<'_>, FrameError> {
             })
         }
         KIND_UPDATE => parse_update(b).map(Message::Update),
+        KIND_MEDIA => {
+            if b.len() <= 4 {
+                return Err(FrameError::Truncated);
+            }
+            if b[2] & !MEDIA_START != 0 || b[3] != 0 {
+                return Err(FrameError::Flags(b[2]));
+            }
+            Ok(Message::Media {
+                start: b[2] & MEDIA_START != 0,
+                data: &b[4..],
+            })
+        }
         k => Err(FrameError::Kind(k)),
     }
 }
@@ -464,6 +484,15 @@ mod tests {
             parse(&cursor_message(5, 6)).unwrap(),
             Message::Cursor { x: 5, y: 6 }
         );
+        assert_eq!(
+            parse(&[1, 3, 1, 0, 0x1a, 0x45]).unwrap(),
+            Message::Media {
+                start: true,
+                data: &[0x1a, 0x45]
+            }
+        );
+        assert_eq!(parse(&[1, 3, 0, 0]), Err(FrameError::Truncated));
+        assert_eq!(parse(&[1, 3, 4, 0, 9]), Err(FrameError::Flags(4)));
     }
 
     #[test]
@@ -481,7 +510,7 @@ mod tests {
             .iter()
             .map(|m| match parse(m).unwrap() {
                 Message::Update(u) => u.tiles.len(),
-                Message::Cursor { .. } => 0,
+                _ => 0,
             })
             .sum();
         assert_eq!(total, 10);

@@ -248,7 +248,11 @@ impl Screen {
             ));
         }
         let msg = remote::parse(&data).map_err(|e| refused("bad_frame", e.to_string()))?;
-        let keyframe = matches!(&msg, remote::Message::Update(u) if u.keyframe());
+        let keyframe = match &msg {
+            remote::Message::Update(u) => u.keyframe(),
+            remote::Message::Media { start, .. } => *start,
+            remote::Message::Cursor { .. } => false,
+        };
         let target = {
             let mut st = self.st.lock().expect("screen");
             if !st.consent.view {
@@ -259,6 +263,7 @@ impl Screen {
             }
             match msg {
                 remote::Message::Update(u) => st.size = Some((u.width, u.height)),
+                remote::Message::Media { .. } => {}
                 remote::Message::Cursor { x, y } => match st.size {
                     Some((w, h)) if x < w && y < h => {}
                     _ => {

@@ -194,7 +194,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     set(
         h,
         "content-security-policy",
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        "default-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     );
     set(h, "cross-origin-opener-policy", "same-origin");
     if !h.contains_key(header::CACHE_CONTROL) {

@@ -25,6 +25,7 @@ const AGENT_JS: &str = include_str!("assets/agent.js");
 const SCREEN_JS: &str = include_str!("assets/screen.js");
 const REVIEW_HTML: &str = include_str!("assets/review.html");
 const REVIEW_JS: &str = include_str!("assets/review.js");
+const SHARE_JS: &str = include_str!("assets/share.js");
 const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const CUSTOMER_HTML: &str = include_str!("assets/customer.html");
@@ -43,6 +44,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/agent", get(|| async { Html(AGENT_HTML) }))
         .route("/dashboard", get(|| async { Html(DASHBOARD_HTML) }))
         .route("/review", get(|| async { Html(REVIEW_HTML) }))
+        .route(
+            "/static/share.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SHARE_JS) }),
+        )
         .route(
             "/static/review.js",
             get(|| async { asset("text/javascript; charset=utf-8", REVIEW_JS) }),

@@ -621,3 +621,87 @@ fn screen_sha256(display: &str) -> String {
     }
     hex::encode(h.finalize())
 }
+
+#[test]
+fn a_customer_shares_a_tab_from_the_browser_and_the_agent_watches_it_live_and_in_review() {
+    if !available() {
+        return;
+    }
+    let st = stage();
+    let base = format!("https://{}", st.s.addr);
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    let agent = driver.browser(profiles.path().join("alice"));
+    let cust = driver.browser_with(
+        profiles.path().join("customer"),
+        &["--auto-accept-this-tab-capture"],
+    );
+    agent_login(&agent, &base, "alice");
+    agent.click("#code-new");
+    agent.wait_text("#code-value", " ");
+    let code = agent.text("#code-value");
+    cust.goto(&format!("{base}/code"));
+    cust.type_into("#code", &code);
+    cust.type_into("#name", "Jo");
+    cust.click("#submit");
+    cust.find("#chat-input");
+    let id = cust.url().rsplit('/').next().unwrap().to_string();
+    let p = panel(&id);
+    agent.find(&p);
+    // A real click (user activation) starts the share; the tab is accepted by the switch.
+    cust.click("#share");
+    cust.wait_text("#share-status", "shared");
+    let video = format!("{p} .screen-video");
+    wait_for(
+        "the shared tab on the agent's screen",
+        Duration::from_secs(30),
+        || {
+            agent
+                .js(
+                    "const v = document.querySelector(arguments[0]);
+                 return !!v && !v.hidden && v.videoWidth > 0 && v.currentTime > 0;",
+                    json!([video]),
+                )
+                .as_bool()
+                .unwrap_or(false)
+        },
+    );
+    cust.click("#share-stop");
+    cust.wait_text("#share-status", "stopped");
+    let alice = st.s.login("alice", AGENT_PW).0;
+    let r = st.s.post(
+        &format!("/api/v1/sessions/{id}/end"),
+        Some(&alice),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+
+    // The WebM stream is the recording, with its start indexed; it plays in /review.
+    let db = raw_db(&st.dir);
+    let keyframes: i64 = db
+        .query_row(
+            "SELECT count(*) FROM recording_keyframes k JOIN objects o ON o.id = k.object_id WHERE o.session_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(keyframes >= 1);
+    agent.goto(&format!("{base}/review?session={id}"));
+    agent.click("#open");
+    agent.wait_text("#player-status", "recording part");
+    agent.click("#play");
+    wait_for(
+        "the recorded share playing",
+        Duration::from_secs(30),
+        || {
+            agent
+                .js(
+                    "const v = document.getElementById('video');
+                 return !v.hidden && v.videoWidth > 0;",
+                    json!([]),
+                )
+                .as_bool()
+                .unwrap_or(false)
+        },
+    );
+}

@@ -105,16 +105,30 @@ impl Driver {
 
     /// A new headless browser with its own profile.
     pub fn browser(&self, profile: PathBuf) -> Browser<'_> {
+        self.browser_with(profile, &[])
+    }
+
+    /// A new headless browser with its own profile and extra command-line switches.
+    pub fn browser_with(&self, profile: PathBuf, extra: &[&str]) -> Browser<'_> {
+        let mut args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--window-size=1280,900".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
-                ],
+                "args": args,
             },
         } } });
         let v = self

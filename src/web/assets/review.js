@@ -9,6 +9,7 @@
   const ui = {};
   const P = { objects: [], start: 0, end: 0, pos: 0, playing: false, gen: 0, reader: null, pending: null, ticket: '', id: '' };
   let painter = null;
+  let media = null;
 
   function clock(ms) {
     const s = Math.max(0, Math.floor(ms / 1000));
@@ -60,6 +61,14 @@
 
   async function apply(rec) {
     if (rec.kind !== 1) return;
+    if (window.CustosScreenKind(rec.payload) === 3) {
+      ui.canvas.hidden = true;
+      ui.video.hidden = false;
+      media.push(rec.payload);
+      return;
+    }
+    ui.canvas.hidden = false;
+    ui.video.hidden = true;
     const m = await painter.apply(rec.payload);
     if (m && m.kind === 2) {
       const c = ui.canvas;
@@ -214,6 +223,7 @@
     ui.position.max = String(Math.round(P.end - P.start));
     setText(ui.status, `${P.objects.length} recording part(s), ${clock(P.end - P.start)} long.`);
     painter = new window.CustosPainter(ui.canvas);
+    media = new window.CustosMediaView(ui.video, false);
     await seek(P.start);
   }
 
@@ -262,6 +272,7 @@
       review: 'review', whoami: 'whoami', openForm: 'open-form', session: 'session', reason: 'reason',
       openError: 'open-error', player: 'player', status: 'player-status', play: 'play', toEnd: 'to-end',
       speed: 'speed', position: 'position', clock: 'clock', canvas: 'canvas', cursor: 'cursor', timeline: 'timeline',
+      video: 'video',
     };
     for (const [k, id] of Object.entries(ids)) ui[k] = document.getElementById(id);
     ui.loginForm.addEventListener('submit', onLogin);

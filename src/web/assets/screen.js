@@ -7,6 +7,7 @@
   const VERSION = 1;
   const KIND_UPDATE = 1;
   const KIND_CURSOR = 2;
+  const KIND_MEDIA = 3;
   const MOVE_EVERY_MS = 16;
   const SPECIAL = {
     'Ctrl+Alt+Del': ['Control', 'Alt', 'Delete'],
@@ -49,6 +50,66 @@
       m.tiles.push(t);
     }
     return m;
+  }
+
+  // Plays a browser's screen share (WebM chunks) in a <video> through Media Source Extensions.
+  // A chunk flagged START begins a new stream: the player starts over.
+  class MediaView {
+    constructor(video, live) {
+      this.video = video;
+      this.live = live;
+      this.ms = null;
+      this.sb = null;
+      this.queue = [];
+      this.url = null;
+    }
+
+    push(buf) {
+      const d = new Uint8Array(buf);
+      if (d.length < 5 || d[0] !== VERSION || d[1] !== KIND_MEDIA) return;
+      if (d[2] & 1) this.reset();
+      if (!this.ms) return; // joined mid-stream: wait for the next start
+      this.queue.push(d.slice(4));
+      this.pump();
+    }
+
+    reset() {
+      if (this.url) URL.revokeObjectURL(this.url);
+      this.ms = new MediaSource();
+      this.sb = null;
+      this.queue = [];
+      this.url = URL.createObjectURL(this.ms);
+      this.video.src = this.url;
+      const ms = this.ms;
+      ms.addEventListener('sourceopen', () => {
+        if (ms !== this.ms) return;
+        this.sb = ms.addSourceBuffer('video/webm; codecs="vp9"');
+        this.sb.mode = 'sequence';
+        this.sb.addEventListener('updateend', () => this.pump());
+        this.pump();
+      });
+      this.video.play().catch(() => {});
+    }
+
+    pump() {
+      if (!this.sb || this.sb.updating || !this.queue.length) return;
+      try {
+        this.sb.appendBuffer(this.queue.shift());
+      } catch (e) {
+        console.warn(e);
+        return;
+      }
+      // Live: stay near the newest picture.
+      const b = this.video.buffered;
+      if (this.live && b.length && b.end(b.length - 1) - this.video.currentTime > 2) {
+        this.video.currentTime = b.end(b.length - 1) - 0.2;
+      }
+    }
+  }
+
+  function kindOf(buf) {
+    const d = new Uint8Array(buf, 0, Math.min(2, buf.byteLength));
+    return d.length === 2 ? d[1] : 0;
   }
 
   // Draws parsed updates on a canvas, in order.
@@ -96,8 +157,10 @@
         cad: q('.screen-cad'), keys: q('.screen-keys'), sendKeys: q('.screen-send-keys'),
         reboot: q('.screen-reboot'),
         wrap: q('.screen-wrap'), canvas: q('.screen-canvas'), cursor: q('.screen-cursor'),
+        video: q('.screen-video'),
       };
       this.painter = new Painter(this.e.canvas);
+      this.media = new MediaView(this.e.video, true);
       this.sharer = false;
       this.consent = {};
       this.control = false;
@@ -188,6 +251,15 @@
       this.ws = ws;
       ws.onmessage = (ev) => {
         if (typeof ev.data !== 'string') {
+          if (kindOf(ev.data) === KIND_MEDIA) {
+            this.e.canvas.hidden = true;
+            this.e.video.hidden = false;
+            this.media.push(ev.data);
+            if (!this.seen) { this.seen = true; this.render(); }
+            return;
+          }
+          this.e.canvas.hidden = false;
+          this.e.video.hidden = true;
           this.painter.push(ev.data, (m) => this.drawn(m));
           return;
         }
@@ -284,4 +356,6 @@
 
   window.CustosScreen = ScreenView;
   window.CustosPainter = Painter;
+  window.CustosMediaView = MediaView;
+  window.CustosScreenKind = kindOf;
 })();
