@@ -1301,19 +1301,20 @@ impl Sessions {
     }
 
     /// Adds a sent file to the session: tells both sides and records the event.
-    pub async fn file_sent(&self, id: &str, msg: Value) {
+    /// A file was sent into a live session; a screenshot is shown only to the agent.
+    pub async fn file_sent(&self, id: &str, msg: Value, screenshot: bool) {
         if let Some(room) = self.room(id) {
             let text = protocol::simple("file", msg.clone());
             {
                 let mut st = room.state.lock().expect("room");
-                st.history.push_back((text.clone().into(), false));
+                st.history.push_back((text.clone().into(), screenshot));
                 if st.history.len() > HISTORY {
                     st.history.pop_front();
                 }
             }
-            room.broadcast(&text, false);
+            room.broadcast(&text, screenshot);
             let mut ev = msg;
-            ev["event"] = json!("file");
+            ev["event"] = json!(if screenshot { "screenshot" } else { "file" });
             room.record_event(ev).await;
         }
     }

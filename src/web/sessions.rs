@@ -1666,6 +1666,10 @@ async fn session_detail(
 #[derive(Deserialize)]
 struct UploadQuery {
     name: Option<String>,
+    /// The agent's screenshot of the customer's screen (a PNG): kept with the session's files
+    /// and shown only to the agent.
+    #[serde(default)]
+    screenshot: bool,
 }
 
 fn clean_file_name(n: &str) -> Option<String> {
@@ -1705,6 +1709,11 @@ async fn upload(
             "files can be sent once an agent has the session, until it ends",
         ));
     }
+    if q.screenshot && side != Side::Agent {
+        return Err(ApiError::forbidden(
+            "screenshots are taken by the session's agent",
+        ));
+    }
     let name = q
         .name
         .as_deref()
@@ -1718,6 +1727,9 @@ async fn upload(
             format!("files may be at most {limit} bytes"),
         )
     })?;
+    if q.screenshot && !data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(ApiError::bad_request("a screenshot must be a PNG image"));
+    }
     let keys = app.keys().ok_or_else(ApiError::sealed)?;
     let archive = app.archive.clone();
     let file_id = format!("file_{}", hex::encode(crate::crypto::random_array::<12>()));
@@ -1726,7 +1738,11 @@ async fn upload(
     let ev = actor.event(
         &id,
         &src.to_string(),
-        "session.file.sent",
+        if q.screenshot {
+            "session.screenshot"
+        } else {
+            "session.file.sent"
+        },
         json!({ "file_id": file_id, "name": name, "size": size }),
     );
     let sha = app
@@ -1754,7 +1770,7 @@ async fn upload(
         })
         .await?;
     let msg = json!({ "file_id": file_id, "name": name, "size": size, "sha256": hex::encode(sha), "from": side.as_str(), "at": now_rfc3339() });
-    app.sessions.file_sent(&id, msg.clone()).await;
+    app.sessions.file_sent(&id, msg.clone(), q.screenshot).await;
     Ok((StatusCode::CREATED, Json(msg)).into_response())
 }
 

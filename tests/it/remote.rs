@@ -531,6 +531,11 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         "the same session"
     );
 
+    // A screenshot goes into the session's files, for the agent only.
+    agent.click(&format!("{p} .screen-shot"));
+    agent.wait_text(&format!("{p} .screen-status"), "Screenshot saved");
+    agent.wait_text(&format!("{p} .messages"), "screenshot-");
+
     // The agent asks for diagnostics: the client (allowed at start) collects and sends them.
     agent.click(&format!("{p} .diag-ask"));
     agent.wait_text(&format!("{p} .messages"), "Diagnostics received");
@@ -594,6 +599,26 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         "the recording's last frame is the screen as captured"
     );
     admin.wait_text("#timeline", "Control granted");
+    admin.wait_text("#timeline", "screenshot");
+    let detail =
+        st.s.get(&format!("/api/v1/sessions/{id}"), Some(&alice))
+            .json()
+            .unwrap();
+    let shot = detail["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"].as_str().unwrap().starts_with("screenshot-"))
+        .expect("the screenshot is among the session's files")
+        .clone();
+    let png = st.s.get(
+        &format!(
+            "/api/v1/sessions/{id}/files/{}",
+            shot["file_id"].as_str().unwrap()
+        ),
+        Some(&alice),
+    );
+    assert!(png.body.starts_with(b"\x89PNG"), "a PNG");
     let audit = st
         .dir
         .run(&["audit", "show", "--last", "50", "--json"])

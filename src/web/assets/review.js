@@ -176,6 +176,11 @@
       case 'url': return `Link: ${str(e.url)}`;
       case 'note': return `Private note: ${str(e.text)}`;
       case 'file': return `File: ${str(e.name)}`;
+      case 'screenshot': return `Agent took a screenshot: ${str(e.name)}`;
+      case 'screen.resumed': return 'The customer\'s computer came back after its restart';
+      case 'screen.rebooting': return 'The customer\'s computer restarts';
+      case 'reboot.requested': return `${who} asked to restart the customer's computer`;
+      case 'diagnostics': return 'Diagnostics received';
       default: return [str(e.event), who].filter(Boolean).join(' · ');
     }
   }

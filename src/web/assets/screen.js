@@ -155,7 +155,7 @@
       this.e = {
         status: q('.screen-status'), control: q('.screen-control'), fit: q('.screen-fit'),
         cad: q('.screen-cad'), keys: q('.screen-keys'), sendKeys: q('.screen-send-keys'),
-        reboot: q('.screen-reboot'),
+        reboot: q('.screen-reboot'), shot: q('.screen-shot'),
         wrap: q('.screen-wrap'), canvas: q('.screen-canvas'), cursor: q('.screen-cursor'),
         video: q('.screen-video'),
       };
@@ -184,6 +184,7 @@
       });
       e.cad.addEventListener('click', () => this.combo(SPECIAL['Ctrl+Alt+Del']));
       e.reboot.addEventListener('click', () => this.send({ type: 'reboot' }));
+      e.shot.addEventListener('click', () => this.screenshot());
       for (const name of Object.keys(SPECIAL)) {
         const o = document.createElement('option');
         o.value = name;
@@ -223,6 +224,32 @@
       };
       c.addEventListener('keydown', (ev) => key(ev, true));
       c.addEventListener('keyup', (ev) => key(ev, false));
+    }
+
+    // Saves what the agent sees now as a PNG in the session's files (shown only to the agent).
+    async screenshot() {
+      let src = this.e.canvas;
+      if (!this.e.video.hidden) {
+        const v = this.e.video;
+        src = document.createElement('canvas');
+        src.width = v.videoWidth;
+        src.height = v.videoHeight;
+        src.getContext('2d').drawImage(v, 0, 0);
+      }
+      this.e.shot.disabled = true;
+      try {
+        const blob = await new Promise((resolve) => src.toBlob(resolve, 'image/png'));
+        const name = `screenshot-${new Date().toISOString().replace(/[:.]/g, '-')}.png`;
+        const res = await fetch(`/api/v1/sessions/${encodeURIComponent(this.id)}/files?name=${encodeURIComponent(name)}&screenshot=true`, {
+          method: 'POST', credentials: 'same-origin', body: blob,
+          headers: { 'X-Custos-CSRF': '1', 'Content-Type': 'application/octet-stream' },
+        });
+        setText(this.e.status, res.ok ? `Screenshot saved with the session's files (${name}).` : `The screenshot was not saved (HTTP ${res.status}).`);
+      } catch (err) {
+        setText(this.e.status, `The screenshot was not saved: ${err.message}`);
+      } finally {
+        this.e.shot.disabled = !this.seen;
+      }
     }
 
     point(ev) {
@@ -333,6 +360,7 @@
       e.cad.disabled = !this.control;
       e.sendKeys.disabled = !this.control;
       e.reboot.disabled = !(this.sharer && this.consent.reboot);
+      e.shot.disabled = !(this.sharer && this.seen);
       e.canvas.classList.toggle('controlling', this.control);
       e.wrap.hidden = !this.sharer;
     }
