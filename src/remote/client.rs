@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::encode::Encoder;
 use super::platform::Platform;
-use super::{Consent, Input, MAX_MESSAGE};
+use super::{Annotation, Consent, Input, MAX_MESSAGE};
 use crate::client::{Endpoint, percent_encode};
 
 /// A keyframe at most this often while the screen changes, so that a recording can be entered
@@ -169,6 +169,7 @@ enum Desk {
     Share(bool),
     Keyframe,
     Input(Input),
+    Annotate(Annotation),
     Stop,
 }
 
@@ -326,6 +327,13 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                         }
                     }
                     "diagnostics_received" => say("the details about this computer were sent"),
+                    "annotate" => {
+                        if consent.view
+                            && let Ok(a) = Annotation::parse(v, u16::MAX, u16::MAX)
+                        {
+                            let _ = desk_tx.send(Desk::Annotate(a));
+                        }
+                    }
                     "control" => {
                         control = v["on"].as_bool().unwrap_or(false);
                         indicator(viewer && consent.view, control);
@@ -491,6 +499,10 @@ fn desktop(
                 if on && !sharing {
                     want_key = true;
                 }
+                if !on && sharing {
+                    // Nobody watches any more: the agent's drawings go too.
+                    let _ = p.annotate(&Annotation::Clear);
+                }
                 sharing = on;
                 continue;
             }
@@ -501,6 +513,12 @@ fn desktop(
             Ok(Desk::Input(i)) => {
                 if let Err(e) = p.inject(&i) {
                     say(&format!("could not inject the agent's input: {e:#}"));
+                }
+                continue;
+            }
+            Ok(Desk::Annotate(a)) => {
+                if let Err(e) = p.annotate(&a) {
+                    say(&format!("could not show the agent's drawing: {e:#}"));
                 }
                 continue;
             }

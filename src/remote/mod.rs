@@ -403,6 +403,50 @@ impl Consent {
     }
 }
 
+/// The most points in one whiteboard stroke.
+pub const MAX_STROKE: usize = 1000;
+/// The colours an agent may draw with.
+pub const INK: [&str; 4] = ["#e00000", "#0050e0", "#00a000", "#f0c000"];
+
+/// A whiteboard annotation from the agent, drawn over the user's screen (not an input: it
+/// needs no control, and the user's desktop ignores it but shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Annotation {
+    /// A line through `points` (screen pixels) in `color` (one of [`INK`]).
+    Stroke {
+        points: Vec<[u16; 2]>,
+        color: String,
+    },
+    /// Remove every annotation.
+    Clear,
+}
+
+impl Annotation {
+    /// Parses an `annotate` message (its `type` field removed) and checks it against the screen.
+    pub fn parse(mut v: serde_json::Value, width: u16, height: u16) -> Result<Annotation, String> {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("type");
+        }
+        let a: Annotation =
+            serde_json::from_value(v).map_err(|e| format!("bad annotation: {e}"))?;
+        if let Annotation::Stroke { points, color } = &a {
+            if points.is_empty() || points.len() > MAX_STROKE {
+                return Err(format!("a stroke has 1 to {MAX_STROKE} points"));
+            }
+            if let Some([x, y]) = points.iter().find(|[x, y]| *x >= width || *y >= height) {
+                return Err(format!(
+                    "point {x},{y} is outside the {width}x{height} screen"
+                ));
+            }
+            if !INK.contains(&color.as_str()) {
+                return Err(format!("colour {color:?} is not one of {}", INK.join(", ")));
+            }
+        }
+        Ok(a)
+    }
+}
+
 /// A pointer or keyboard event from the agent, relayed to the client only while the user has
 /// granted control.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -582,6 +626,30 @@ mod tests {
         assert!(p(serde_json::json!({"e":"key","key":"Enter","down":true})).is_ok());
         assert!(p(serde_json::json!({"e":"warp"})).is_err());
         assert!(p(serde_json::json!({"e":"move","x":1,"y":1,"z":2})).is_err());
+    }
+
+    #[test]
+    fn annotations_are_checked_against_the_screen() {
+        let p = |v: serde_json::Value| Annotation::parse(v, 100, 50);
+        assert!(p(serde_json::json!({"type":"annotate","op":"stroke","points":[[1,1],[99,49]],"color":"#e00000"})).is_ok());
+        assert_eq!(p(serde_json::json!({"op":"clear"})), Ok(Annotation::Clear));
+        assert!(
+            p(serde_json::json!({"op":"stroke","points":[[100,1]],"color":"#e00000"}))
+                .unwrap_err()
+                .contains("outside")
+        );
+        assert!(
+            p(serde_json::json!({"op":"stroke","points":[],"color":"#e00000"}))
+                .unwrap_err()
+                .contains("1 to")
+        );
+        assert!(
+            p(serde_json::json!({"op":"stroke","points":[[1,1]],"color":"pink"}))
+                .unwrap_err()
+                .contains("colour")
+        );
+        let many: Vec<[u16; 2]> = (0..=MAX_STROKE as u16).map(|i| [i % 100, 1]).collect();
+        assert!(p(serde_json::json!({"op":"stroke","points":many,"color":"#e00000"})).is_err());
     }
 
     #[test]

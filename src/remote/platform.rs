@@ -1,7 +1,7 @@
 //! What the client needs from the desktop it shares, behind a trait so that Windows, macOS and
 //! Wayland backends can follow the X11 one.
 
-use super::Input;
+use super::{Annotation, Input};
 
 /// One captured screen: 32 bits per pixel, blue, green, red, unused (the X11 ZPixmap layout on
 /// little-endian machines), `stride` bytes per row.
@@ -19,4 +19,7 @@ pub trait Platform: Send {
     fn pointer(&mut self) -> anyhow::Result<(u16, u16)>;
     /// Injects one of the agent's events as if the user made it.
     fn inject(&mut self, input: &Input) -> anyhow::Result<()>;
+    /// Shows (or clears) the agent's annotations over the screen, without taking the user's
+    /// input.
+    fn annotate(&mut self, a: &Annotation) -> anyhow::Result<()>;
 }

@@ -7,13 +7,25 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, bail};
 use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::shape::{self, ConnectionExt as _};
 use x11rb::protocol::shm::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat};
 use x11rb::protocol::xtest::{self, ConnectionExt as _};
 use x11rb::rust_connection::RustConnection;
 
 use super::platform::{Frame, Platform};
-use super::{Input, keys};
+use super::{Annotation, Input, keys};
+
+/// Half the width of an annotation's line, in pixels.
+const INK_HALF: i16 = 2;
+/// The most rectangles one colour's overlay is shaped from.
+const MAX_INK_RECTS: usize = 50_000;
+
+/// One colour's overlay: an override-redirect window shaped to the strokes, which takes no input.
+struct Ink {
+    window: xproto::Window,
+    rects: Vec<xproto::Rectangle>,
+}
 
 struct Shm {
     seg: shm::Seg,
@@ -31,6 +43,10 @@ pub struct X11 {
     per_keycode: usize,
     keysyms: Vec<u32>,
     shift: u8,
+    /// Red, green and blue masks of the root visual, for annotation colours.
+    masks: (u32, u32, u32),
+    ink: Vec<(String, Ink)>,
+    has_shape: bool,
 }
 
 impl X11 {
@@ -45,6 +61,14 @@ impl X11 {
             screen.height_in_pixels,
             screen.root_depth,
         );
+        let masks = screen
+            .allowed_depths
+            .iter()
+            .flat_map(|d| &d.visuals)
+            .find(|v| v.visual_id == screen.root_visual)
+            .map_or((0xff0000, 0xff00, 0xff), |v| {
+                (v.red_mask, v.green_mask, v.blue_mask)
+            });
         let bpp = setup
             .pixmap_formats
             .iter()
@@ -80,7 +104,14 @@ impl X11 {
             per_keycode: usize::from(map.keysyms_per_keycode).max(1),
             keysyms: map.keysyms,
             shift: 0,
+            masks,
+            ink: Vec::new(),
+            has_shape: false,
         };
+        x.has_shape = x
+            .conn
+            .extension_information(shape::X11_EXTENSION_NAME)?
+            .is_some();
         x.shift = x
             .keycode(0xffe1)
             .map(|(k, _)| k)
@@ -134,6 +165,63 @@ impl X11 {
             self.min_keycode.checked_add(u8::try_from(i).ok()?)?,
             shifted,
         ))
+    }
+
+    /// The pixel value of `#rrggbb` in the root visual.
+    fn pixel(&self, color: &str) -> u32 {
+        let v = u32::from_str_radix(color.trim_start_matches('#'), 16).unwrap_or(0xe00000);
+        let scale = |c: u32, mask: u32| {
+            if mask == 0 {
+                return 0;
+            }
+            let bits = mask.count_ones();
+            let shift = mask.trailing_zeros();
+            ((c >> (8 - bits.min(8))) << shift) & mask
+        };
+        scale((v >> 16) & 0xff, self.masks.0)
+            | scale((v >> 8) & 0xff, self.masks.1)
+            | scale(v & 0xff, self.masks.2)
+    }
+
+    fn ink_window(&mut self, color: &str) -> anyhow::Result<usize> {
+        if let Some(i) = self.ink.iter().position(|(c, _)| c == color) {
+            return Ok(i);
+        }
+        let window = self.conn.generate_id()?;
+        let aux = xproto::CreateWindowAux::new()
+            .background_pixel(self.pixel(color))
+            .override_redirect(1);
+        self.conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            window,
+            self.root,
+            0,
+            0,
+            self.width,
+            self.height,
+            0,
+            xproto::WindowClass::INPUT_OUTPUT,
+            x11rb::COPY_FROM_PARENT,
+            &aux,
+        )?;
+        // No input region: clicks and keys go to the windows below.
+        self.conn.shape_rectangles(
+            shape::SO::SET,
+            shape::SK::INPUT,
+            xproto::ClipOrdering::UNSORTED,
+            window,
+            0,
+            0,
+            &[],
+        )?;
+        self.ink.push((
+            color.to_string(),
+            Ink {
+                window,
+                rects: Vec::new(),
+            },
+        ));
+        Ok(self.ink.len() - 1)
     }
 
     fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> anyhow::Result<()> {
@@ -231,6 +319,63 @@ impl Platform for X11 {
                     (true, false) => self.fake(press, code, 0, 0)?,
                     (false, false) => self.fake(release, code, 0, 0)?,
                 }
+            }
+        }
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    fn annotate(&mut self, a: &Annotation) -> anyhow::Result<()> {
+        if !self.has_shape {
+            bail!("the X server has no SHAPE extension, so annotations cannot be shown");
+        }
+        match a {
+            Annotation::Clear => {
+                for (_, ink) in self.ink.drain(..) {
+                    self.conn.destroy_window(ink.window)?;
+                }
+            }
+            Annotation::Stroke { points, color } => {
+                let i = self.ink_window(color)?;
+                let mut add = Vec::new();
+                // The first segment runs from the first point to itself: a one-point stroke is
+                // a dot.
+                let mut prev = points.first().copied().unwrap_or([0, 0]);
+                for &p in points {
+                    let (x0, y0) = (i32::from(prev[0]), i32::from(prev[1]));
+                    let (x1, y1) = (i32::from(p[0]), i32::from(p[1]));
+                    let steps = ((x1 - x0).abs().max((y1 - y0).abs()) / 2).max(1);
+                    for s in 0..=steps {
+                        // Points lie on the screen (checked by the relay), so these fit in i16.
+                        let x = (x0 + (x1 - x0) * s / steps) as i16;
+                        let y = (y0 + (y1 - y0) * s / steps) as i16;
+                        add.push(xproto::Rectangle {
+                            x: x - INK_HALF,
+                            y: y - INK_HALF,
+                            width: (2 * INK_HALF) as u16,
+                            height: (2 * INK_HALF) as u16,
+                        });
+                    }
+                    prev = p;
+                }
+                let ink = &mut self.ink[i].1;
+                let room = MAX_INK_RECTS.saturating_sub(ink.rects.len());
+                add.truncate(room);
+                ink.rects.extend(add);
+                self.conn.shape_rectangles(
+                    shape::SO::SET,
+                    shape::SK::BOUNDING,
+                    xproto::ClipOrdering::UNSORTED,
+                    ink.window,
+                    0,
+                    0,
+                    &ink.rects,
+                )?;
+                self.conn.map_window(ink.window)?;
+                self.conn.configure_window(
+                    ink.window,
+                    &xproto::ConfigureWindowAux::new().stack_mode(xproto::StackMode::ABOVE),
+                )?;
             }
         }
         self.conn.flush()?;

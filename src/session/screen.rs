@@ -335,6 +335,7 @@ impl Screen {
             }
             (Side::Agent, "input") => self.input(app, room, who.expect("agent"), v).await,
             (Side::Agent, "reboot") => self.reboot(app, room, who.expect("agent")).await,
+            (Side::Agent, "annotate") => self.annotate(app, room, who.expect("agent"), v).await,
             (Side::Customer, "diagnostics") => {
                 if !self.st.lock().expect("screen").consent.diagnostics {
                     return Err(refused(
@@ -447,6 +448,46 @@ impl Screen {
         let _ = app
             .audit(actor.event(&room.id, "screen", "remote.control", json!({ "on": on })))
             .await;
+    }
+
+    async fn annotate(
+        &self,
+        app: &Arc<App>,
+        room: &Room,
+        who: &Principal,
+        v: Value,
+    ) -> Result<(), Refused> {
+        let (sharer, size) = {
+            let st = self.st.lock().expect("screen");
+            if !st.consent.view {
+                return Err(refused(
+                    "not_consented",
+                    "the user is not sharing their screen",
+                ));
+            }
+            (st.sharer.clone(), st.size)
+        };
+        let (w, h) = size.ok_or_else(|| {
+            refused(
+                "bad_message",
+                "annotations need a screen shared by the Custos client",
+            )
+        })?;
+        let a = remote::Annotation::parse(v, w, h).map_err(|e| refused("bad_input", e))?;
+        let mut out = serde_json::to_value(&a).expect("annotations serialize");
+        out["type"] = json!("annotate");
+        if let Some(s) = sharer {
+            send(&s, out.clone());
+        }
+        self.record_wait(app, room, REC_INPUT, Bytes::from(out.to_string()), false)
+            .await;
+        let op = match a {
+            remote::Annotation::Stroke { .. } => "stroke",
+            remote::Annotation::Clear => "clear",
+        };
+        room.record_event(json!({"event": "annotation", "op": op, "by": who.name}))
+            .await;
+        Ok(())
     }
 
     async fn reboot(&self, app: &Arc<App>, room: &Room, who: &Principal) -> Result<(), Refused> {

@@ -374,6 +374,7 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
     let st = stage();
     let base = format!("https://{}", st.s.addr);
     let x = Xvfb::start(800, 600);
+    let x_display = x.display.clone();
     let work = tempfile::tempdir().unwrap();
     // The xterm covers the screen; with no window manager, keys go to the window under the
     // pointer.
@@ -531,6 +532,20 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         "the same session"
     );
 
+    // The agent draws on the customer's screen: the stroke shows on the customer's desktop (and
+    // so in the stream), without taking their input; then it is cleared.
+    agent.click(&format!("{p} .screen-draw"));
+    agent.drag(&canvas, (-200, -100), (200, -100));
+    let red = || red_pixels(&x_display);
+    wait_for(
+        "the stroke on the customer's screen",
+        Duration::from_secs(20),
+        || red() > 100,
+    );
+    agent.click(&format!("{p} .screen-clear"));
+    wait_for("the stroke cleared", Duration::from_secs(20), || red() == 0);
+    agent.click(&format!("{p} .screen-draw"));
+
     // A screenshot goes into the session's files, for the agent only.
     agent.click(&format!("{p} .screen-shot"));
     agent.wait_text(&format!("{p} .screen-status"), "Screenshot saved");
@@ -629,6 +644,18 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
             .any(|l| l.contains("\"recording.view\"") && l.contains("check the remote fix")),
         "{audit}"
     );
+}
+
+/// How many pixels of the display are the annotation red (#e00000); nothing else on the test
+/// desktop is.
+fn red_pixels(display: &str) -> usize {
+    use custos::remote::platform::Platform;
+    let mut xs = custos::remote::x11::X11::open(Some(display)).unwrap();
+    let f = xs.capture().unwrap();
+    f.pixels
+        .chunks_exact(4)
+        .filter(|p| p[2] == 0xe0 && p[1] == 0 && p[0] == 0)
+        .count()
 }
 
 /// SHA-256 of the display's pixels as RGB, captured through the client's own X11 backend.

@@ -264,6 +264,31 @@ impl Browser<'_> {
             .unwrap_or_else(|err| panic!("click in {css}: {err}"));
     }
 
+    /// Presses the mouse at `from` and releases it at `to` (offsets from the centre of the
+    /// element matching `css`), moving through ten steps between.
+    pub fn drag(&self, css: &str, from: (i64, i64), to: (i64, i64)) {
+        let mut origin = serde_json::Map::new();
+        origin.insert(ELEMENT.to_string(), json!(self.find(css)));
+        let mut acts = vec![
+            json!({ "type": "pointerMove", "duration": 0, "x": from.0, "y": from.1, "origin": origin }),
+            json!({ "type": "pointerDown", "button": 0 }),
+        ];
+        for i in 1..=10 {
+            let x = from.0 + (to.0 - from.0) * i / 10;
+            let y = from.1 + (to.1 - from.1) * i / 10;
+            acts.push(
+                json!({ "type": "pointerMove", "duration": 10, "x": x, "y": y, "origin": origin }),
+            );
+        }
+        acts.push(json!({ "type": "pointerUp", "button": 0 }));
+        let actions = json!({ "actions": [{
+            "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" }, "actions": acts,
+        }] });
+        self.d
+            .call("POST", &self.path("/actions"), Some(actions))
+            .unwrap_or_else(|err| panic!("drag in {css}: {err}"));
+    }
+
     /// Types `text` into whatever has the focus, key by key (`\u{E007}` is Enter).
     pub fn keys(&self, text: &str) {
         let mut acts = Vec::new();

@@ -181,6 +181,7 @@
       case 'screen.rebooting': return 'The customer\'s computer restarts';
       case 'reboot.requested': return `${who} asked to restart the customer's computer`;
       case 'diagnostics': return 'Diagnostics received';
+      case 'annotation': return e.op === 'clear' ? `${who} cleared the drawing` : `${who} drew on the screen`;
       default: return [str(e.event), who].filter(Boolean).join(' · ');
     }
   }

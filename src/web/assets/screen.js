@@ -156,6 +156,7 @@
         status: q('.screen-status'), control: q('.screen-control'), fit: q('.screen-fit'),
         cad: q('.screen-cad'), keys: q('.screen-keys'), sendKeys: q('.screen-send-keys'),
         reboot: q('.screen-reboot'), shot: q('.screen-shot'),
+        draw: q('.screen-draw'), ink: q('.screen-ink'), clear: q('.screen-clear'),
         wrap: q('.screen-wrap'), canvas: q('.screen-canvas'), cursor: q('.screen-cursor'),
         video: q('.screen-video'),
       };
@@ -166,6 +167,8 @@
       this.control = false;
       this.requested = false;
       this.note = '';
+      this.drawing = false;
+      this.stroke = null;
       this.lastMove = 0;
       this.stopped = false;
       this.retry = null;
@@ -185,6 +188,8 @@
       e.cad.addEventListener('click', () => this.combo(SPECIAL['Ctrl+Alt+Del']));
       e.reboot.addEventListener('click', () => this.send({ type: 'reboot' }));
       e.shot.addEventListener('click', () => this.screenshot());
+      e.draw.addEventListener('click', () => this.setDrawing(!this.drawing));
+      e.clear.addEventListener('click', () => this.send({ type: 'annotate', op: 'clear' }));
       for (const name of Object.keys(SPECIAL)) {
         const o = document.createElement('option');
         o.value = name;
@@ -194,12 +199,32 @@
       e.sendKeys.addEventListener('click', () => { if (SPECIAL[e.keys.value]) this.combo(SPECIAL[e.keys.value]); });
       const c = e.canvas;
       c.addEventListener('mousemove', (ev) => {
+        if (this.drawing) {
+          if (this.stroke && this.stroke.length < 1000) {
+            const p = this.point(ev);
+            const last = this.stroke[this.stroke.length - 1];
+            if (Math.abs(p.x - last[0]) + Math.abs(p.y - last[1]) >= 3) this.stroke.push([p.x, p.y]);
+          }
+          return;
+        }
         const now = performance.now();
         if (!this.control || now - this.lastMove < MOVE_EVERY_MS) return;
         this.lastMove = now;
         this.send({ type: 'input', e: 'move', ...this.point(ev) });
       });
       const button = (ev, down) => {
+        if (this.drawing) {
+          ev.preventDefault();
+          if (ev.button !== 0) return;
+          const p = this.point(ev);
+          if (down) this.stroke = [[p.x, p.y]];
+          else if (this.stroke) {
+            this.stroke.push([p.x, p.y]);
+            this.send({ type: 'annotate', op: 'stroke', points: this.stroke.slice(0, 1000), color: e.ink.value });
+            this.stroke = null;
+          }
+          return;
+        }
         if (!this.control) return;
         ev.preventDefault();
         c.focus();
@@ -224,6 +249,14 @@
       };
       c.addEventListener('keydown', (ev) => key(ev, true));
       c.addEventListener('keyup', (ev) => key(ev, false));
+    }
+
+    setDrawing(on) {
+      this.drawing = on;
+      this.stroke = null;
+      this.e.draw.setAttribute('aria-pressed', String(on));
+      this.e.draw.textContent = on ? 'Draw (on)' : 'Draw';
+      this.e.canvas.classList.toggle('drawing', on);
     }
 
     // Saves what the agent sees now as a PNG in the session's files (shown only to the agent).
@@ -361,6 +394,10 @@
       e.sendKeys.disabled = !this.control;
       e.reboot.disabled = !(this.sharer && this.consent.reboot);
       e.shot.disabled = !(this.sharer && this.seen);
+      const canDraw = this.sharer && this.consent.view && this.seen && !this.e.canvas.hidden;
+      if (!canDraw && this.drawing) this.setDrawing(false);
+      e.draw.disabled = !canDraw;
+      e.clear.disabled = !canDraw;
       e.canvas.classList.toggle('controlling', this.control);
       e.wrap.hidden = !this.sharer;
     }
