@@ -43,6 +43,9 @@ pub enum Codec {
     Raw = 0,
     /// The same RGB bytes, compressed with raw DEFLATE (RFC 1951).
     Deflate = 1,
+    /// A baseline JPEG of the rectangle (lossy: for photo-like changes, refreshed losslessly
+    /// once the region is still).
+    Jpeg = 2,
 }
 
 impl Codec {
@@ -50,6 +53,7 @@ impl Codec {
         match b {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Deflate),
+            2 => Some(Codec::Jpeg),
             _ => None,
         }
     }
@@ -582,6 +586,13 @@ mod tests {
         let mut m = good.clone();
         m[22] = 7;
         assert_eq!(parse(&m), Err(FrameError::Codec(0, 7)));
+        // JPEG tiles have no fixed length.
+        let jpeg = frame(
+            &[(0, 0, 200, 100, Codec::Jpeg, vec![0xff, 0xd8, 1])],
+            MAX_MESSAGE,
+        )
+        .remove(0);
+        assert!(parse(&jpeg).is_ok());
         let mut m = good.clone();
         m.truncate(m.len() - 1);
         assert_eq!(parse(&m), Err(FrameError::Truncated));

@@ -689,6 +689,7 @@ fn a_customer_shares_a_tab_from_the_browser_and_the_agent_watches_it_live_and_in
         &["--auto-accept-this-tab-capture"],
     );
     agent_login(&agent, &base, "alice");
+    the_painter_draws_jpeg_then_the_lossless_refresh(&agent);
     agent.click("#code-new");
     agent.wait_text("#code-value", " ");
     let code = agent.text("#code-value");
@@ -755,5 +756,94 @@ fn a_customer_shares_a_tab_from_the_browser_and_the_agent_watches_it_live_and_in
                 .as_bool()
                 .unwrap_or(false)
         },
+    );
+}
+
+/// The agent page's painter decodes a photo-like change (a JPEG) and then the lossless refresh
+/// the encoder sends once the region is still, ending exactly on the screen's pixels.
+fn the_painter_draws_jpeg_then_the_lossless_refresh(agent: &crate::webdriver::Browser<'_>) {
+    use base64::Engine;
+    use custos::remote::encode::Encoder;
+    use custos::remote::platform::Frame;
+    use sha2::Digest;
+    let (w, h) = (256usize, 256usize);
+    let white = vec![0xffu8; w * h * 4];
+    let mut photo = white.clone();
+    let mut x = 0x9e37_79b9u32;
+    for p in photo.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *p = x as u8;
+    }
+    let mut enc = Encoder::new();
+    fn frame(p: &[u8]) -> Frame<'_> {
+        Frame {
+            width: 256,
+            height: 256,
+            stride: 256 * 4,
+            pixels: p,
+        }
+    }
+    let steps: Vec<(bool, Vec<Vec<u8>>)> = {
+        let a = enc.encode(&frame(&white), false);
+        let b = enc.encode(&frame(&photo), false);
+        assert!(b.jpeg);
+        let c = enc.encode(&frame(&photo), false);
+        vec![
+            (a.jpeg, a.messages),
+            (b.jpeg, b.messages),
+            (c.jpeg, c.messages),
+        ]
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let js_steps: Vec<Vec<String>> = steps
+        .iter()
+        .map(|(_, ms)| ms.iter().map(|m| b64.encode(m)).collect())
+        .collect();
+    agent.js(
+        "window.__paint = null;
+         const steps = arguments[0];
+         const c = document.createElement('canvas');
+         const painter = new window.CustosPainter(c);
+         const buf = (s) => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0)).buffer;
+         const rgb = () => {
+           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+           const out = new Uint8Array(c.width * c.height * 3);
+           for (let s = 0, o = 0; s < d.length; s += 4, o += 3) { out[o] = d[s]; out[o + 1] = d[s + 1]; out[o + 2] = d[s + 2]; }
+           return out;
+         };
+         (async () => {
+           const notWhite = [];
+           for (const step of steps) {
+             for (const m of step) await painter.apply(buf(m));
+             notWhite.push(rgb().filter((v) => v !== 255).length);
+           }
+           const h = await crypto.subtle.digest('SHA-256', rgb());
+           window.__paint = { notWhite, hash: Array.from(new Uint8Array(h)).map((b) => b.toString(16).padStart(2, '0')).join('') };
+         })().catch((e) => { window.__paint = { error: String(e) }; });
+         return true;",
+        json!([js_steps]),
+    );
+    let mut result = Value::Null;
+    wait_for("the painter", Duration::from_secs(10), || {
+        result = agent.js("return window.__paint;", json!([]));
+        !result.is_null()
+    });
+    assert!(result["error"].is_null(), "{result}");
+    let not_white = result["notWhite"].as_array().unwrap();
+    assert_eq!(not_white[0], 0, "the white keyframe");
+    assert!(
+        not_white[1].as_u64().unwrap() > (w * h) as u64,
+        "the JPEG was drawn: {result}"
+    );
+    let exact: Vec<u8> = photo
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    assert_eq!(
+        result["hash"],
+        hex::encode(sha2::Sha256::digest(&exact)),
+        "exact after the refresh"
     );
 }

@@ -132,8 +132,17 @@
         this.canvas.width = m.width;
         this.canvas.height = m.height;
       }
-      const pixels = await Promise.all(m.tiles.map((t) => (t.codec === 1 ? inflate(t.data) : t.data)));
+      const pixels = await Promise.all(m.tiles.map((t) => {
+        if (t.codec === 1) return inflate(t.data);
+        if (t.codec === 2) return createImageBitmap(new Blob([t.data], { type: 'image/jpeg' }));
+        return t.data;
+      }));
       m.tiles.forEach((t, i) => {
+        if (t.codec === 2) {
+          this.ctx.drawImage(pixels[i], t.x, t.y, t.w, t.h);
+          pixels[i].close();
+          return;
+        }
         const rgb = pixels[i];
         if (rgb.length !== t.w * t.h * 3) throw new Error('tile size mismatch');
         const img = this.ctx.createImageData(t.w, t.h);
