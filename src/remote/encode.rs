@@ -93,10 +93,10 @@ impl Encoder {
             };
         }
         let mut tiles = 0;
-        for i in 0..cols * rows {
+        for (i, &change) in changed.iter().enumerate() {
             // A tile held only as JPEG is sent losslessly once it is still.
-            let refresh = self.lossy[i] && !changed[i];
-            if !(changed[i] || refresh) {
+            let refresh = self.lossy[i] && !change;
+            if !(change || refresh) {
                 continue;
             }
             self.lossy[i] = false;
