@@ -363,6 +363,7 @@ fn main() {
     sessions::run(tmp.path(), sizes.sessions, &mut r);
     integrations::run(tmp.path(), &sizes, &mut r);
     dbsync::run(tmp.path(), sizes.db_sync_sessions, &mut r);
+    remote::run(tmp.path(), short, &mut r);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let commit = Command::new("git")
@@ -437,6 +438,7 @@ fn main() {
 
 mod dbsync;
 mod integrations;
+mod remote;
 
 mod sessions {
     //! Sessions through a real server over TLS: queue notification latency, chat round trips
@@ -459,6 +461,7 @@ mod sessions {
         child: Child,
         pub addr: String,
         pub tls: Arc<rustls::ClientConfig>,
+        pub fingerprint: String,
     }
 
     impl Drop for Server {
@@ -502,7 +505,15 @@ mod sessions {
         std::thread::spawn(move || for _ in lines {});
         let tls = custos::tls::pinned_client_config(custos::tls::parse_fingerprint(&fp).unwrap())
             .unwrap();
-        (Server { child, addr, tls }, pw)
+        (
+            Server {
+                child,
+                addr,
+                tls,
+                fingerprint: fp,
+            },
+            pw,
+        )
     }
 
     impl Server {
@@ -533,10 +544,19 @@ mod sessions {
         }
     }
 
-    type Socket =
+    pub type Socket =
         tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
     async fn ws(s: &Server, session: &str, auth: String) -> Socket {
+        socket(s, &format!("/api/v1/sessions/{session}/ws"), auth).await
+    }
+
+    /// The screen socket of a session (remote view).
+    pub async fn screen_ws(s: &Server, session: &str, auth: String) -> Socket {
+        socket(s, &format!("/api/v1/sessions/{session}/screen"), auth).await
+    }
+
+    async fn socket(s: &Server, path: &str, auth: String) -> Socket {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut cfg = (*s.tls).clone();
         cfg.alpn_protocols.clear();
@@ -548,7 +568,7 @@ mod sessions {
             )
             .await
             .unwrap();
-        let mut req = format!("wss://{}/api/v1/sessions/{session}/ws", s.addr)
+        let mut req = format!("wss://{}{path}", s.addr)
             .into_client_request()
             .unwrap();
         req.headers_mut()

@@ -644,8 +644,58 @@ impl Screen {
     }
 }
 
+/// Why records could not be read from an offset.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    NotARecord(String),
+    #[error(transparent)]
+    Stream(#[from] crate::archive::stream::StreamError),
+}
+
+/// Whole records of a sealed recording from `offset` (a record's start) until at least
+/// `max` bytes or the end; returns them and the offset after them. Reads only the chunks that
+/// hold them.
+pub fn read_records<R: std::io::Read + std::io::Seek>(
+    r: &mut crate::archive::stream::SeekableReader<R>,
+    offset: u64,
+    max: usize,
+) -> Result<(Vec<u8>, u64), ReadError> {
+    let total = r.plain_len();
+    let mut out = Vec::new();
+    let mut at = offset;
+    while at < total && out.len() < max {
+        let head = r.read_at(at, REC_PREFIX)?;
+        let len = head
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0);
+        if head.len() < REC_PREFIX
+            || !(REC_PREFIX - 4..=crate::remote::MAX_MESSAGE + 64 * 1024).contains(&len)
+        {
+            return Err(ReadError::NotARecord(format!(
+                "offset {at} is not the start of a record"
+            )));
+        }
+        let rec = r.read_at(at, len + 4)?;
+        if rec.len() != len + 4 {
+            return Err(ReadError::NotARecord(format!(
+                "the record at offset {at} runs past the end"
+            )));
+        }
+        out.extend_from_slice(&rec);
+        at += rec.len() as u64;
+    }
+    Ok((out, at))
+}
+
 /// Appends one record to a recording object.
-fn write_record(w: &mut ObjectWriter, at_us: u64, kind: u8, data: &[u8]) -> std::io::Result<()> {
+pub fn write_record(
+    w: &mut ObjectWriter,
+    at_us: u64,
+    kind: u8,
+    data: &[u8],
+) -> std::io::Result<()> {
     let len = u32::try_from(data.len() + REC_PREFIX - 4)
         .map_err(|_| std::io::Error::other("record too large"))?;
     let mut head = [0u8; REC_PREFIX];

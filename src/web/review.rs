@@ -20,7 +20,6 @@ use crate::app::{App, Source};
 use crate::audit::Outcome;
 use crate::auth::{Permission, Principal};
 use crate::model::ObjectId;
-use crate::session::screen::REC_PREFIX;
 
 /// The most bytes of records one data request returns (at least one whole record).
 const PIECE: usize = 1024 * 1024;
@@ -206,34 +205,13 @@ async fn data(
                 .open_seekable(s, &keys, oid)
                 .map_err(|e| ApiError::internal(format!("recording {oid}: {e}")))?;
             let total = r.plain_len();
-            let mut out = Vec::new();
-            let mut at = offset;
-            while at < total && out.len() < PIECE {
-                let head = r
-                    .read_at(at, REC_PREFIX)
-                    .map_err(|e| ApiError::internal(format!("recording {oid}: {e}")))?;
-                let len = head
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                    .unwrap_or(0);
-                if head.len() < REC_PREFIX
-                    || !(REC_PREFIX - 4..=crate::remote::MAX_MESSAGE + 64 * 1024).contains(&len)
-                {
-                    return Err(ApiError::bad_request(format!(
-                        "offset {at} is not the start of a record"
-                    )));
-                }
-                let rec = r
-                    .read_at(at, len + 4)
-                    .map_err(|e| ApiError::internal(format!("recording {oid}: {e}")))?;
-                if rec.len() != len + 4 {
-                    return Err(ApiError::bad_request(format!(
-                        "the record at offset {at} runs past the end"
-                    )));
-                }
-                out.extend_from_slice(&rec);
-                at += rec.len() as u64;
-            }
+            let (out, at) = crate::session::screen::read_records(&mut r, offset, PIECE)
+                .map_err(|e| match e {
+                    crate::session::screen::ReadError::NotARecord(m) => ApiError::bad_request(m),
+                    crate::session::screen::ReadError::Stream(e) => {
+                        ApiError::internal(format!("recording {oid}: {e}"))
+                    }
+                })?;
             Ok((out, at, total))
         })
         .await?;
