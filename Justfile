@@ -11,6 +11,10 @@ check:
 test:
     cargo test
 
+# The end-to-end tests with real parts: Chromium over WebDriver, Xvfb with an xterm, tmux.
+e2e:
+    cargo test --test it -- browser remote console
+
 # All benchmarks, each beside its baseline from the same run; writes docs/benchmarks.md and .json.
 bench:
     cargo bench --bench custos
@@ -26,3 +30,11 @@ ci:
 # Run the appliance on its defaults (./custos-data, https://127.0.0.1:8443).
 serve:
     cargo run --release -- serve
+
+# The end user's client against a running appliance: just client CODE FINGERPRINT [SERVER]
+client code fingerprint server="127.0.0.1:8443":
+    cargo run --release --bin custos-client -- --server {{server}} --code {{code}} --fingerprint {{fingerprint}}
+
+# Fuzz the screen-message decoder (needs the nightly toolchain and `cargo install cargo-fuzz`).
+fuzz seconds="60":
+    cd fuzz && cargo +nightly fuzz run screen_frame -- -max_total_time={{seconds}}
