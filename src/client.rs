@@ -101,6 +101,24 @@ impl Endpoint {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Response, ClientError> {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let body = body.map(|v| {
+            (
+                "application/json",
+                serde_json::to_vec(v).expect("JSON values serialize"),
+            )
+        });
+        self.request_raw(method, path, auth.as_deref(), body).await
+    }
+
+    /// Sends one request with any `Authorization` value and a body of any type.
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Response, ClientError> {
         let host = match self {
             Endpoint::Https { addr, .. } => addr.clone(),
             Endpoint::Unix(_) => "localhost".to_string(),
@@ -109,13 +127,13 @@ impl Endpoint {
             .method(method)
             .uri(path)
             .header("host", host);
-        if let Some(t) = token {
-            b = b.header("authorization", format!("Bearer {t}"));
+        if let Some(a) = authorization {
+            b = b.header("authorization", a);
         }
         let payload = match body {
-            Some(v) => {
-                b = b.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(v).expect("JSON values serialize"))
+            Some((content_type, bytes)) => {
+                b = b.header("content-type", content_type);
+                Bytes::from(bytes)
             }
             None => Bytes::new(),
         };

@@ -48,6 +48,9 @@ struct Args {
     /// The command that restarts this computer when the agent asks and you allow it.
     #[arg(long, default_value = "systemctl reboot")]
     reboot_command: String,
+    /// Where files from the agent are saved (default ~/Downloads/Custos).
+    #[arg(long)]
+    download_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -137,6 +140,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         max_fps: a.max_fps,
         resume_file,
         reboot_command,
+        download_dir: a.download_dir.unwrap_or_else(client::default_download_dir),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

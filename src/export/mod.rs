@@ -67,7 +67,7 @@ pub struct Built {
 }
 
 /// A file name safe in a directory: letters, digits and `.-_`, at most 80, never hidden.
-pub(crate) fn safe_name(s: &str) -> String {
+pub fn safe_name(s: &str) -> String {
     let n: String = s
         .chars()
         .map(|c| {

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::encode::Encoder;
-use super::platform::Platform;
+use super::platform::{Indicator, Platform};
 use super::{Annotation, Consent, Input, MAX_MESSAGE};
 use crate::client::{Endpoint, percent_encode};
 
@@ -51,6 +51,15 @@ pub struct Options {
     pub resume_file: PathBuf,
     /// The command that restarts the machine (default `systemctl reboot`).
     pub reboot_command: Vec<String>,
+    /// Where files from the agent are saved.
+    pub download_dir: PathBuf,
+}
+
+/// The default folder for files from the agent: `~/Downloads/Custos`.
+pub fn default_download_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+        .join("Downloads/Custos")
 }
 
 pub enum Join {
@@ -170,6 +179,7 @@ enum Desk {
     Keyframe,
     Input(Input),
     Annotate(Annotation),
+    Indicate(Indicator),
     Stop,
 }
 
@@ -267,9 +277,20 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
     let mut pending_reboot = false;
     let mut pending_diagnostics = false;
     let mut resume_token = String::new();
+    let files = Files {
+        ep: Endpoint::Https {
+            addr: opts.addr.clone(),
+            tls: crate::tls::pinned_client_config(opts.fingerprint)?,
+        },
+        sid: sid.clone(),
+        dir: opts.download_dir.clone(),
+    };
+    let mut offered: Vec<Value> = Vec::new();
     let mut viewer = false;
     let mut control = false;
-    say("type 'stop control', 'stop view', 'allow view', 'allow control' or 'quit' at any moment");
+    say(
+        "type 'stop control', 'stop view', 'stop files', 'allow view', 'allow control', 'allow files', 'send FILE' or 'quit' at any moment",
+    );
     let result: anyhow::Result<()> = loop {
         tokio::select! {
             m = stream.next() => {
@@ -290,7 +311,7 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                     "viewer" => {
                         viewer = v["on"].as_bool().unwrap_or(false);
                         let _ = desk_tx.send(Desk::Share(viewer && consent.view));
-                        indicator(viewer && consent.view, control);
+                        indicator(&desk_tx, viewer && consent.view, control);
                     }
                     "keyframe" => { let _ = desk_tx.send(Desk::Keyframe); }
                     "control_request" => {
@@ -327,6 +348,15 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                         }
                     }
                     "diagnostics_received" => say("the details about this computer were sent"),
+                    "file" => {
+                        let name = v["name"].as_str().unwrap_or("a file").to_string();
+                        if consent.files {
+                            files.receive(&resume_token, &v).await;
+                        } else {
+                            say(&format!("the agent sent {name:?}; type 'allow files' to receive it"));
+                            offered.push(v);
+                        }
+                    }
                     "annotate" => {
                         if consent.view
                             && let Ok(a) = Annotation::parse(v, u16::MAX, u16::MAX)
@@ -336,7 +366,7 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                     }
                     "control" => {
                         control = v["on"].as_bool().unwrap_or(false);
-                        indicator(viewer && consent.view, control);
+                        indicator(&desk_tx, viewer && consent.view, control);
                     }
                     "input" => {
                         // The relay sends input only while control is granted; the client
@@ -356,10 +386,11 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                 None => break Err(anyhow!("the desktop thread stopped")),
             },
             line = stdin.next_line(), if stdin_open => {
-                let line = match line {
-                    Ok(Some(l)) => l.trim().to_ascii_lowercase(),
+                let line_raw = match line {
+                    Ok(Some(l)) => l,
                     _ => { stdin_open = false; continue; }
                 };
+                let line = line_raw.trim().to_ascii_lowercase();
                 let before = consent;
                 if std::mem::take(&mut pending_reboot) {
                     if yes(&line) {
@@ -385,6 +416,20 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                         "stop view" => { consent.view = false; consent.control = false; }
                         "allow view" => consent.view = true,
                         "allow control" => consent.control = true,
+                        "allow files" => {
+                            consent.files = true;
+                            for f in std::mem::take(&mut offered) {
+                                files.receive(&resume_token, &f).await;
+                            }
+                        }
+                        "stop files" => consent.files = false,
+                        l if l.starts_with("send ") => {
+                            if consent.files {
+                                files.send(&resume_token, line_raw.trim()[5..].trim()).await;
+                            } else {
+                                say("type 'allow files' first to exchange files with the agent");
+                            }
+                        }
                         "quit" => break Ok(()),
                         "" => {}
                         other => say(&format!("unknown command {other:?}")),
@@ -394,7 +439,7 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
                     sink.send(consent_msg(&consent)).await?;
                     let _ = desk_tx.send(Desk::Share(viewer && consent.view));
                     if !consent.control { control = false; }
-                    indicator(viewer && consent.view, control);
+                    indicator(&desk_tx, viewer && consent.view, control);
                 }
             }
         }
@@ -403,6 +448,84 @@ pub async fn run(opts: Options, platform: Box<dyn Platform>) -> anyhow::Result<(
     let _ = sink.send(WsMessage::Close(None)).await;
     let _ = tokio::task::spawn_blocking(move || desk.join()).await;
     result
+}
+
+/// Files between the user and the agent, over HTTPS with the client's current resume token.
+struct Files {
+    ep: Endpoint,
+    sid: String,
+    dir: PathBuf,
+}
+
+impl Files {
+    /// Downloads a file the agent sent, checks its SHA-256 and saves it without overwriting.
+    async fn receive(&self, token: &str, f: &Value) {
+        let (Some(id), Some(name)) = (f["file_id"].as_str(), f["name"].as_str()) else {
+            return;
+        };
+        let path = format!("/api/v1/sessions/{}/files/{}", self.sid, percent_encode(id));
+        let auth = format!("Resume {token}");
+        let res = match self
+            .ep
+            .request_raw(hyper::Method::GET, &path, Some(&auth), None)
+            .await
+        {
+            Ok(r) if r.status == 200 => r,
+            Ok(r) => return say(&format!("could not fetch {name:?}: {}", r.error_message())),
+            Err(e) => return say(&format!("could not fetch {name:?}: {e}")),
+        };
+        if f["sha256"].as_str() != Some(hex::encode(crate::crypto::sha256(&res.body)).as_str()) {
+            return say(&format!(
+                "{name:?} arrived damaged (its SHA-256 differs); not saved"
+            ));
+        }
+        let base = crate::export::safe_name(name);
+        let _ = std::fs::create_dir_all(&self.dir);
+        let mut target = self.dir.join(&base);
+        let mut n = 1;
+        while target.exists() {
+            n += 1;
+            target = self.dir.join(format!("{n}-{base}"));
+        }
+        match std::fs::write(&target, &res.body) {
+            Ok(()) => say(&format!(
+                "received {name:?} from the agent: {}",
+                target.display()
+            )),
+            Err(e) => say(&format!("could not save {}: {e}", target.display())),
+        }
+    }
+
+    /// Sends a file of the user's to the agent.
+    async fn send(&self, token: &str, file: &str) {
+        let data = match std::fs::read(file) {
+            Ok(d) => d,
+            Err(e) => return say(&format!("cannot read {file}: {e}")),
+        };
+        let name = Path::new(file)
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let path = format!(
+            "/api/v1/sessions/{}/files?name={}",
+            self.sid,
+            percent_encode(&name)
+        );
+        let auth = format!("Resume {token}");
+        match self
+            .ep
+            .request_raw(
+                hyper::Method::POST,
+                &path,
+                Some(&auth),
+                Some(("application/octet-stream", data)),
+            )
+            .await
+        {
+            Ok(r) if r.status == 201 => say(&format!("sent {name:?} to the agent")),
+            Ok(r) => say(&format!("could not send {name:?}: {}", r.error_message())),
+            Err(e) => say(&format!("could not send {name:?}: {e}")),
+        }
+    }
 }
 
 /// Saves what rejoining needs, tells the appliance, and restarts the machine.
@@ -465,7 +588,12 @@ fn consent_msg(c: &Consent) -> WsMessage {
     WsMessage::Text(v.to_string().into())
 }
 
-fn indicator(viewing: bool, control: bool) {
+fn indicator(desk: &std_mpsc::Sender<Desk>, viewing: bool, control: bool) {
+    let _ = desk.send(Desk::Indicate(match (viewing, control) {
+        (_, true) => Indicator::Controlling,
+        (true, false) => Indicator::Viewing,
+        (false, false) => Indicator::Off,
+    }));
     say(match (viewing, control) {
         (_, true) => "● the agent is CONTROLLING your screen (type 'stop control' to take it back)",
         (true, false) => "● the agent is viewing your screen (type 'stop view' to stop)",
@@ -513,6 +641,12 @@ fn desktop(
             Ok(Desk::Input(i)) => {
                 if let Err(e) = p.inject(&i) {
                     say(&format!("could not inject the agent's input: {e:#}"));
+                }
+                continue;
+            }
+            Ok(Desk::Indicate(i)) => {
+                if let Err(e) = p.indicate(i) {
+                    say(&format!("could not show the on-screen indicator: {e:#}"));
                 }
                 continue;
             }

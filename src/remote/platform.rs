@@ -22,4 +22,14 @@ pub trait Platform: Send {
     /// Shows (or clears) the agent's annotations over the screen, without taking the user's
     /// input.
     fn annotate(&mut self, a: &Annotation) -> anyhow::Result<()>;
+    /// Shows on the screen whether the agent is viewing or controlling it.
+    fn indicate(&mut self, state: Indicator) -> anyhow::Result<()>;
+}
+
+/// What the on-screen indicator says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indicator {
+    Off,
+    Viewing,
+    Controlling,
 }

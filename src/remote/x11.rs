@@ -13,8 +13,12 @@ use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat};
 use x11rb::protocol::xtest::{self, ConnectionExt as _};
 use x11rb::rust_connection::RustConnection;
 
-use super::platform::{Frame, Platform};
+use super::platform::{Frame, Indicator, Platform};
 use super::{Annotation, Input, keys};
+
+/// The indicator strip's size, in pixels.
+const BADGE_W: u16 = 460;
+const BADGE_H: u16 = 20;
 
 /// Half the width of an annotation's line, in pixels.
 const INK_HALF: i16 = 2;
@@ -47,6 +51,8 @@ pub struct X11 {
     masks: (u32, u32, u32),
     ink: Vec<(String, Ink)>,
     has_shape: bool,
+    /// The indicator window and the font its text is drawn in, once created.
+    badge: Option<(xproto::Window, xproto::Font)>,
 }
 
 impl X11 {
@@ -107,6 +113,7 @@ impl X11 {
             masks,
             ink: Vec::new(),
             has_shape: false,
+            badge: None,
         };
         x.has_shape = x
             .conn
@@ -224,6 +231,43 @@ impl X11 {
         Ok(self.ink.len() - 1)
     }
 
+    /// The indicator: a strip at the top centre of the screen that takes no input.
+    fn badge(&mut self) -> anyhow::Result<(xproto::Window, xproto::Font)> {
+        if let Some(b) = self.badge {
+            return Ok(b);
+        }
+        let (w, h) = (BADGE_W.min(self.width), BADGE_H);
+        let window = self.conn.generate_id()?;
+        self.conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            window,
+            self.root,
+            ((self.width - w) / 2) as i16,
+            0,
+            w,
+            h,
+            0,
+            xproto::WindowClass::INPUT_OUTPUT,
+            x11rb::COPY_FROM_PARENT,
+            &xproto::CreateWindowAux::new().override_redirect(1),
+        )?;
+        if self.has_shape {
+            self.conn.shape_rectangles(
+                shape::SO::SET,
+                shape::SK::INPUT,
+                xproto::ClipOrdering::UNSORTED,
+                window,
+                0,
+                0,
+                &[],
+            )?;
+        }
+        let font = self.conn.generate_id()?;
+        self.conn.open_font(font, b"fixed")?.check()?;
+        self.badge = Some((window, font));
+        Ok((window, font))
+    }
+
     fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> anyhow::Result<()> {
         self.conn
             .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.root, x, y, 0)?;
@@ -321,6 +365,49 @@ impl Platform for X11 {
                 }
             }
         }
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    fn indicate(&mut self, state: Indicator) -> anyhow::Result<()> {
+        let (window, font) = self.badge()?;
+        let (text, color): (&[u8], &str) = match state {
+            Indicator::Off => {
+                self.conn.unmap_window(window)?;
+                self.conn.flush()?;
+                return Ok(());
+            }
+            Indicator::Viewing => (
+                b"Custos: the support agent is viewing this screen",
+                "#8a5a00",
+            ),
+            Indicator::Controlling => (
+                b"Custos: the support agent is CONTROLLING this screen",
+                "#b3261e",
+            ),
+        };
+        let bg = self.pixel(color);
+        self.conn.change_window_attributes(
+            window,
+            &xproto::ChangeWindowAttributesAux::new().background_pixel(bg),
+        )?;
+        self.conn.map_window(window)?;
+        self.conn.configure_window(
+            window,
+            &xproto::ConfigureWindowAux::new().stack_mode(xproto::StackMode::ABOVE),
+        )?;
+        self.conn.clear_area(false, window, 0, 0, 0, 0)?;
+        let gc = self.conn.generate_id()?;
+        self.conn.create_gc(
+            gc,
+            window,
+            &xproto::CreateGCAux::new()
+                .foreground(self.pixel("#ffffff"))
+                .background(bg)
+                .font(font),
+        )?;
+        self.conn.image_text8(window, gc, 8, 15, text)?;
+        self.conn.free_gc(gc)?;
         self.conn.flush()?;
         Ok(())
     }

@@ -122,6 +122,23 @@ pub(super) async fn party(
     method: &Method,
     query_token: Option<&str>,
 ) -> Result<Party, ApiError> {
+    // The native client after a restart holds only its resume token, which stands for the
+    // customer while its screen socket is connected.
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Resume "))
+    {
+        return if app.sessions.live(id).is_some_and(|r| r.screen.resume_ok(t)) {
+            Ok(Party::Customer)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this resume token is not (or no longer) valid for this session",
+            ))
+        };
+    }
     if let Some(t) = customer_token(headers, query_token) {
         if crate::session::customer_may(app, id, &t).await? {
             return Ok(Party::Customer);
@@ -1771,6 +1788,15 @@ async fn upload(
         .await?;
     let msg = json!({ "file_id": file_id, "name": name, "size": size, "sha256": hex::encode(sha), "from": side.as_str(), "at": now_rfc3339() });
     app.sessions.file_sent(&id, msg.clone(), q.screenshot).await;
+    // The customer's native client hears of the agent's files on its screen socket.
+    if side == Side::Agent
+        && !q.screenshot
+        && let Some(room) = app.sessions.live(&id)
+    {
+        let mut m = msg.clone();
+        m["type"] = json!("file");
+        room.screen.tell_sharer(m);
+    }
     Ok((StatusCode::CREATED, Json(msg)).into_response())
 }
 

@@ -211,6 +211,60 @@ fn the_screen_relay_refuses_bad_frames_and_input_without_control_and_records_the
         403,
         "a used resume token is spent"
     );
+
+    // Files: the agent's reach the client, which fetches them (and sends its own) with its
+    // current resume token; a spent or made-up one is refused.
+    let current = again["resume_token"].as_str().unwrap().to_string();
+    let r = raw(
+        s,
+        hyper::Method::POST,
+        &format!("/api/v1/sessions/{id}/files?name=fix.sh"),
+        &format!("Bearer {alice}"),
+        b"echo fixed\n".to_vec(),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let offer = sharer.expect("file");
+    assert_eq!(offer["name"], "fix.sh");
+    let path = format!(
+        "/api/v1/sessions/{id}/files/{}",
+        offer["file_id"].as_str().unwrap()
+    );
+    let got = raw(
+        s,
+        hyper::Method::GET,
+        &path,
+        &format!("Resume {current}"),
+        vec![],
+    );
+    assert_eq!(
+        (got.status, got.body.as_slice()),
+        (200, b"echo fixed\n".as_slice())
+    );
+    for bad in [first_token.as_str(), "rtk_made_up"] {
+        assert_eq!(
+            raw(
+                s,
+                hyper::Method::GET,
+                &path,
+                &format!("Resume {bad}"),
+                vec![]
+            )
+            .status,
+            403
+        );
+    }
+    let mut chat = s.ws(&id, &format!("Bearer {alice}"));
+    chat.expect("hello");
+    let r = raw(
+        s,
+        hyper::Method::POST,
+        &format!("/api/v1/sessions/{id}/files?name=log.txt"),
+        &format!("Resume {current}"),
+        b"the log".to_vec(),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    assert_eq!(chat.expect("file")["name"], "log.txt");
+    drop(chat);
     drop(other_sharer);
 
     let r = s.post(
@@ -407,10 +461,12 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
 
     let home = tempfile::tempdir().unwrap();
     let resume_file = home.path().join("resume.json");
+    let downloads = home.path().join("downloads");
     let client_cmd = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_custos-client"))
             .args(args)
             .args(["--resume-file", resume_file.to_str().unwrap(), "--no-ask"])
+            .args(["--download-dir", downloads.to_str().unwrap()])
             .env("HOME", home.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_STATE_HOME")
@@ -428,7 +484,7 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
         "--fingerprint",
         &st.s.fingerprint,
         "--allow",
-        "view,control,reboot,diagnostics",
+        "view,control,reboot,diagnostics,files",
         "--display",
         &x.display,
         "--name",
@@ -551,6 +607,23 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
     agent.wait_text(&format!("{p} .screen-status"), "Screenshot saved");
     agent.wait_text(&format!("{p} .messages"), "screenshot-");
 
+    // A file from the agent lands in the client's download folder, checked.
+    let alice = st.s.login("alice", AGENT_PW).0;
+    let r = raw(
+        &st.s,
+        hyper::Method::POST,
+        &format!("/api/v1/sessions/{id}/files?name=fix.sh"),
+        &format!("Bearer {alice}"),
+        b"echo fixed\n".to_vec(),
+    );
+    assert_eq!(r.status, 201, "{}", r.error_message());
+    let saved = downloads.join("fix.sh");
+    wait_for(
+        "the file in the download folder",
+        Duration::from_secs(20),
+        || std::fs::read(&saved).is_ok_and(|b| b == b"echo fixed\n"),
+    );
+
     // The agent asks for diagnostics: the client (allowed at start) collects and sends them.
     agent.click(&format!("{p} .diag-ask"));
     agent.wait_text(&format!("{p} .messages"), "Diagnostics received");
@@ -560,7 +633,6 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
     let expected = screen_sha256(&x.display);
     std::thread::sleep(Duration::from_millis(500));
     drop(client);
-    let alice = st.s.login("alice", AGENT_PW).0;
     let r = st.s.post(
         &format!("/api/v1/sessions/{id}/end"),
         Some(&alice),
