@@ -519,6 +519,10 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
     });
     agent.click(&format!("{p} .screen-control"));
     agent.wait_text(&format!("{p} .screen-status"), "You control");
+    // The customer's screen says so: the indicator strip turns red.
+    wait_for("the control indicator", Duration::from_secs(20), || {
+        pixels_of(&x_display, [0xb3, 0x26, 0x1e]) > 1000
+    });
     agent.click_at(&canvas, 0, 0);
     agent.keys("touch made-by-agent\u{E007}");
     let made = work.path().join("made-by-agent");
@@ -721,12 +725,17 @@ fn the_agent_sees_an_xterm_in_chromium_takes_control_and_types_a_command_that_ru
 /// How many pixels of the display are the annotation red (#e00000); nothing else on the test
 /// desktop is.
 fn red_pixels(display: &str) -> usize {
+    pixels_of(display, [0xe0, 0, 0])
+}
+
+/// How many pixels of the display have this RGB colour.
+fn pixels_of(display: &str, rgb: [u8; 3]) -> usize {
     use custos::remote::platform::Platform;
     let mut xs = custos::remote::x11::X11::open(Some(display)).unwrap();
     let f = xs.capture().unwrap();
     f.pixels
         .chunks_exact(4)
-        .filter(|p| p[2] == 0xe0 && p[1] == 0 && p[0] == 0)
+        .filter(|p| [p[2], p[1], p[0]] == rgb)
         .count()
 }
 
