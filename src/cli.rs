@@ -175,6 +175,11 @@ pub enum Cmd {
         /// each copy checked against its SHA-256 and each read audited.
         #[arg(long)]
         files_dir: Option<PathBuf>,
+        /// Also copy each session's screen recordings, decrypted, into this directory
+        /// (SESSION/OBJECT.rec, the record stream of docs/formats/recording.md; owner-only),
+        /// each checked against its SHA-256 and each opening audited.
+        #[arg(long)]
+        recordings_dir: Option<PathBuf>,
     },
 }
 
@@ -466,6 +471,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             until,
             follow,
             files_dir,
+            recordings_dir,
         } => sync_cmd(
             endpoint(&dir, server, fingerprint)?,
             token_file.as_deref(),
@@ -475,6 +481,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 until,
                 follow,
                 files_dir,
+                recordings_dir,
                 max_pages: None,
             },
         ),

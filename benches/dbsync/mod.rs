@@ -158,6 +158,7 @@ pub fn run(dir: &Path, n: usize, r: &mut super::Report) {
                     until: None,
                     follow: false,
                     files_dir: None,
+                    recordings_dir: None,
                     max_pages: None,
                 },
                 |_| {},

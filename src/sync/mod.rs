@@ -485,6 +485,9 @@ pub struct Options {
     pub follow: bool,
     /// Also copy each session's files here (`SESSION/FILE_ID-NAME`), each read audited.
     pub files_dir: Option<std::path::PathBuf>,
+    /// Also copy each session's screen recordings here, decrypted (`SESSION/OBJECT.rec`, the
+    /// record stream of docs/formats/recording.md), each opening audited.
+    pub recordings_dir: Option<std::path::PathBuf>,
     /// Stop after this many pages (for tests and measured runs); none: until caught up.
     pub max_pages: Option<u64>,
 }
@@ -522,21 +525,11 @@ async fn copy_files(
     sid: &str,
     detail: &Value,
 ) -> Result<(), SyncError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let files = detail["files"].as_array().cloned().unwrap_or_default();
     if files.is_empty() {
         return Ok(());
     }
-    let local = |e: std::io::Error, what: &std::path::Path| {
-        SyncError::Target(format!("{}: {e}", what.display()))
-    };
-    let sdir = dir.join(sid);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&sdir)
-        .map_err(|e| local(e, &sdir))?;
+    let sdir = session_dir(dir, sid)?;
     for f in files {
         let (Some(fid), Some(want)) = (f["file_id"].as_str(), f["sha256"].as_str()) else {
             continue;
@@ -574,18 +567,131 @@ async fn copy_files(
                 "file {fid} of {sid} does not match its recorded SHA-256"
             )));
         }
-        let tmp = path.with_extension("partial");
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| local(e, &tmp))?;
-        out.write_all(&r.body)
-            .and_then(|()| out.sync_all())
-            .map_err(|e| local(e, &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(|e| local(e, &path))?;
+        write_private(&path, &r.body)?;
+    }
+    Ok(())
+}
+
+/// A directory for one session's copies, owner-only.
+fn session_dir(dir: &std::path::Path, sid: &str) -> Result<std::path::PathBuf, SyncError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let sdir = dir.join(sid);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&sdir)
+        .map_err(|e| SyncError::Target(format!("{}: {e}", sdir.display())))?;
+    Ok(sdir)
+}
+
+/// Writes a copy (mode 0600) through a temporary file, synced, then renamed into place.
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), SyncError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let local = |e: std::io::Error, what: &std::path::Path| {
+        SyncError::Target(format!("{}: {e}", what.display()))
+    };
+    let tmp = path.with_extension("partial");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| local(e, &tmp))?;
+    out.write_all(data)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| local(e, &tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| local(e, path))
+}
+
+/// Copies a session's sealed screen recordings, decrypted, checked against their SHA-256. One
+/// audited `recording.view` (reason "database sync") per session that has any.
+async fn copy_recordings(
+    ep: &Endpoint,
+    token: &str,
+    dir: &std::path::Path,
+    sid: &str,
+    detail: &Value,
+) -> Result<(), SyncError> {
+    let wanted: Vec<&Value> = detail["recordings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["class"] == "recording" && o["state"] != "open" && o["state"] != "shredded")
+        .collect();
+    let sdir = dir.join(sid);
+    let missing: Vec<&Value> = wanted
+        .into_iter()
+        .filter(|o| {
+            let path = sdir.join(format!("{}.rec", safe_name(&s_of(&o["object"]))));
+            !std::fs::metadata(&path).is_ok_and(|m| Some(m.len()) == o["bytes"].as_u64())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sdir = session_dir(dir, sid)?;
+    let index = get(
+        ep,
+        token,
+        &format!(
+            "/api/v1/sessions/{}/recording?reason=database%20sync",
+            enc(sid)
+        ),
+    )
+    .await?;
+    let ticket = s_of(&index["ticket"]);
+    for o in missing {
+        let object = s_of(&o["object"]);
+        let mut data = Vec::new();
+        loop {
+            let r = ep
+                .request(
+                    hyper::Method::GET,
+                    &format!(
+                        "/api/v1/sessions/{}/recording/{}/data?offset={}&ticket={}",
+                        enc(sid),
+                        enc(&object),
+                        data.len(),
+                        enc(&ticket)
+                    ),
+                    Some(token),
+                    None,
+                )
+                .await
+                .map_err(|e| SyncError::Source(format!("cannot reach the appliance: {e}")))?;
+            if r.status >= 400 {
+                return Err(SyncError::Source(format!(
+                    "recording {object} of {sid}: {} {}",
+                    r.status,
+                    r.error_message()
+                )));
+            }
+            let header = |name: &str| {
+                r.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
+            let (next, total) = (header("x-custos-next-offset"), header("x-custos-length"));
+            data.extend_from_slice(&r.body);
+            match (next, total) {
+                (Some(n), Some(t)) if n == data.len() && n < t && !r.body.is_empty() => continue,
+                (Some(n), Some(t)) if n == data.len() && n == t => break,
+                _ => {
+                    return Err(SyncError::Source(format!(
+                        "recording {object} of {sid}: the appliance's pieces do not add up"
+                    )));
+                }
+            }
+        }
+        if o["sha256"].as_str() != Some(hex::encode(crate::crypto::sha256(&data)).as_str()) {
+            return Err(SyncError::Source(format!(
+                "recording {object} of {sid} does not match its recorded SHA-256"
+            )));
+        }
+        write_private(&sdir.join(format!("{}.rec", safe_name(&object))), &data)?;
     }
     Ok(())
 }
@@ -678,6 +784,9 @@ pub async fn run(
             .await?;
             if let Some(dir) = &opts.files_dir {
                 copy_files(ep, token, dir, sid, &d).await?;
+            }
+            if let Some(dir) = &opts.recordings_dir {
+                copy_recordings(ep, token, dir, sid, &d).await?;
             }
             rows_out.push(rows(&d, &now)?);
         }

@@ -56,6 +56,7 @@ async fn run_job(app: Arc<App>, index: usize, job: Job) {
                 until: None,
                 follow: job.schedule == Schedule::Follow,
                 files_dir: None,
+                recordings_dir: None,
                 max_pages: None,
             };
             super::run(

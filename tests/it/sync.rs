@@ -755,3 +755,116 @@ fn files_are_copied_when_asked_and_checked() {
         "{log}"
     );
 }
+
+#[test]
+fn screen_recordings_are_copied_decrypted_when_asked() {
+    use custos::remote::{Codec, MAX_MESSAGE, UpdateBuilder};
+    let w = world(2);
+    let target = Db::sqlite(&w.dir, "recordings.db");
+    let out_dir = w.dir.tmp.path().join("recordings");
+    // A session whose customer's client shared a screen.
+    let agent = w.s.login("alice", PW).0;
+    let code =
+        w.s.post("/api/v1/codes", Some(&agent), json!({}))
+            .json()
+            .unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .replace(' ', "");
+    let v =
+        w.s.post(&format!("/api/v1/codes/{code}/redeem"), None, json!({}))
+            .json()
+            .unwrap();
+    let (id, token) = (
+        v["session_id"].as_str().unwrap().to_string(),
+        v["customer_token"].as_str().unwrap().to_string(),
+    );
+    let mut sharer = w.s.screen_ws(&id, &format!("Customer {token}"));
+    sharer.expect("hello");
+    let mut viewer = w.s.screen_ws(&id, &format!("Bearer {agent}"));
+    viewer.expect("hello");
+    sharer.send(&json!({"type": "consent", "view": true, "control": false, "files": false, "diagnostics": false, "reboot": false}));
+    viewer.expect("consent");
+    let mut b = UpdateBuilder::new(1, 32, 16, true, MAX_MESSAGE);
+    b.push(0, 0, 32, 16, Codec::Raw, &vec![0x42; 32 * 16 * 3]);
+    let frame = b.finish().remove(0);
+    sharer.send_binary(frame.clone());
+    assert_eq!(viewer.recv_binary().unwrap(), frame);
+    let r = w.s.post(
+        &format!("/api/v1/sessions/{id}/end"),
+        Some(&agent),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    drop((sharer, viewer));
+
+    run_sync(
+        &w,
+        &target,
+        &["--recordings-dir", out_dir.to_str().unwrap()],
+    )
+    .ok();
+    let dir = out_dir.join(&id);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The record stream: a header, then (among the events) the frame byte for byte.
+    let data = std::fs::read(&files[0]).unwrap();
+    let mut at = 0;
+    let mut kinds = Vec::new();
+    let mut frames = Vec::new();
+    while at < data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        let kind = data[at + 12];
+        kinds.push(kind);
+        if kind == 1 {
+            frames.push(data[at + 13..at + 4 + len].to_vec());
+        }
+        at += 4 + len;
+    }
+    assert_eq!(at, data.len());
+    assert_eq!(kinds[0], 0, "the header first");
+    assert!(String::from_utf8_lossy(&data[13..]).contains("custos-recording"));
+    assert_eq!(frames, vec![frame]);
+    let log =
+        w.s.get(
+            "/api/v1/audit/entries?action=recording.view",
+            Some(&w.admin),
+        )
+        .json()
+        .unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["details"]["reason"] == "database sync"),
+        "{log}"
+    );
+    // A second run copies nothing again (and opens nothing).
+    run_sync(
+        &w,
+        &target,
+        &["--recordings-dir", out_dir.to_str().unwrap()],
+    )
+    .ok();
+    let again =
+        w.s.get(
+            "/api/v1/audit/entries?action=recording.view",
+            Some(&w.admin),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(
+        again["entries"].as_array().unwrap().len(),
+        log["entries"].as_array().unwrap().len()
+    );
+}
