@@ -50,6 +50,8 @@ pub struct Request {
 }
 
 const VIEWER: &str = include_str!("viewer.html");
+/// The agent page's painter (tiles, JPEG, WebM), inlined into the offline viewer's player.
+const SCREEN_JS: &str = include_str!("../web/assets/screen.js");
 
 /// Files left in the clear even in an encrypted bundle: what `custos verify` needs.
 fn stays_clear(path: &str) -> bool {
@@ -305,6 +307,22 @@ pub fn build(
                 Err(e) => return Err(e.into()),
             }
         }
+        // Screen recordings, in their stored record format (docs/formats/recording.md).
+        let mut recordings = Vec::new();
+        let recording_ids = store.read(|tx| tx.objects_of_session(sid))?;
+        for o in recording_ids.iter().filter(|o| o.class == "recording") {
+            let name = format!("{base}/recordings/{}.rec", o.id);
+            match archive.read_all(store, keys, o.id) {
+                Ok(bytes) => {
+                    recordings.push(json!({ "object": o.id.to_string(), "bytes": bytes.len(), "sha256": hex::encode(sha256(&bytes)), "path": name.trim_start_matches(&format!("{base}/")) }));
+                    payload.insert(name, bytes.to_vec());
+                }
+                Err(crate::archive::ArchiveError::Shredded(_)) => {
+                    recordings.push(json!({ "object": o.id.to_string(), "shredded": true }))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let session = json!({
             "session_id": row.id, "status": row.status, "via": row.via, "portal": row.portal, "skill": row.skill,
             "request": { "name": row.customer_name, "email": row.customer_email, "question": row.question },
@@ -314,6 +332,7 @@ pub fn build(
             "timings": { "requested_at": row.requested_at, "accepted_at": row.accepted_at, "ended_at": row.ended_at },
             "survey_rating": row.survey_rating,
             "files": file_list,
+            "recordings": recordings,
         });
         let mut for_viewer = session.clone();
         for_viewer["transcript"] = Value::Array(
@@ -368,7 +387,10 @@ pub fn build(
     let embedded = data.to_string().replace("</", "<\\/");
     payload.insert(
         "data/index.html".into(),
-        VIEWER.replace("/*DATA*/null", &embedded).into_bytes(),
+        VIEWER
+            .replace("/*SCREEN_JS*/", &SCREEN_JS.replace("</", "<\\/"))
+            .replace("/*DATA*/null", &embedded)
+            .into_bytes(),
     );
     // Encrypted to the auditors, a payload file is stored as NAME.age; the manifests cover what
     // is stored, so the bundle verifies before anyone decrypts it.

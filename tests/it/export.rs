@@ -60,6 +60,21 @@ fn world() -> (Dir, Vec<String>) {
         ws.expect("hello");
         ws.send(&json!({ "type": "chat", "text": format!("hello number {i}"), "id": "a" }));
         ws.expect("ack");
+        if i == 0 {
+            // The customer's client shares a (tiny, grey) screen: the session has a recording.
+            use custos::remote::{Codec, MAX_MESSAGE, UpdateBuilder};
+            let mut sharer = s.screen_ws(&id, &format!("Customer {token}"));
+            sharer.expect("hello");
+            let mut viewer = s.screen_ws(&id, &format!("Bearer {alice}"));
+            viewer.expect("hello");
+            sharer.send(&json!({"type": "consent", "view": true, "control": false, "files": false, "diagnostics": false, "reboot": false}));
+            viewer.expect("consent");
+            let mut b = UpdateBuilder::new(1, 32, 16, true, MAX_MESSAGE);
+            b.push(0, 0, 32, 16, Codec::Raw, &vec![0x42; 32 * 16 * 3]);
+            let frame = b.finish().remove(0);
+            sharer.send_binary(frame.clone());
+            assert_eq!(viewer.recv_binary().unwrap(), frame);
+        }
         let diag = json!({ "v": 1, "collected_at": "2026-11-28T10:00:00Z", "os": { "name": "Debian GNU/Linux", "kernel": format!("6.1.0-{i}") } });
         let r = customer_post(
             &s,
@@ -445,6 +460,22 @@ fn the_offline_viewer_opens_from_disk_and_shows_the_transcript() {
     b.goto(&format!("file://{}", bag.join("data/index.html").display()));
     b.wait_text("ol.transcript", "hello number 0");
     b.wait_text("#about", "officer1");
+    // The recording plays from the unpacked folder, without a server.
+    let recs: Vec<_> = std::fs::read_dir(bag.join(format!("data/sessions/{}/recordings", ids[0])))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    b.type_into(".rec-file", recs[0].to_str().unwrap());
+    b.click(".rec-end");
+    b.wait_text(".rec-status", "Done: 1 screen messages");
+    let px = b.js(
+        "const c = document.querySelector('.rec-canvas');
+         return [c.width, c.height, ...c.getContext('2d').getImageData(5, 5, 1, 1).data];",
+        json!([]),
+    );
+    assert_eq!(px, json!([32, 16, 0x42, 0x42, 0x42, 255]));
 }
 
 #[test]
