@@ -199,15 +199,7 @@ impl Archive {
         keys: &Keyring,
         id: ObjectId,
     ) -> Result<StreamReader<File>, ArchiveError> {
-        let row = store
-            .read(|tx| tx.object_get(id))?
-            .ok_or(ArchiveError::NotFound(id))?;
-        if row.state == ObjectState::Shredded {
-            return Err(ArchiveError::Shredded(id));
-        }
-        let dk = self.data_key(store, keys, id)?;
-        let path = self.path_of(id);
-        let file = File::open(&path).map_err(io_at(&path))?;
+        let (file, dk) = self.file_and_key(store, keys, id)?;
         StreamReader::open(file, &dk, id)
             .map(StreamReader::without_digests)
             .map_err(|source| ArchiveError::Stream { id, source })
@@ -220,6 +212,18 @@ impl Archive {
         keys: &Keyring,
         id: ObjectId,
     ) -> Result<stream::SeekableReader<File>, ArchiveError> {
+        let (file, dk) = self.file_and_key(store, keys, id)?;
+        stream::SeekableReader::open(file, &dk, id)
+            .map_err(|source| ArchiveError::Stream { id, source })
+    }
+
+    /// An object's file and data key, refusing unknown and shredded objects.
+    fn file_and_key(
+        &self,
+        store: &mut Store,
+        keys: &Keyring,
+        id: ObjectId,
+    ) -> Result<(File, SecretKey), ArchiveError> {
         let row = store
             .read(|tx| tx.object_get(id))?
             .ok_or(ArchiveError::NotFound(id))?;
@@ -229,8 +233,7 @@ impl Archive {
         let dk = self.data_key(store, keys, id)?;
         let path = self.path_of(id);
         let file = File::open(&path).map_err(io_at(&path))?;
-        stream::SeekableReader::open(file, &dk, id)
-            .map_err(|source| ArchiveError::Stream { id, source })
+        Ok((file, dk))
     }
 
     /// Reads a whole object, verifying every chunk.

@@ -542,26 +542,17 @@ async fn copy_files(
         if std::fs::metadata(&path).is_ok_and(|m| Some(m.len()) == f["size"].as_u64()) {
             continue;
         }
-        let r = ep
-            .request(
-                hyper::Method::GET,
-                &format!(
-                    "/api/v1/sessions/{}/files/{}?reason=database%20sync",
-                    enc(sid),
-                    enc(fid)
-                ),
-                Some(token),
-                None,
-            )
-            .await
-            .map_err(|e| SyncError::Source(format!("cannot reach the appliance: {e}")))?;
-        if r.status >= 400 {
-            return Err(SyncError::Source(format!(
-                "file {fid} of {sid}: {} {}",
-                r.status,
-                r.error_message()
-            )));
-        }
+        let r = fetch(
+            ep,
+            token,
+            &format!(
+                "/api/v1/sessions/{}/files/{}?reason=database%20sync",
+                enc(sid),
+                enc(fid)
+            ),
+            &format!("file {fid} of {sid}"),
+        )
+        .await?;
         if hex::encode(crate::crypto::sha256(&r.body)) != want {
             return Err(SyncError::Source(format!(
                 "file {fid} of {sid} does not match its recorded SHA-256"
@@ -570,6 +561,27 @@ async fn copy_files(
         write_private(&path, &r.body)?;
     }
     Ok(())
+}
+
+/// A GET whose error names `what`.
+async fn fetch(
+    ep: &Endpoint,
+    token: &str,
+    path: &str,
+    what: &str,
+) -> Result<crate::client::Response, SyncError> {
+    let r = ep
+        .request(hyper::Method::GET, path, Some(token), None)
+        .await
+        .map_err(|e| SyncError::Source(format!("cannot reach the appliance: {e}")))?;
+    if r.status >= 400 {
+        return Err(SyncError::Source(format!(
+            "{what}: {} {}",
+            r.status,
+            r.error_message()
+        )));
+    }
+    Ok(r)
 }
 
 /// A directory for one session's copies, owner-only.
@@ -646,28 +658,19 @@ async fn copy_recordings(
         let object = s_of(&o["object"]);
         let mut data = Vec::new();
         loop {
-            let r = ep
-                .request(
-                    hyper::Method::GET,
-                    &format!(
-                        "/api/v1/sessions/{}/recording/{}/data?offset={}&ticket={}",
-                        enc(sid),
-                        enc(&object),
-                        data.len(),
-                        enc(&ticket)
-                    ),
-                    Some(token),
-                    None,
-                )
-                .await
-                .map_err(|e| SyncError::Source(format!("cannot reach the appliance: {e}")))?;
-            if r.status >= 400 {
-                return Err(SyncError::Source(format!(
-                    "recording {object} of {sid}: {} {}",
-                    r.status,
-                    r.error_message()
-                )));
-            }
+            let r = fetch(
+                ep,
+                token,
+                &format!(
+                    "/api/v1/sessions/{}/recording/{}/data?offset={}&ticket={}",
+                    enc(sid),
+                    enc(&object),
+                    data.len(),
+                    enc(&ticket)
+                ),
+                &format!("recording {object} of {sid}"),
+            )
+            .await?;
             let header = |name: &str| {
                 r.headers
                     .get(name)
