@@ -158,8 +158,25 @@ pub struct InitReport {
     pub admin_password: String,
 }
 
+/// Choices first-boot setup makes instead of the defaults (see `custos setup`).
+#[derive(Default)]
+pub struct InitOptions {
+    /// The first administrator's password; without it a one-time password is generated, to be
+    /// changed at first sign-in.
+    pub admin_password: Option<zeroize::Zeroizing<String>>,
+    /// Seal the master key with this passphrase from the start, instead of the key file.
+    pub passphrase: Option<zeroize::Zeroizing<String>>,
+    /// A certificate chain and its private key (PEM) to present instead of a generated one.
+    pub tls_pem: Option<(String, zeroize::Zeroizing<String>)>,
+}
+
 /// Creates keys, database, certificate and the first admin in an empty data directory.
 pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
+    initialize_with(dir, InitOptions::default())
+}
+
+/// `initialize` with setup's choices.
+pub fn initialize_with(dir: &DataDir, opts: InitOptions) -> Result<InitReport, AppError> {
     make_private_dir(dir.root())?;
     if dir.keys_dir().join("master.key").exists() || dir.keys_dir().join("master.sealed").exists() {
         return Err(AppError::Refused(format!(
@@ -175,17 +192,30 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
     for sub in [dir.keys_dir(), dir.archive_dir(), dir.root().join("tls")] {
         make_private_dir(&sub)?;
     }
-    if config.tls_files.is_none() {
+    if let Some((cert, key)) = &opts.tls_pem {
+        tls::check_pair(cert, key)?;
+        fs::write(dir.cert_path(), cert).map_err(io_at(&dir.cert_path()))?;
+        crate::keys::write_private(&dir.tls_key_path(), key.as_bytes())?;
+    } else if config.tls_files.is_none() {
         let g = tls::generate_self_signed(&config.hostnames)?;
         fs::write(dir.cert_path(), &g.cert_pem).map_err(io_at(&dir.cert_path()))?;
         crate::keys::write_private(&dir.tls_key_path(), g.key_pem.as_bytes())?;
     }
     let master = dir.master_files().create_keyfile()?;
+    let master_copy = crate::crypto::SecretKey::from_bytes(*master.expose());
     let keyring = Keyring::new(master).with_recovery(config.recovery_recipient.clone());
     let appliance_id = hex::encode(crate::crypto::random_array::<8>());
     let origin = audit::origin(&appliance_id);
-    let password = auth::generate_password();
-    let hash = crate::crypto::hash_password(&password);
+    let chosen = opts.admin_password.is_some();
+    let password = match &opts.admin_password {
+        Some(p) => {
+            auth::check_password_policy(p).map_err(|e| AppError::Refused(e.to_string()))?;
+            String::new()
+        }
+        None => auth::generate_password(),
+    };
+    let hash =
+        crate::crypto::hash_password(opts.admin_password.as_deref().map_or(&password, |p| p));
     let mut store = Store::open(&dir.db_path())?;
     let now = now_rfc3339();
     let vkey = store.write(|tx| {
@@ -195,7 +225,7 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
         let vkey = NoteSigner::new(&origin, signing).verifier().to_vkey();
         tx.meta_set("checkpoint_vkey", &vkey)?;
         tx.meta_set("created_at", &now)?;
-        tx.user_insert("admin", Role::Admin, &hash, true, &now)?;
+        tx.user_insert("admin", Role::Admin, &hash, !chosen, &now)?;
         audit::append_tx(
             tx,
             &[
@@ -207,7 +237,7 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
                 Event::system(
                     "user.created",
                     "user:admin",
-                    json!({ "role": "admin", "one_time_password": true }),
+                    json!({ "role": "admin", "one_time_password": !chosen }),
                 ),
             ],
         )?;
@@ -222,6 +252,10 @@ pub fn initialize(dir: &DataDir) -> Result<InitReport, AppError> {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }) {
         audit::checkpoint(&mut store, &NoteSigner::new(&origin, signing), &origin)?;
+    }
+    if let Some(p) = &opts.passphrase {
+        // The database and audit log are complete; from here the key is only in the sealed file.
+        dir.master_files().seal(&master_copy, p)?;
     }
     Ok(InitReport {
         appliance_id,

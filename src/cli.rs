@@ -181,6 +181,90 @@ pub enum Cmd {
         #[arg(long)]
         recordings_dir: Option<PathBuf>,
     },
+    /// First-boot setup of the appliance image, on its console: administrator password, unseal
+    /// mode, network, host name, TLS certificate and time source (docs/install.md).
+    Setup {
+        /// Where the appliance's system settings go (appliance.conf).
+        #[arg(long, default_value = "/data/system")]
+        system: PathBuf,
+        /// The address the server listens on.
+        #[arg(long, default_value = "0.0.0.0:443")]
+        listen: String,
+    },
+    /// Runs `custos serve` on the appliance: restarts it with backoff, tries a staged update and
+    /// rolls it back when it does not become healthy (docs/updates.md).
+    Supervise {
+        #[arg(long, default_value = "/data/system")]
+        system: PathBuf,
+        /// The server's log (rotated at 10 MiB).
+        #[arg(long, default_value = "/data/log/custos.log")]
+        log: PathBuf,
+        /// Where the ready file and an update's binary go (RAM).
+        #[arg(long, default_value = "/run/custos")]
+        run: PathBuf,
+        /// Run the server as UID:GID.
+        #[arg(long)]
+        user: Option<String>,
+        /// The update key (`ssh-ed25519 …`); without it staged updates are not run.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Seconds a trial update has to become healthy.
+        #[arg(long, default_value_t = 300)]
+        health_timeout: u64,
+    },
+    /// Signed updates of the appliance's binary (docs/updates.md).
+    #[command(subcommand)]
+    Update(UpdateCmd),
+    /// Asks SNTP servers for the time; with --set, steps the clock when it is off by 0.1 s or more.
+    Timesync {
+        #[arg(long)]
+        set: bool,
+        /// Servers: names or addresses, optionally with :PORT.
+        #[arg(required = true)]
+        servers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UpdateCmd {
+    /// Creates an update signing key pair: PREFIX.key (keep it offline) and PREFIX.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep an existing pair instead of refusing.
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// Signs a binary as an update bundle.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Checks a bundle against the update key and stages it; the next start tries it.
+    Apply {
+        bundle: PathBuf,
+        #[arg(long, default_value = "/data/system")]
+        system: PathBuf,
+        #[arg(long, default_value = "/etc/custos/update.pub")]
+        trust: PathBuf,
+    },
+    /// Checks a bundle without staging it.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long, default_value = "/etc/custos/update.pub")]
+        trust: PathBuf,
+    },
+    /// The committed and trial updates and their history.
+    Status {
+        #[arg(long, default_value = "/data/system")]
+        system: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -366,6 +450,73 @@ pub fn run(cli: Cli) -> Result<i32> {
             rt.block_on(app::serve(dir, listen))?;
             Ok(0)
         }
+        Cmd::Setup { system, listen } => {
+            let tty = std::io::stdin().is_terminal();
+            let stdin = std::io::stdin();
+            let mut p =
+                crate::appliance::setup::Prompter::new(stdin.lock(), std::io::stdout(), tty);
+            match crate::appliance::setup::run(&mut p, dir.root(), &system, &listen) {
+                Ok(()) => Ok(0),
+                Err(e) => {
+                    eprintln!("setup: {e}");
+                    Ok(1)
+                }
+            }
+        }
+        Cmd::Supervise {
+            system,
+            log,
+            run,
+            user,
+            trust,
+            health_timeout,
+        } => {
+            let user = match user {
+                None => None,
+                Some(u) => Some(
+                    u.split_once(':')
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                        .ok_or_else(|| anyhow!("--user {u:?}: use UID:GID, like 1000:1000"))?,
+                ),
+            };
+            let opts = crate::appliance::supervise::Options {
+                data: dir.root().to_path_buf(),
+                system,
+                log,
+                run,
+                user,
+                trust,
+                builtin: std::env::current_exe()?,
+                health_timeout: std::time::Duration::from_secs(health_timeout),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::appliance::supervise::run(opts))?;
+            Ok(0)
+        }
+        Cmd::Update(c) => update_cmd(c),
+        Cmd::Timesync { set, servers } => {
+            let (best, errors) =
+                crate::appliance::timesync::best(&servers, std::time::Duration::from_secs(3));
+            for e in &errors {
+                eprintln!("timesync: {e}");
+            }
+            let Some(s) = best else {
+                eprintln!("timesync: no server answered; the clock is unchanged");
+                return Ok(1);
+            };
+            println!(
+                "{}: offset {:+.3} s, round trip {:.3} s, stratum {}",
+                s.server, s.offset, s.delay, s.stratum
+            );
+            if set && s.offset.abs() >= 0.1 {
+                crate::appliance::timesync::step(s.offset)
+                    .context("setting the clock (needs CAP_SYS_TIME)")?;
+                println!("clock stepped by {:+.3} s", s.offset);
+            }
+            Ok(0)
+        }
         Cmd::User(c) => user(&dir, c),
         Cmd::Audit(c) => audit_cmd(&dir, c),
         Cmd::Archive(ArchiveCmd::Verify { passphrase_file }) => {
@@ -486,6 +637,70 @@ pub fn run(cli: Cli) -> Result<i32> {
             },
         ),
     }
+}
+
+fn update_cmd(c: UpdateCmd) -> Result<i32> {
+    use crate::appliance::update;
+    match c {
+        UpdateCmd::Keygen { out, if_missing } => {
+            println!("{}", update::keygen(&out, if_missing)?);
+        }
+        UpdateCmd::Sign {
+            key,
+            binary,
+            version,
+            out,
+        } => {
+            let m = update::sign(&update::load_signing_key(&key)?, &binary, &version, &out)?;
+            println!(
+                "{}: version {}, {} bytes, SHA-256 {}",
+                out.display(),
+                m.version,
+                m.size,
+                m.sha256
+            );
+        }
+        UpdateCmd::Verify { bundle, trust } => {
+            match update::verify(&bundle, &update::load_trust(&trust)?) {
+                Ok(v) => println!(
+                    "{}: good signature, version {}, {} bytes",
+                    bundle.display(),
+                    v.manifest.version,
+                    v.manifest.size
+                ),
+                Err(e) => {
+                    eprintln!("{}: {e}", bundle.display());
+                    return Ok(1);
+                }
+            }
+        }
+        UpdateCmd::Apply {
+            bundle,
+            system,
+            trust,
+        } => {
+            let u = update::Updates::new(&system);
+            match u.apply(
+                &bundle,
+                &update::load_trust(&trust)?,
+                env!("CARGO_PKG_VERSION"),
+            ) {
+                Ok(m) => println!(
+                    "update {} staged; the next start of the server tries it and keeps it only if it is healthy",
+                    m.version
+                ),
+                Err(e) => {
+                    eprintln!("update refused: {e}");
+                    return Ok(1);
+                }
+            }
+        }
+        UpdateCmd::Status { system } => {
+            let s = update::Updates::new(&system).load()?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+    }
+    Ok(0)
 }
 
 /// Reads a secret: the first line of `file`, else a prompt on the terminal, else a line of

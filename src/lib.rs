@@ -27,6 +27,7 @@
 
 pub mod age;
 pub mod app;
+pub mod appliance;
 pub mod archive;
 pub mod audit;
 pub mod auth;

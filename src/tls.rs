@@ -68,6 +68,36 @@ pub fn generate_self_signed(hostnames: &[String]) -> Result<Generated, TlsError>
     })
 }
 
+/// Checks an imported certificate chain and private key (PEM): both parse, and the key is the
+/// one the first certificate names. Returns the certificate's fingerprint.
+pub fn check_pair(cert_pem: &str, key_pem: &str) -> Result<String, TlsError> {
+    let bad = |problem: String| TlsError::File {
+        path: "the imported certificate".into(),
+        problem,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("cannot read the certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE block was found".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| bad(format!("cannot read the private key: {e}")))?;
+    let fp = fingerprint(certs[0].as_ref());
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| bad(format!("the private key is not usable: {e}")))?;
+    rustls::sign::CertifiedKey::new(certs, signing)
+        .keys_match()
+        .map_err(|e| {
+            bad(format!(
+                "the private key does not belong to the certificate ({e})"
+            ))
+        })?;
+    Ok(fp)
+}
+
 /// `AA:BB:…`, the SHA-256 fingerprint of a certificate's DER encoding as browsers show it.
 pub fn fingerprint(der: &[u8]) -> String {
     sha256(der)
