@@ -2,6 +2,7 @@
 //! with a pinned certificate, and the files on disk as an attacker would see them.
 
 mod age_interop;
+mod appliance;
 mod archive;
 mod audit;
 mod browser;
@@ -10,6 +11,7 @@ mod console;
 mod example_crm;
 mod export;
 mod https;
+mod image;
 mod integration_api;
 mod integration_docs;
 mod knowledge;
