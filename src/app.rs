@@ -286,6 +286,22 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// Where staged updates go and the key that must have signed them.
+#[derive(Clone, Debug)]
+pub struct UpdateSetup {
+    pub system: PathBuf,
+    pub trust: PathBuf,
+}
+
+/// How `serve` ended.
+#[derive(Debug, PartialEq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A staged update asks its supervisor for a restart.
+    Restart,
+}
+
 /// The running appliance.
 pub struct App {
     pub dir: DataDir,
@@ -312,6 +328,11 @@ pub struct App {
     pub rotating: tokio::sync::Mutex<()>,
     /// Set when the server begins to shut down; long-lived streams and sockets watch it.
     pub stop: watch::Sender<bool>,
+    /// On the appliance image: where updates are staged and the key they must be signed with
+    /// (from `custos supervise`, through CUSTOS_SYSTEM_DIR and CUSTOS_UPDATE_TRUST).
+    pub updates: Option<UpdateSetup>,
+    /// Notified to stop the server so that its supervisor starts it again (a staged update).
+    pub restart: tokio::sync::Notify,
     store: Arc<Mutex<Store>>,
     unsealed: RwLock<Option<Unsealed>>,
 }
@@ -517,7 +538,7 @@ impl App {
 }
 
 /// Starts the appliance and serves until SIGTERM or SIGINT.
-pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppError> {
+pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<Stopped, AppError> {
     make_private_dir(dir.root())?;
     let lock = fs::OpenOptions::new()
         .create(true)
@@ -576,6 +597,17 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         export_jobs: Arc::default(),
         rotating: tokio::sync::Mutex::new(()),
         stop: watch::channel(false).0,
+        updates: match (
+            std::env::var_os("CUSTOS_SYSTEM_DIR"),
+            std::env::var_os("CUSTOS_UPDATE_TRUST"),
+        ) {
+            (Some(system), Some(trust)) => Some(UpdateSetup {
+                system: system.into(),
+                trust: trust.into(),
+            }),
+            _ => None,
+        },
+        restart: tokio::sync::Notify::new(),
         store: Arc::new(Mutex::new(store)),
         unsealed: RwLock::new(None),
     });
@@ -630,7 +662,10 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
         let _ = out.flush();
     }
 
-    signals.wait().await;
+    let stopped = tokio::select! {
+        _ = signals.wait() => Stopped::Signal,
+        _ = app.restart.notified() => Stopped::Restart,
+    };
     tracing::info!("shutting down");
     let _ = app.stop.send(true);
     match tokio::time::timeout(Duration::from_secs(15), server).await {
@@ -646,13 +681,13 @@ pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<(), AppEr
     app.audit(Event::system(
         "server.stop",
         "appliance",
-        json!({ "reason": "signal", "sessions_sealed": sealed }),
+        json!({ "reason": if stopped == Stopped::Restart { "restart for an update" } else { "signal" }, "sessions_sealed": sealed }),
     ))
     .await?;
     app.write_checkpoint().await;
     let _ = fs::remove_file(&sock_path);
     drop(lock);
-    Ok(())
+    Ok(stopped)
 }
 
 /// SIGTERM and SIGINT, installed before the ready line so that a signal sent right after it is

@@ -41,10 +41,12 @@ pub enum Permission {
     ManageIntegrations,
     /// Rotate the key-encryption keys.
     ManageKeys,
+    /// Stage a signed update of the appliance's software.
+    ManageSystem,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::ManageUsers,
         Permission::ReadAudit,
         Permission::ReadSystem,
@@ -55,6 +57,7 @@ impl Permission {
         Permission::ReadAnySession,
         Permission::ManageIntegrations,
         Permission::ManageKeys,
+        Permission::ManageSystem,
     ];
 
     /// The scope name an API token uses for this permission.
@@ -70,6 +73,7 @@ impl Permission {
             Permission::ReadAnySession => "read_any_session",
             Permission::ManageIntegrations => "manage_integrations",
             Permission::ManageKeys => "manage_keys",
+            Permission::ManageSystem => "manage_system",
         }
     }
 
@@ -99,6 +103,7 @@ pub fn allowed(role: Role, p: Permission) -> bool {
         ReadAnySession => matches!(role, Admin | Compliance | Auditor),
         ManageIntegrations => role == Admin,
         ManageKeys => role == Admin,
+        ManageSystem => role == Admin,
     }
 }
 

@@ -447,8 +447,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(app::serve(dir, listen))?;
-            Ok(0)
+            match rt.block_on(app::serve(dir, listen))? {
+                app::Stopped::Signal => Ok(0),
+                app::Stopped::Restart => Ok(crate::appliance::supervise::EXIT_RESTART),
+            }
         }
         Cmd::Setup { system, listen } => {
             let tty = std::io::stdin().is_terminal();

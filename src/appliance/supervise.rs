@@ -41,6 +41,11 @@ pub struct Options {
     pub health_timeout: Duration,
 }
 
+/// `SYSTEM/update-floor`: the newest version ever committed, written only by the supervisor
+/// (root) outside the update directory the server may write: a server that is compromised
+/// cannot stage an older signed bundle and have it run.
+const FLOOR: &str = "update-floor";
+
 /// Exit status with which the server asks to be started again at once (after staging an update).
 pub const EXIT_RESTART: i32 = 75;
 const LOG_LIMIT: u64 = 10 << 20;
@@ -126,6 +131,10 @@ async fn choose(opts: &Options, log: &mut Log) -> Choice {
             return builtin;
         }
     };
+    let floor = tokio::fs::read_to_string(opts.system.join(FLOOR))
+        .await
+        .unwrap_or_default();
+    let floor = floor.trim();
     for trial in [true, false] {
         let slot = if trial {
             state.trial.clone()
@@ -133,6 +142,11 @@ async fn choose(opts: &Options, log: &mut Log) -> Choice {
             state.committed.clone()
         };
         let Some(slot) = slot else { continue };
+        if !floor.is_empty() && super::update::newer(floor, &slot.version) {
+            let why = format!("it is older than {floor}, an update committed before");
+            refuse(&updates, &mut state, trial, &slot, &why, log).await;
+            continue;
+        }
         match verify(&updates.bundle_path(&slot.slot), &trust) {
             Ok(v) if v.manifest.version == slot.version => {
                 let path = opts.run.join(format!("custos-{}", slot.version));
@@ -271,9 +285,12 @@ pub async fn run(opts: Options) -> std::io::Result<()> {
         log.note(&format!("starting custos {} ({what})", choice.version))
             .await;
         let mut cmd = Command::new(&choice.binary);
-        cmd.arg("serve")
-            .env("CUSTOS_DATA", &opts.data)
-            .stdin(Stdio::null())
+        cmd.arg("serve").env("CUSTOS_DATA", &opts.data);
+        if let Some(trust) = opts.trust.as_ref() {
+            cmd.env("CUSTOS_SYSTEM_DIR", &opts.system)
+                .env("CUSTOS_UPDATE_TRUST", trust);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -436,6 +453,11 @@ async fn commit(opts: &Options, slot: &Slot, log: &mut Log) {
             &slot.version,
             &format!("slot {}: healthy", slot.slot),
         )
+    });
+    let floor = opts.system.join(FLOOR);
+    let result = result.and_then(|()| {
+        crate::keys::write_file(&floor, format!("{}\n", slot.version).as_bytes(), 0o644)
+            .map_err(|e| super::update::UpdateError::Refused(e.to_string()))
     });
     match result {
         Ok(()) => {

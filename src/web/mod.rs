@@ -16,6 +16,7 @@ mod reports;
 mod review;
 mod screen;
 mod sessions;
+mod system;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -60,7 +61,8 @@ pub fn router(app: Arc<App>, surface: Surface) -> Router {
         .merge(review::routes())
         .merge(integrations::routes())
         .merge(diagnostics::routes())
-        .merge(reports::routes());
+        .merge(reports::routes())
+        .merge(system::routes());
     if surface == Surface::Local {
         r = r.merge(api::local_routes());
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use custos::client::Endpoint;
+use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::util::{Dir, bin, signal, wait_timeout};
@@ -150,12 +152,15 @@ struct Supervisor {
     child: Child,
     log: PathBuf,
     ready: PathBuf,
+    /// Where this run's part of the log begins.
+    from: usize,
 }
 
 impl Supervisor {
     fn start(d: &Dir, system: &Path, trust: &Path, health_timeout: u64) -> Supervisor {
         let run = d.path().join("run");
         let log = d.path().join("log/custos.log");
+        let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let child = Command::new(bin())
             .arg("--data")
             .arg(d.path())
@@ -176,11 +181,14 @@ impl Supervisor {
             child,
             log,
             ready: run.join("ready"),
+            from,
         }
     }
 
+    /// This run's part of the log.
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let all = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&all[self.from.min(all.len())..]).into_owned()
     }
 
     /// Waits until the log has `pat` (`count` times).
@@ -229,6 +237,75 @@ impl Drop for Supervisor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The pinned endpoint the supervisor's ready file names.
+fn endpoint_from_ready(ready: &Path) -> Endpoint {
+    endpoint_from_ready_when(ready, |_| true)
+}
+
+fn endpoint_from_ready_when(ready: &Path, ok: impl Fn(&str) -> bool) -> Endpoint {
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready)
+            && ok(&text)
+            && let (Some(addr), Some(fp)) = (
+                text.lines()
+                    .find_map(|l| l.strip_prefix("custos ready https://")),
+                text.lines()
+                    .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: ")),
+            )
+        {
+            return Endpoint::Https {
+                addr: addr.trim().to_string(),
+                tls: custos::tls::pinned_client_config(
+                    custos::tls::parse_fingerprint(fp.trim()).unwrap(),
+                )
+                .unwrap(),
+            };
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no ready file");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn call(
+    ep: &Endpoint,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> custos::client::Response {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    rt.block_on(ep.request_raw(
+        method,
+        path,
+        auth.as_deref(),
+        body.map(|b| ("application/octet-stream", b)),
+    ))
+    .expect("request")
+}
+
+fn login(ep: &Endpoint) -> String {
+    let body = serde_json::to_vec(&json!({ "name": "admin", "password": ADMIN_PW })).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(ep.request_raw(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(("application/json", body)),
+        ))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    r.json().unwrap()["token"].as_str().unwrap().to_string()
 }
 
 fn update_state(system: &Path) -> Value {
@@ -345,14 +422,86 @@ fn the_supervisor_restarts_the_server_commits_a_healthy_update_and_rolls_back_a_
     assert_eq!(update_state(&system)["committed"]["version"], "0.1.2");
     sup.stop();
 
+    // Through the API, as an administrator does on the appliance: a damaged bundle is refused
+    // with the reason (and audited), a good one staged, and the server restarts into it.
+    let sup = Supervisor::start(&d, &system, &trust, 60);
+    sup.wait_log("is healthy", 1);
+    let ep = endpoint_from_ready(&sup.ready);
+    let token = login(&ep);
+    let r = call(
+        &ep,
+        Method::POST,
+        "/api/v1/system/update",
+        Some(&token),
+        Some(std::fs::read(&tampered).unwrap()),
+    );
+    assert_eq!(r.status, 422, "{}", r.error_message());
+    assert!(
+        r.error_message()
+            .contains("does not match the signed manifest"),
+        "{}",
+        r.error_message()
+    );
+    let r = call(
+        &ep,
+        Method::POST,
+        "/api/v1/system/update",
+        None,
+        Some(b"x".to_vec()),
+    );
+    assert_eq!(r.status, 401);
+    let r = call(
+        &ep,
+        Method::POST,
+        "/api/v1/system/update",
+        Some(&token),
+        Some(std::fs::read(sign(&bin(), "0.1.4")).unwrap()),
+    );
+    assert_eq!(r.status, 202, "{}", r.error_message());
+    sup.wait_log("starting custos 0.1.4 (update on trial)", 1);
+    sup.wait_log("update 0.1.4 committed", 1);
+    let ep = endpoint_from_ready_when(&sup.ready, |_| true);
+    let token = login(&ep);
+    let v = call(
+        &ep,
+        Method::GET,
+        "/api/v1/system/update",
+        Some(&token),
+        None,
+    )
+    .json()
+    .unwrap();
+    assert_eq!(v["state"]["committed"]["version"], "0.1.4", "{v}");
+    assert_eq!(v["updates_available"], true);
+    sup.stop();
+    d.run(&["audit", "verify"]).ok();
+    let audit = d.run(&["audit", "show", "--last", "500"]).ok().stdout();
+    assert!(
+        audit.contains("system.update_refused") && audit.contains("system.update_staged"),
+        "{audit}"
+    );
+
+    // The server owns the update area; it cannot bring back an older signed build by editing
+    // the state: the supervisor's floor (the newest version committed) refuses it.
+    let mut s = update_state(&system);
+    s["committed"] = json!({ "slot": "a", "version": "0.1.2" });
+    std::fs::write(system.join("update/state.json"), s.to_string()).unwrap();
+    let sup = Supervisor::start(&d, &system, &trust, 60);
+    sup.wait_log("not running update 0.1.2: it is older than 0.1.4", 1);
+    sup.wait_log("is healthy", 1);
+    sup.stop();
+
     // A committed bundle altered on disk is not run: the image's binary is.
-    let slot = system.join("update/slot-a.bundle");
+    let mut s = update_state(&system);
+    s["committed"] = json!({ "slot": "b", "version": "0.1.4" });
+    std::fs::write(system.join("update/state.json"), s.to_string()).unwrap();
+    let slot = system.join("update/slot-b.bundle");
     let mut bytes = std::fs::read(&slot).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 1;
     std::fs::write(&slot, &bytes).unwrap();
     let sup = Supervisor::start(&d, &system, &trust, 60);
-    sup.wait_log("not running update 0.1.2", 1);
+    sup.wait_log("not running update 0.1.4: the binary does not match", 1);
     sup.wait_log("starting custos 0.1.0 (the image's binary)", 1);
     sup.wait_log("is healthy", 1);
     sup.stop();

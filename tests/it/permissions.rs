@@ -368,6 +368,12 @@ fn every_endpoint_for_every_role() {
             None,
             Permission::ManageKeys,
         ),
+        (
+            Method::GET,
+            "/api/v1/system/update".into(),
+            None,
+            Permission::ManageSystem,
+        ),
         // Last: for the agent this takes the waiting request.
         (
             Method::POST,
