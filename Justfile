@@ -23,6 +23,16 @@ bench:
 bench-short:
     cargo bench --bench custos -- --short
 
+# The appliance image: a hybrid BIOS/UEFI ISO and a UEFI disk (raw, qcow2) with checksums and an
+# SBOM, in target/image (docs/install.md). Needs the packages .ci/run installs for it.
+image:
+    cargo build --release --bin custos
+    bash image/build.sh
+
+# Boots the image under QEMU (TCG): first boot, setup on the serial console, reboot, UEFI disk.
+image-test: image
+    cargo test --release --test it image:: -- --nocapture
+
 # The whole CI script, as CI runs it (installs system packages: run as root).
 ci:
     bash .ci/run

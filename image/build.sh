@@ -11,6 +11,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 IMG=$ROOT/image
 OUT=${OUT:-$ROOT/target/image}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 BIN=${CUSTOS_BIN:-$ROOT/target/release/custos}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)}
 export TZ=UTC LC_ALL=C
@@ -109,8 +111,13 @@ ln -sf /bin/busybox "$R/init"
 if [ -n "${CUSTOS_UPDATE_PUB:-}" ]; then
     cp "$CUSTOS_UPDATE_PUB" "$R/etc/custos/update.pub"
 else
-    "$BIN" update keygen --out "$OUT/dev-update" --if-missing > /dev/null
-    cp "$OUT/dev-update.pub" "$R/etc/custos/update.pub"
+    # A development key, kept across builds (and outside OUT) so that builds stay reproducible.
+    # Releases name the vendor's key instead: CUSTOS_UPDATE_PUB=vendor.pub (docs/updates.md).
+    DEV_KEY=${CUSTOS_DEV_UPDATE_KEY:-$ROOT/target/update-key/dev-update}
+    mkdir -p "$(dirname "$DEV_KEY")"
+    "$BIN" update keygen --out "$DEV_KEY" --if-missing > /dev/null
+    cp "$DEV_KEY.pub" "$R/etc/custos/update.pub"
+    echo "note: updates for this image must be signed with the development key $DEV_KEY.key"
 fi
 VERSION=$("$BIN" --version | awk '{ print $2 }')
 printf 'NAME="Custos"\nVERSION="%s"\nKERNEL="%s"\n' "$VERSION" "$KVER" > "$R/etc/os-release"

@@ -59,12 +59,18 @@ pub struct Manifest {
 /// Creates an update signing key: `PREFIX.key` (owner-only) and `PREFIX.pub` (`ssh-ed25519 …`).
 /// With `if_missing`, an existing pair is kept.
 pub fn keygen(prefix: &Path, if_missing: bool) -> Result<String, UpdateError> {
-    let key_path = prefix.with_extension("key");
-    let pub_path = prefix.with_extension("pub");
+    let with = |ext: &str| {
+        let mut p = prefix.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (key_path, pub_path) = (with(".key"), with(".pub"));
     if key_path.exists() {
         if if_missing {
             let key = load_signing_key(&key_path)?;
-            return Ok(openssh_public(&key.verifying_key(), "custos-update"));
+            let public = openssh_public(&key.verifying_key(), "custos-update");
+            fs::write(&pub_path, format!("{public}\n")).map_err(io(&pub_path))?;
+            return Ok(public);
         }
         return Err(UpdateError::Refused(format!(
             "{} exists; refusing to overwrite a signing key",
