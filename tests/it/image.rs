@@ -398,6 +398,19 @@ fn the_image_boots_is_set_up_on_its_console_keeps_its_data_and_powers_off_cleanl
         !vm.tail().contains("formatting"),
         "the data disk must never be formatted twice"
     );
+    // The console on the serial port: Enter opens it, the administrator signs in, Ctrl+C
+    // goes back to the status screen.
+    vm.wait_for("Press Enter to open the console.", Duration::from_secs(60));
+    vm.type_line("");
+    vm.wait_for("Sign in to Custos", Duration::from_secs(120));
+    vm.stdin
+        .write_all(format!("admin\t{ADMIN_PW}\r").as_bytes())
+        .unwrap();
+    vm.stdin.flush().unwrap();
+    vm.wait_for("Latest alerts", Duration::from_secs(120));
+    vm.stdin.write_all(b"\x03").unwrap();
+    vm.stdin.flush().unwrap();
+    vm.wait_for("Press Enter to open the console.", Duration::from_secs(60));
     let token = login(&ep);
     let sessions = call(&ep, Method::GET, "/api/v1/sessions", Some(&token), None);
     assert_eq!(sessions.status, 200, "{}", sessions.error_message());
