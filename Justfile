@@ -33,6 +33,12 @@ image:
 image-test: image
     cargo test --release --test it image:: -- --nocapture
 
+# Licenses, bans, sources, and advisories offline against the RustSec snapshot in ../shared
+# (cargo install --locked cargo-deny).
+deny:
+    .ci/deny-db ../shared/advisory-db target/advisory-dbs
+    CUSTOS_ADVISORY_DB_ROOT="$PWD/target/advisory-dbs" cargo deny --offline check
+
 # The whole CI script, as CI runs it (installs system packages: run as root).
 ci:
     bash .ci/run

@@ -2,7 +2,7 @@
 //! throttling, roles.
 
 use hyper::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::*;
 
@@ -371,5 +371,109 @@ fn an_early_refusal_reaches_a_client_still_sending_its_body() {
         );
         assert_eq!(r.status, status, "try {i}: {}", r.error_message());
         assert!(r.json().is_ok(), "try {i}: the error body arrived");
+    }
+}
+
+/// Where sslyze is: `$CUSTOS_SSLYZE`, the venv .ci/run makes, or `sslyze` on the PATH.
+fn sslyze() -> Option<String> {
+    [
+        std::env::var("CUSTOS_SSLYZE").unwrap_or_default(),
+        "/opt/custos-ci/venv/bin/sslyze".to_string(),
+        "sslyze".to_string(),
+    ]
+    .into_iter()
+    .filter(|c| !c.is_empty())
+    .find(|c| {
+        std::process::Command::new(c)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// A TLS scanner nobody here wrote (sslyze, from PyPI) finds only TLS 1.2 and 1.3, with forward
+/// secrecy and AEAD suites only, on strong curves, and none of the classic flaws.
+#[test]
+fn sslyze_finds_only_tls_1_2_and_1_3_with_strong_suites() {
+    let Some(sslyze) = sslyze() else {
+        crate::util::tool_present(false, "sslyze (pip install sslyze)");
+        return;
+    };
+    let d = Dir::new();
+    let s = d.serve();
+    let out = d.path().join("sslyze.json");
+    let run = std::process::Command::new(&sslyze)
+        .arg(format!("--json_out={}", out.display()))
+        .arg(&s.addr)
+        .output()
+        .expect("run sslyze");
+    assert!(
+        run.status.success() || out.exists(),
+        "sslyze failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let server = &v["server_scan_results"][0];
+    assert_eq!(server["connectivity_status"], "COMPLETED", "{server}");
+    let r = &server["scan_result"];
+    let accepted = |name: &str| -> Vec<String> {
+        assert_eq!(r[name]["status"], "COMPLETED", "{name}: {}", r[name]);
+        r[name]["result"]["accepted_cipher_suites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["cipher_suite"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for old in [
+        "ssl_2_0_cipher_suites",
+        "ssl_3_0_cipher_suites",
+        "tls_1_0_cipher_suites",
+        "tls_1_1_cipher_suites",
+    ] {
+        assert_eq!(accepted(old), Vec::<String>::new(), "{old} must be refused");
+    }
+    let tls12 = accepted("tls_1_2_cipher_suites");
+    assert!(!tls12.is_empty(), "TLS 1.2 is offered");
+    for suite in &tls12 {
+        assert!(
+            suite.starts_with("TLS_ECDHE_")
+                && (suite.contains("_GCM_") || suite.contains("CHACHA20_POLY1305")),
+            "a TLS 1.2 suite without forward secrecy or AEAD: {suite}"
+        );
+    }
+    assert!(
+        !accepted("tls_1_3_cipher_suites").is_empty(),
+        "TLS 1.3 is offered"
+    );
+    assert_eq!(
+        r["tls_compression"]["result"]["supports_compression"],
+        false
+    );
+    assert_eq!(
+        r["heartbleed"]["result"]["is_vulnerable_to_heartbleed"],
+        false
+    );
+    assert_eq!(
+        r["openssl_ccs_injection"]["result"]["is_vulnerable_to_ccs_injection"],
+        false
+    );
+    assert_eq!(
+        r["session_renegotiation"]["result"]["is_vulnerable_to_client_renegotiation_dos"],
+        false
+    );
+    assert_eq!(
+        r["tls_fallback_scsv"]["result"]["supports_fallback_scsv"],
+        true
+    );
+    for curve in r["elliptic_curves"]["result"]["supported_curves"]
+        .as_array()
+        .unwrap()
+    {
+        let name = curve["name"].as_str().unwrap();
+        assert!(
+            ["X25519", "prime256v1", "secp256r1", "secp384r1"].contains(&name),
+            "curve {name}"
+        );
     }
 }
