@@ -402,14 +402,18 @@ fn the_image_boots_is_set_up_on_its_console_keeps_its_data_and_powers_off_cleanl
     // goes back to the status screen.
     vm.wait_for("Press Enter to open the console.", Duration::from_secs(60));
     vm.type_line("");
-    vm.wait_for("Sign in to Custos", Duration::from_secs(120));
+    // The console draws only the cells that change, moving the cursor over blanks: words arrive
+    // one by one, so single words are looked for.
+    vm.wait_for("\x1b[?1049h", Duration::from_secs(120));
+    vm.wait_for("Sign", Duration::from_secs(120));
     vm.stdin
         .write_all(format!("admin\t{ADMIN_PW}\r").as_bytes())
         .unwrap();
     vm.stdin.flush().unwrap();
-    vm.wait_for("Latest alerts", Duration::from_secs(120));
+    vm.wait_for("alerts", Duration::from_secs(120));
     vm.stdin.write_all(b"\x03").unwrap();
     vm.stdin.flush().unwrap();
+    vm.wait_for("\x1b[?1049l", Duration::from_secs(60));
     vm.wait_for("Press Enter to open the console.", Duration::from_secs(60));
     let token = login(&ep);
     let sessions = call(&ep, Method::GET, "/api/v1/sessions", Some(&token), None);
