@@ -51,6 +51,12 @@ serve:
 client code fingerprint server="127.0.0.1:8443":
     cargo run --release --bin custos-client -- --server {{server}} --code {{code}} --fingerprint {{fingerprint}}
 
-# Fuzz the screen-message decoder (needs the nightly toolchain and `cargo install cargo-fuzz`).
-fuzz seconds="60":
-    cd fuzz && cargo +nightly fuzz run screen_frame -- -max_total_time={{seconds}}
+# Fuzz one target (needs the nightly toolchain and `cargo install cargo-fuzz`): screen_frame,
+# archive_object, recording_records, session_message, policy_file, checkpoint_note, export_bundle.
+fuzz target="screen_frame" seconds="60":
+    cd fuzz && cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}}
+
+# Every fuzz target for a while each (CI: a minute); a crash fails, and its input is kept in
+# fuzz/artifacts/TARGET/ to become a regression test.
+fuzz-ci seconds="60":
+    bash fuzz/run-all {{seconds}}
