@@ -100,6 +100,11 @@ for p in libc6 libgcc-s1 libext2fs2 libcom-err2 libblkid1 libuuid1; do
 done
 # The C library's loader is found at /lib64 and libraries in /lib/x86_64-linux-gnu.
 printf '/lib/x86_64-linux-gnu\n' > "$R/etc/ld.so.conf"
+# The public CAs (Debian's ca-certificates, Mozilla's list) as the one bundle `custos` trusts for
+# webhooks, e-mail and syslog over TLS, besides a configured ca_file.
+mkdir -p "$R/etc/ssl/certs"
+find "$WORK/pkg/ca-certificates/usr/share/ca-certificates/mozilla" -name '*.crt' | sort | xargs cat \
+    > "$R/etc/ssl/certs/ca-certificates.crt"
 objcopy --strip-debug "$BIN" "$R/usr/bin/custos"
 chmod 0755 "$R/usr/bin/custos"
 
