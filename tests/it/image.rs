@@ -127,19 +127,29 @@ impl Vm {
     /// Waits until `pat` appears after what was already matched; returns the text up to and
     /// including the line it ends.
     fn wait_for(&mut self, pat: &str, limit: Duration) -> String {
+        self.wait(pat, limit, false)
+    }
+
+    /// `wait_for`, returning only once the line `pat` is on has ended: the serial output
+    /// arrives in pieces, and a line read before its end is cut short.
+    fn wait_line(&mut self, pat: &str, limit: Duration) -> String {
+        self.wait(pat, limit, true)
+    }
+
+    fn wait(&mut self, pat: &str, limit: Duration, whole_line: bool) -> String {
         let start = Instant::now();
         loop {
             {
                 let out = self.out.lock().unwrap();
                 let rest = &out[self.seen..];
                 if let Some(i) = rest.windows(pat.len()).position(|w| w == pat.as_bytes()) {
-                    let end = rest[i..]
-                        .iter()
-                        .position(|b| *b == b'\n')
-                        .map_or(rest.len(), |e| i + e);
-                    let found = String::from_utf8_lossy(&rest[..end]).into_owned();
-                    self.seen += i + pat.len();
-                    return found;
+                    let newline = rest[i..].iter().position(|b| *b == b'\n');
+                    if newline.is_some() || !whole_line {
+                        let end = newline.map_or(rest.len(), |e| i + e);
+                        let found = String::from_utf8_lossy(&rest[..end]).into_owned();
+                        self.seen += i + pat.len();
+                        return found;
+                    }
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -175,9 +185,9 @@ impl Vm {
 
     /// Waits for the console's ready banner; returns the pinned HTTPS endpoint it names.
     fn ready(&mut self) -> Endpoint {
-        let line = self.wait_for("custos ready https://", BOOT_LIMIT);
+        let line = self.wait_line("custos ready https://", BOOT_LIMIT);
         assert!(line.contains(":443"), "{line}");
-        let fp_line = self.wait_for(
+        let fp_line = self.wait_line(
             "TLS certificate SHA-256 fingerprint: ",
             Duration::from_secs(30),
         );
