@@ -33,6 +33,12 @@ image:
 image-test: image
     cargo test --release --test it image:: -- --nocapture
 
+# The reliability gauntlet (docs/reliability.md): kill -9 at random moments during 50 recorded
+# sessions, 100 times, each restart checked; a full disk; injected I/O errors. Needs root (a tmpfs
+# of its own, strace attached to the server). CI runs it short (3 kills) with the other tests.
+gauntlet rounds="100" sessions="50":
+    CUSTOS_GAUNTLET_ROUNDS={{rounds}} CUSTOS_GAUNTLET_SESSIONS={{sessions}} CUSTOS_LOG=error cargo test --release --test it gauntlet:: -- --nocapture --test-threads=1
+
 # Licenses, bans, sources, and advisories offline against the RustSec snapshot in ../shared
 # (cargo install --locked cargo-deny).
 deny:

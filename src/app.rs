@@ -358,6 +358,30 @@ impl App {
             .await
     }
 
+    /// Whether the data directory's file system has room for a new session: at least
+    /// `archive.min_free_mb` free for unprivileged writers. The error says how much is free.
+    pub fn storage_room(&self) -> Result<(), String> {
+        // A file system that cannot be asked is not a reason to refuse; writes report their own
+        // errors.
+        let Ok(v) = rustix::fs::statvfs(self.dir.root()) else {
+            return Ok(());
+        };
+        let free = v.f_bavail.saturating_mul(v.f_frsize);
+        if free >= self.config.min_free_bytes {
+            return Ok(());
+        }
+        tracing::warn!(
+            free_bytes = free,
+            min_free_bytes = self.config.min_free_bytes,
+            "new sessions refused: the data directory's file system is nearly full"
+        );
+        Err(format!(
+            "the appliance's storage is full ({} MiB free, {} MiB needed for new sessions); new sessions are refused until an administrator frees space",
+            free >> 20,
+            self.config.min_free_bytes >> 20
+        ))
+    }
+
     pub fn is_sealed(&self) -> bool {
         self.unsealed.read().expect("lock").is_none()
     }

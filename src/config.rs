@@ -38,6 +38,10 @@ hostnames = []
 # How often open archive objects are made durable, in milliseconds (50 to 1000). A crash loses
 # at most this much of a recording.
 sync_interval_ms = 1000
+# New sessions are refused (HTTP 507, "storage_full") while the file system holding the data
+# directory has less free space than this, in MiB (1 to 1048576), so that sessions already
+# running can finish and be sealed. They are accepted again as soon as space frees.
+min_free_mb = 256
 
 [audit]
 # How often a signed checkpoint is written while audit entries arrive, in seconds (1 to 3600).
@@ -323,6 +327,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawArchive {
     sync_interval_ms: Option<Spanned<i64>>,
+    min_free_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +350,8 @@ pub struct Config {
     /// Administrator-provided certificate and key, if any.
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub sync_interval_ms: u64,
+    /// Free space (bytes) below which new sessions are refused.
+    pub min_free_bytes: u64,
     pub checkpoint_interval_s: u64,
     pub session_ttl_s: i64,
     pub max_file_bytes: u64,
@@ -799,6 +806,14 @@ impl Config {
                 1000,
                 1000,
             )? as u64,
+            min_free_bytes: (ranged(
+                &raw.archive.min_free_mb,
+                "archive.min_free_mb",
+                1,
+                1 << 20,
+                256,
+            )? as u64)
+                << 20,
             checkpoint_interval_s: ranged(
                 &raw.audit.checkpoint_interval_s,
                 "audit.checkpoint_interval_s",

@@ -238,11 +238,17 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> 
         .mode(mode)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+    let written = f
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(&tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_err(path)));
+    if written.is_err() {
+        // Leave nothing behind: the next attempt starts from the same state as this one.
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 

@@ -14,8 +14,24 @@ fn main() {
     match custos::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes, each once: many errors already name their cause in their own
+/// message ("I/O error on PATH: CAUSE"), and repeating it would only confuse.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

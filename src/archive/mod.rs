@@ -322,7 +322,7 @@ impl Archive {
             let reason = match &problem {
                 None => "the final chunk was durable; only the metadata was not".to_string(),
                 Some(StreamError::Truncated { .. }) => {
-                    "left open by an unclean shutdown".to_string()
+                    "left open by an unclean shutdown or a failed write".to_string()
                 }
                 Some(StreamError::TrailingData) => "data after the final chunk was cut".to_string(),
                 Some(e) => format!("damaged chunk, cut with everything after it: {e}"),

@@ -58,6 +58,8 @@ pub enum SessionError {
     Internal(String),
     #[error("the appliance is sealed")]
     Sealed,
+    #[error("{0}")]
+    StorageFull(String),
 }
 
 /// What a connection's writer task receives.
@@ -414,6 +416,7 @@ impl Sessions {
         agent: Option<(i64, String)>,
         source: &Source,
     ) -> Result<Created, SessionError> {
+        app.storage_room().map_err(SessionError::StorageFull)?;
         let id = new_session_id();
         let token = new_customer_token();
         let hash = crate::auth::hash_token(&token);

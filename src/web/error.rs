@@ -54,6 +54,10 @@ impl ApiError {
             "the appliance is sealed; an administrator must unseal it (custos unseal)",
         )
     }
+    /// The data directory's file system is (nearly) full: nothing was changed.
+    pub fn storage_full(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
+    }
     pub fn throttled(wait: std::time::Duration) -> Self {
         let s = wait.as_secs().max(1);
         Self {
@@ -96,6 +100,24 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => Self::conflict(m),
             StoreError::NotFound(m) => Self::not_found(format!("{m} not found")),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                tracing::error!(error = %f, "the database could not be written: its disk is full");
+                Self::storage_full(
+                    "the appliance's storage is full; nothing was changed (an administrator must free space)",
+                )
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::SystemIoFailure =>
+            {
+                tracing::error!(error = %f, "the database could not be written: I/O error");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_error",
+                    "the appliance could not write to its storage (I/O error); nothing was changed, and the server log has the details",
+                )
+            }
             other => Self::internal(other),
         }
     }

@@ -82,6 +82,7 @@ impl From<SessionError> for ApiError {
             SessionError::Store(s) => s.into(),
             SessionError::Internal(m) => ApiError::internal(m),
             SessionError::Sealed => ApiError::sealed(),
+            SessionError::StorageFull(m) => ApiError::storage_full(m),
         }
     }
 }

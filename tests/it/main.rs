@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod example_crm;
 mod export;
+mod gauntlet;
 mod https;
 mod image;
 mod integration_api;

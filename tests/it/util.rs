@@ -58,7 +58,10 @@ impl Dir {
         c.arg("--data")
             .arg(self.path())
             .args(args)
-            .env("CUSTOS_LOG", "warn")
+            .env(
+                "CUSTOS_LOG",
+                std::env::var("CUSTOS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null());
         c
     }
@@ -410,6 +413,13 @@ impl Ws {
         use futures_util::SinkExt;
         let msg = tokio_tungstenite::tungstenite::Message::Binary(data.into());
         self.rt.block_on(self.inner.send(msg)).unwrap();
+    }
+
+    /// Sends a binary message; false if the socket is gone.
+    pub fn try_send_binary(&mut self, data: Vec<u8>) -> bool {
+        use futures_util::SinkExt;
+        let msg = tokio_tungstenite::tungstenite::Message::Binary(data.into());
+        self.rt.block_on(self.inner.send(msg)).is_ok()
     }
 
     /// The next binary message, skipping text; `None` if the socket closed or nothing came
