@@ -209,8 +209,11 @@ fn session_cookie(token: &str, max_age: i64) -> HeaderValue {
 async fn login(
     State(app): State<Arc<App>>,
     Extension(src): Extension<Source>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // Login CSRF: another site must not log a browser in to an account of its choosing.
+    super::sessions::refuse_other_sites(&headers, "logging in from another site is refused")?;
     let req: LoginRequest = parse(&body)?;
     // What the caller typed is recorded, but only in a bounded, printable form.
     let shown: String = req

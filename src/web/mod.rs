@@ -199,7 +199,12 @@ async fn security_headers(req: Request, next: Next) -> Response {
         "default-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     );
     set(h, "cross-origin-opener-policy", "same-origin");
-    if !h.contains_key(header::CACHE_CONTROL) {
+    // Event streams carry what their subscriber may see: axum's `Sse` says no-cache, which
+    // still lets a cache store it.
+    let stream = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if stream || !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res

@@ -548,8 +548,15 @@ async fn code_form(RawQuery(q): RawQuery) -> Html<String> {
 async fn code_submit(
     State(app): State<Arc<App>>,
     Extension(src): Extension<Source>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(e) = super::sessions::refuse_other_sites(
+        &headers,
+        "a code is entered on this appliance's own page only",
+    ) {
+        return e.into_response();
+    }
     let pairs = form_urlencoded(&body);
     let get = |k: &str| {
         pairs

@@ -89,15 +89,39 @@ impl From<SessionError> for ApiError {
 
 // --- who is asking -------------------------------------------------------------------------------
 
-fn customer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+/// The customer token of a request: `Authorization: Customer`, the customer cookie, or (for
+/// downloads and sockets) the query string. A change (any method but GET and HEAD) carried by
+/// the cookie alone needs `X-Custos-CSRF: 1`, as a user's cookie does (`api::authenticate`):
+/// SameSite does not stop a page on the same site (another port or subdomain).
+fn customer_token(
+    headers: &HeaderMap,
+    method: &Method,
+    query: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Customer "))
     {
-        return Some(t.trim().to_string());
+        return Ok(Some(t.trim().to_string()));
     }
-    let cookie = headers
+    let cookie = cookie_customer_token(headers);
+    let safe = matches!(*method, Method::GET | Method::HEAD);
+    if cookie.is_some()
+        && !safe
+        && headers
+            .get("x-custos-csrf")
+            .is_none_or(|v| v.as_bytes() != b"1")
+    {
+        return Err(ApiError::forbidden(
+            "a cookie-authenticated change needs the header X-Custos-CSRF: 1",
+        ));
+    }
+    Ok(cookie.or_else(|| query.map(str::to_string)))
+}
+
+fn cookie_customer_token(headers: &HeaderMap) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -106,8 +130,7 @@ fn customer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
                 let (k, val) = kv.trim().split_once('=')?;
                 (k == CUSTOMER_COOKIE).then(|| val.to_string())
             })
-        });
-    cookie.or_else(|| query.map(str::to_string))
+        })
 }
 
 /// Who may act on a session: its customer (by token) or an authenticated user.
@@ -140,7 +163,7 @@ pub(super) async fn party(
             ))
         };
     }
-    if let Some(t) = customer_token(headers, query_token) {
+    if let Some(t) = customer_token(headers, method, query_token)? {
         if crate::session::customer_may(app, id, &t).await? {
             return Ok(Party::Customer);
         }
@@ -525,7 +548,8 @@ async fn cancel_request(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&id)?;
-    let token = customer_token(&headers, None).ok_or_else(ApiError::unauthorized)?;
+    let token =
+        customer_token(&headers, &Method::POST, None)?.ok_or_else(ApiError::unauthorized)?;
     if !crate::session::customer_may(&app, &id, &token).await? {
         return Err(ApiError::forbidden(
             "this customer token is not for this request",
@@ -1058,8 +1082,13 @@ async fn redeem_code(
     State(app): State<Arc<App>>,
     Extension(src): Extension<Source>,
     Path(code): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    refuse_other_sites(
+        &headers,
+        "a code is redeemed from this appliance's own pages only",
+    )?;
     let req: RedeemRequest = if body.is_empty() {
         RedeemRequest::default()
     } else {
@@ -1900,19 +1929,34 @@ pub(super) struct WsQuery {
 
 /// A browser sends its Origin; a page from anywhere else may not ride on the cookies.
 pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
-        && origin.to_str().ok()
-            != host
-                .to_str()
-                .ok()
-                .map(|h| format!("https://{h}"))
-                .as_deref()
-    {
-        return Err(ApiError::forbidden(
-            "cross-origin WebSocket connections are refused",
-        ));
+    refuse_other_sites(headers, "cross-origin WebSocket connections are refused")
+}
+
+/// Refuses a request a browser sent from any origin but this appliance's own. Browsers say
+/// where a request comes from in `Sec-Fetch-Site` (only `same-origin` is ours; `same-site` is
+/// another port or subdomain) and, older ones, in `Origin`, which must then be `https://` and
+/// the `Host` asked for. Our own pages send `Origin: null` for forms and fetches (their
+/// referrer policy is no-referrer), with `Sec-Fetch-Site: same-origin`. Programs send neither
+/// header. Used where no credential protects a request yet: logging in (login CSRF), joining
+/// by code, and WebSocket handshakes.
+pub(super) fn refuse_other_sites(headers: &HeaderMap, message: &str) -> Result<(), ApiError> {
+    let text = |h| {
+        headers
+            .get(h)
+            .map(|v: &HeaderValue| v.to_str().unwrap_or("?"))
+    };
+    let ours = match (text("sec-fetch-site"), text(header::ORIGIN.as_str())) {
+        (Some(site), _) => matches!(site, "same-origin" | "none"),
+        (None, Some(origin)) => {
+            text(header::HOST.as_str()).is_some_and(|h| origin == format!("https://{h}"))
+        }
+        (None, None) => true,
+    };
+    if ours {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(message))
     }
-    Ok(())
 }
 
 async fn ws(

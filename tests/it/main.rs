@@ -27,3 +27,4 @@ mod sync;
 mod util;
 mod webdriver;
 mod webhooks;
+mod websec;
