@@ -19,6 +19,11 @@ e2e:
 bench:
     cargo bench --bench custos
 
+# The load driver alone: 500 to 5,000 concurrent sessions over TLS WebSockets on loopback,
+# relay and durable-ack latency percentiles and errors at each step (docs/benchmarks.md).
+load:
+    cargo bench --bench custos -- --load-only
+
 # The benchmark harness in its short mode (what CI runs); writes target/bench-short.json only.
 bench-short:
     cargo bench --bench custos -- --short

@@ -358,9 +358,27 @@ fn main() {
         "custos benchmarks ({})",
         if short { "short mode" } else { "full" }
     );
+    // `--load-only` runs the load driver alone (`just load`), printing its figures.
+    let load_only = std::env::args().any(|a| a == "--load-only");
+    let load_plan = if short {
+        load::Plan {
+            steps: vec![100],
+            seconds: 4,
+        }
+    } else {
+        load::Plan {
+            steps: vec![500, 1000, 2000, 3500, 5000, 7500, 10_000],
+            seconds: 20,
+        }
+    };
+    if load_only {
+        load::run(tmp.path(), &load_plan, &mut r);
+        return;
+    }
     bench_archive(tmp.path(), &sizes, &mut r);
     bench_audit(tmp.path(), &sizes, &mut r);
     sessions::run(tmp.path(), sizes.sessions, &mut r);
+    load::run(tmp.path(), &load_plan, &mut r);
     integrations::run(tmp.path(), &sizes, &mut r);
     dbsync::run(tmp.path(), sizes.db_sync_sessions, &mut r);
     remote::run(tmp.path(), short, &mut r);
@@ -438,6 +456,7 @@ fn main() {
 
 mod dbsync;
 mod integrations;
+mod load;
 mod remote;
 
 mod sessions {
@@ -534,7 +553,11 @@ mod sessions {
             r.json().unwrap_or(Value::Null)
         }
 
-        fn rss_kib(&self) -> u64 {
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        pub fn rss_kib(&self) -> u64 {
             let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
                 .unwrap_or_default();
             s.lines()
@@ -547,7 +570,7 @@ mod sessions {
     pub type Socket =
         tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-    async fn ws(s: &Server, session: &str, auth: String) -> Socket {
+    pub async fn ws(s: &Server, session: &str, auth: String) -> Socket {
         socket(s, &format!("/api/v1/sessions/{session}/ws"), auth).await
     }
 
@@ -576,7 +599,7 @@ mod sessions {
         tokio_tungstenite::client_async(req, tls).await.unwrap().0
     }
 
-    async fn next_of(sock: &mut Socket, kind: &str) -> Value {
+    pub async fn next_of(sock: &mut Socket, kind: &str) -> Value {
         loop {
             match sock.next().await {
                 Some(Ok(Message::Text(t))) => {
@@ -591,24 +614,24 @@ mod sessions {
         }
     }
 
-    fn pct(v: &mut [f64], p: f64) -> f64 {
+    pub fn pct(v: &mut [f64], p: f64) -> f64 {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[((v.len() as f64 - 1.0) * p).round() as usize]
     }
 
-    pub fn run(dir: &Path, sessions: usize, r: &mut super::Report) {
-        let data = dir.join("sessions-bench");
-        let (s, pw) = start(&data);
+    /// A fresh appliance in `dir/name` where each agent may take 50 sessions, with `agents`
+    /// agents (agent0, agent1, …, password [`AGENT_PW`]), started.
+    pub fn desk(dir: &Path, name: &str, agents: usize) -> Server {
+        let data = dir.join(name);
+        let (s, _) = start(&data);
         drop(s);
-        // One more agent than needed, for the file relay session.
-        let agents = sessions.div_ceil(50) + 1;
         let cfg = data.join("custos.toml");
         let text = std::fs::read_to_string(&cfg)
             .unwrap()
             .replace("max_per_agent = 4", "max_per_agent = 50");
         std::fs::write(&cfg, text).unwrap();
         let pwfile = dir.join("agentpw");
-        std::fs::write(&pwfile, "bench agent password\n").unwrap();
+        std::fs::write(&pwfile, format!("{AGENT_PW}\n")).unwrap();
         for i in 0..agents {
             let ok = Command::new(env!("CARGO_BIN_EXE_custos"))
                 .args([
@@ -632,19 +655,39 @@ mod sessions {
                 .success();
             assert!(ok);
         }
-        let _ = pw;
-        let (s, _) = start(&data);
+        start(&data).0
+    }
+
+    pub const AGENT_PW: &str = "bench agent password";
+
+    /// Logs agent0 … agent(n-1) in and returns their tokens.
+    pub async fn agent_tokens(s: &Server, n: usize) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for i in 0..n {
+            let v = s
+                .post(
+                    "/api/v1/auth/login",
+                    None,
+                    json!({ "name": format!("agent{i}"), "password": AGENT_PW }),
+                )
+                .await;
+            tokens.push(v["token"].as_str().unwrap().to_string());
+        }
+        tokens
+    }
+
+    pub fn run(dir: &Path, sessions: usize, r: &mut super::Report) {
+        // One more agent than needed, for the file relay session.
+        let agents = sessions.div_ceil(50) + 1;
+        let s = desk(dir, "sessions-bench", agents);
+        let (data, pwfile) = (dir.join("sessions-bench"), dir.join("agentpw"));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let file_session = rt.block_on(async {
-            let mut tokens = Vec::new();
-            for i in 0..agents {
-                let v = s.post("/api/v1/auth/login", None, json!({ "name": format!("agent{i}"), "password": "bench agent password" })).await;
-                tokens.push(v["token"].as_str().unwrap().to_string());
-            }
+            let tokens = agent_tokens(&s, agents).await;
             // Queue `sessions` requests, then time how fast a new one reaches an agent's console.
             let mut reqs = Vec::new();
             for i in 0..sessions {

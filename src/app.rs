@@ -561,9 +561,41 @@ impl App {
     }
 }
 
+/// Every live session holds two sockets (and a screen share a third) and two open archive
+/// objects: the usual limits of open files (1,024 soft, 4,096 hard on a bare kernel) would refuse
+/// connections and recordings at a few hundred sessions. Raises the hard limit to the kernel's
+/// ceiling (`fs.nr_open`) where allowed (root: `custos supervise` before it starts the server as
+/// the service user, which inherits it), then the soft limit to the hard one. Returns the limit.
+pub fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let ceiling = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let mut l = getrlimit(Resource::Nofile);
+    if let Some(c) = ceiling
+        && l.maximum.is_some_and(|m| m < c)
+    {
+        let higher = rustix::process::Rlimit {
+            current: Some(c),
+            maximum: Some(c),
+        };
+        if setrlimit(Resource::Nofile, higher).is_ok() {
+            return c;
+        }
+    }
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// Starts the appliance and serves until SIGTERM or SIGINT.
 pub async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> Result<Stopped, AppError> {
     make_private_dir(dir.root())?;
+    raise_open_file_limit();
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -257,6 +257,9 @@ enum Ended {
 pub async fn run(opts: Options) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut log = Log::open(&opts.log).await;
+    // Raised here, as root, for the server that runs as the service user (src/app.rs).
+    let files = crate::app::raise_open_file_limit();
+    log.note(&format!("open-file limit {files}")).await;
     tokio::fs::create_dir_all(&opts.run).await?;
     let ready_file = opts.run.join("ready");
     let conf = opts.system.join(super::APPLIANCE_CONF);
