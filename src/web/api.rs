@@ -138,9 +138,21 @@ pub(super) async fn authenticate(
             None => return Ok(None),
         },
     };
+    if by_cookie {
+        cookie_change_allowed(headers, method)?;
+    }
+    let p = app.db(move |s| auth::principal(s, &token)).await?;
+    Ok(p)
+}
+
+/// The CSRF rule for a request carried by a cookie (the login's or the customer's): a change
+/// (any method but GET and HEAD) needs `X-Custos-CSRF: 1`.
+pub(super) fn cookie_change_allowed(
+    headers: &HeaderMap,
+    method: &axum::http::Method,
+) -> Result<(), ApiError> {
     let safe = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
-    if by_cookie
-        && !safe
+    if !safe
         && headers
             .get("x-custos-csrf")
             .is_none_or(|v| v.as_bytes() != b"1")
@@ -149,8 +161,7 @@ pub(super) async fn authenticate(
             "a cookie-authenticated change needs the header X-Custos-CSRF: 1",
         ));
     }
-    let p = app.db(move |s| auth::principal(s, &token)).await?;
-    Ok(p)
+    Ok(())
 }
 
 /// An authenticated request. A user who must change their password may only do that (and read

@@ -106,16 +106,8 @@ fn customer_token(
         return Ok(Some(t.trim().to_string()));
     }
     let cookie = cookie_customer_token(headers);
-    let safe = matches!(*method, Method::GET | Method::HEAD);
-    if cookie.is_some()
-        && !safe
-        && headers
-            .get("x-custos-csrf")
-            .is_none_or(|v| v.as_bytes() != b"1")
-    {
-        return Err(ApiError::forbidden(
-            "a cookie-authenticated change needs the header X-Custos-CSRF: 1",
-        ));
+    if cookie.is_some() {
+        super::api::cookie_change_allowed(headers, method)?;
     }
     Ok(cookie.or_else(|| query.map(str::to_string)))
 }

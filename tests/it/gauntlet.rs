@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::remote::code_session;
 use crate::util::*;
 use custos::remote::{Codec, MAX_MESSAGE, UpdateBuilder};
 
@@ -56,11 +57,20 @@ fn seed() -> u64 {
 /// A data directory with one agent who may take `per_agent` sessions at once.
 fn appliance(per_agent: u64) -> (Dir, String) {
     let dir = Dir::new();
+    let one_time = prepare(
+        &dir,
+        "max_per_agent = 4",
+        &format!("max_per_agent = {per_agent}"),
+    );
+    (dir, one_time)
+}
+
+/// Initializes `dir`, replaces `from` with `to` in its custos.toml and adds the agent gina;
+/// returns the one-time admin password.
+fn prepare(dir: &Dir, from: &str, to: &str) -> String {
     let one_time = dir.init();
     let cfg = dir.path().join("custos.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("max_per_agent = 4", &format!("max_per_agent = {per_agent}"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(from, to);
     std::fs::write(&cfg, text).unwrap();
     let pw = dir.secret("agentpw", AGENT_PW);
     dir.run(&[
@@ -75,25 +85,7 @@ fn appliance(per_agent: u64) -> (Dir, String) {
         "support:general",
     ])
     .ok();
-    (dir, one_time)
-}
-
-/// A session joined by a connection code: (session id, customer token).
-fn code_session(s: &Server, agent: &str) -> (String, String) {
-    let r = s.post("/api/v1/codes", Some(agent), json!({}));
-    assert_eq!(r.status, 201, "{}", r.error_message());
-    let code = r.json().unwrap()["code"].as_str().unwrap().replace(' ', "");
-    let r = s.post(
-        &format!("/api/v1/codes/{code}/redeem"),
-        None,
-        json!({"name": "Gauntlet"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.error_message());
-    let v = r.json().unwrap();
-    (
-        v["session_id"].as_str().unwrap().to_string(),
-        v["customer_token"].as_str().unwrap().to_string(),
-    )
+    one_time
 }
 
 /// A 64x32 screen: a keyframe every 20 frames, a small changed tile in between.
@@ -414,25 +406,7 @@ fn a_full_disk_refuses_new_sessions_keeps_everything_and_recovers() {
     let Some(fs) = SmallFs::mount(&dir.path(), 48) else {
         return;
     };
-    let one_time = dir.init();
-    let cfg = dir.path().join("custos.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("min_free_mb = 256", "min_free_mb = 8");
-    std::fs::write(&cfg, text).unwrap();
-    let pw = dir.secret("agentpw", AGENT_PW);
-    dir.run(&[
-        "user",
-        "add",
-        "gina",
-        "--role",
-        "agent",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--skills",
-        "support:general",
-    ])
-    .ok();
+    let one_time = prepare(&dir, "min_free_mb = 256", "min_free_mb = 8");
     let mut s = dir.serve();
     let admin = s.admin(&one_time, ADMIN_PW);
     let agent = s.login("gina", AGENT_PW).0;

@@ -11,45 +11,11 @@ use crate::util::*;
 
 /// Every (path, method) routed in src/web/*.rs, read from the `.route(...)` calls.
 fn routed() -> BTreeSet<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/web");
-    let mut out = BTreeSet::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().extension().is_none_or(|x| x != "rs") {
-            continue;
-        }
-        let src = std::fs::read_to_string(e.path()).unwrap();
-        let mut rest = src.as_str();
-        while let Some(i) = rest.find(".route(") {
-            rest = &rest[i + ".route(".len()..];
-            // The call's text, up to its closing parenthesis.
-            let mut depth = 1;
-            let end = rest
-                .char_indices()
-                .find(|(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map(|(i, _)| i)
-                .unwrap();
-            let call = &rest[..end];
-            let path = call.split('"').nth(1).unwrap().to_string();
-            for m in ["get", "post", "put", "delete"] {
-                let used = call.match_indices(&format!("{m}(")).any(|(i, _)| {
-                    i == 0
-                        || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
-                            && call.as_bytes()[i - 1] != b'_'
-                });
-                if used {
-                    out.insert((path.clone(), m.to_string()));
-                }
-            }
-        }
-    }
-    out
+    web_sources()
+        .iter()
+        .flat_map(|(_, src)| route_calls(src))
+        .map(|(method, path, _)| (path, method))
+        .collect()
 }
 
 #[test]

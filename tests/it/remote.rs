@@ -14,7 +14,8 @@ use crate::util::*;
 use crate::webdriver::{Driver, available};
 use custos::remote::{Codec, MAX_MESSAGE, UpdateBuilder};
 
-fn code_session(s: &Server, agent: &str) -> (String, String) {
+/// A session joined by a connection code: (session id, customer token).
+pub(crate) fn code_session(s: &Server, agent: &str) -> (String, String) {
     let r = s.post("/api/v1/codes", Some(agent), json!({}));
     assert_eq!(r.status, 201, "{}", r.error_message());
     let code = r.json().unwrap()["code"].as_str().unwrap().replace(' ', "");

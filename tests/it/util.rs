@@ -346,7 +346,8 @@ impl Server {
         })
     }
 
-    fn ws_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+    /// The pinned TLS 1.3 configuration WebSocket clients use (no ALPN).
+    pub fn ws_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
         let fp = custos::tls::parse_fingerprint(&self.fingerprint).unwrap();
         let cfg = custos::tls::pinned_client_config_with(fp, &[&rustls::version::TLS13]).unwrap();
         let mut cfg = (*cfg).clone();
@@ -372,12 +373,7 @@ impl Server {
         let url = format!("wss://{addr}{path}");
         let auth = authorization.map(str::to_string);
         let inner = rt.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .unwrap();
+            let tls = tls_to(&addr, cfg).await;
             let mut req = url.into_client_request().unwrap();
             if let Some(auth) = auth {
                 req.headers_mut()
@@ -504,12 +500,7 @@ pub fn raw(
     let addr = s.addr.clone();
     let (auth, path) = (auth.to_string(), path.to_string());
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let tls = tls_to(&addr, cfg).await;
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
@@ -535,6 +526,19 @@ pub fn raw(
     })
 }
 
+/// A TLS connection to `addr` (as `localhost`) with a pinned client configuration.
+pub async fn tls_to(
+    addr: &str,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
 /// Whether a tool a test needs is here. Outside CI a missing tool is a loud skip; in CI
 /// (`CI=true`) it is a failure.
 pub fn tool_present(ok: bool, what: &str) -> bool {
@@ -546,4 +550,63 @@ pub fn tool_present(ok: bool, what: &str) -> bool {
     }
     eprintln!("\n*** SKIPPED: {what} is not installed ***\n");
     false
+}
+
+/// src/web/*.rs by file name.
+pub fn web_sources() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/web");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        out.push((name, std::fs::read_to_string(p).unwrap()));
+    }
+    out.sort();
+    out
+}
+
+/// (method, path, handler) of every `.route(...)` call in `src` (the OpenAPI check and the web
+/// security scan read the router this way).
+pub fn route_calls(src: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = src;
+    while let Some(i) = rest.find(".route(") {
+        rest = &rest[i + ".route(".len()..];
+        // The call's text, up to its closing parenthesis.
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .unwrap();
+        let call = &rest[..end];
+        let path = call.split('"').nth(1).unwrap().to_string();
+        for m in ["get", "post", "put", "delete"] {
+            let open = format!("{m}(");
+            for (i, _) in call.match_indices(&open) {
+                let standalone = i == 0
+                    || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && call.as_bytes()[i - 1] != b'_';
+                if !standalone {
+                    continue;
+                }
+                let handler: String = call[i + open.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                out.push((m.to_string(), path.clone(), handler));
+            }
+        }
+    }
+    out
 }

@@ -184,12 +184,7 @@ impl<'a> Scan<'a> {
             )))
             .unwrap();
         let r = rt.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .unwrap();
+            let tls = tls_to(&addr, cfg).await;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                     .await
@@ -248,23 +243,14 @@ impl<'a> Scan<'a> {
             .enable_all()
             .build()
             .unwrap();
-        let fp = custos::tls::parse_fingerprint(&self.s.fingerprint).unwrap();
-        let cfg = custos::tls::pinned_client_config_with(fp, &[&rustls::version::TLS13]).unwrap();
-        let mut cfg = (*cfg).clone();
-        cfg.alpn_protocols.clear();
-        let cfg = std::sync::Arc::new(cfg);
+        let cfg = self.s.ws_tls();
         let addr = self.s.addr.clone();
         let mut req = format!("wss://{addr}{path}").into_client_request().unwrap();
         for (k, v) in headers {
             req.headers_mut().insert(*k, v.parse().unwrap());
         }
         let (status, hs, body_len) = rt.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .unwrap();
+            let tls = tls_to(&addr, cfg).await;
             match tokio_tungstenite::client_async(req, tls).await {
                 Ok((_socket, res)) => (101u16, pairs(res.headers()), 0usize),
                 Err(Error::Http(r)) => (
@@ -434,65 +420,6 @@ struct Route {
     method: String,
     path: String,
     body: String,
-}
-
-/// src/web/*.rs by file name.
-fn web_sources() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/web");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "rs") {
-            continue;
-        }
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        out.push((name, std::fs::read_to_string(p).unwrap()));
-    }
-    out.sort();
-    out
-}
-
-/// (method, path, handler) of every `.route(...)` call in `src` (as tests/it/openapi.rs reads
-/// them).
-fn route_calls(src: &str) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let mut rest = src;
-    while let Some(i) = rest.find(".route(") {
-        rest = &rest[i + ".route(".len()..];
-        // The call's text, up to its closing parenthesis.
-        let mut depth = 1;
-        let end = rest
-            .char_indices()
-            .find(|(_, c)| {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-                depth == 0
-            })
-            .map(|(i, _)| i)
-            .unwrap();
-        let call = &rest[..end];
-        let path = call.split('"').nth(1).unwrap().to_string();
-        for m in ["get", "post", "put", "delete"] {
-            let open = format!("{m}(");
-            for (i, _) in call.match_indices(&open) {
-                let standalone = i == 0
-                    || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
-                        && call.as_bytes()[i - 1] != b'_';
-                if !standalone {
-                    continue;
-                }
-                let handler: String = call[i + open.len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                    .collect();
-                out.push((m.to_string(), path.clone(), handler));
-            }
-        }
-    }
-    out
 }
 
 /// The text of the top-level item `fn NAME(` in `src`.
